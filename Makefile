@@ -1,0 +1,59 @@
+# kdprune's front door. `make run` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.kdprune-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup data run test test-all lint format clean
+help:
+	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
+	@echo "make test       the fast test suite (pytest -m 'not slow')"
+	@echo "make test-all   every test, slow ones too"
+	@echo "make data       install / prepare Fashion-MNIST"
+	@echo "make lint       ruff check + format check"
+	@echo "make clean      remove outputs (runs, cache) and build litter"
+	@echo "Pass Hydra overrides with ARGS, e.g. make run ARGS='model=lenet5 prune_method=taylor'"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Fashion-MNIST ships in Debian's dataset-fashion-mnist package; without apt (or root), the code
+# falls back to torchvision's download.
+data: setup
+	@if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	      || echo "apt-get could not install dataset-fashion-mnist; trying torchvision's download"; \
+	  elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	      || echo "apt-get could not install dataset-fashion-mnist; trying torchvision's download"; \
+	  fi; \
+	fi
+	$(PY) -m kdprune.data fashion_mnist
+
+run: data
+	$(PY) -m kdprune $(ARGS)
+
+test: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: setup data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

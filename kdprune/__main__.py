@@ -1,0 +1,3 @@
+from kdprune.cli import main
+
+main()

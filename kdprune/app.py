@@ -1,0 +1,104 @@
+"""The Hydra application: compose → `run(cfg)` → the objective value the sweeper asks for."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from kdprune.checks import validate
+from kdprune.cli import CONF_DIR
+from kdprune.config import instantiate, trusted
+from kdprune.data import Augment, make_loaders
+from kdprune.engine import pick_device
+from kdprune.errors import KdpruneError
+from kdprune.reporting import comparison_table
+from kdprune.results import write_metrics
+from kdprune.schedules.context import RunContext, model_name, train_teacher
+
+log = logging.getLogger("kdprune")
+
+
+def run(cfg: DictConfig, run_dir: str | Path = ".") -> dict[str, Any]:
+    """Run one experiment as configured and write metrics.json into run_dir; return the metrics."""
+    with trusted(cfg.get("trusted_targets") or ()):
+        return _run(cfg, Path(run_dir))
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.perf_counter()
+    validate(cfg)
+    device = pick_device(cfg.device)
+    tracker = instantiate(cfg.logger)(
+        cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)
+    )
+    failed = True
+    try:
+        t = cfg.trainer
+        splits = instantiate(cfg.dataset.splits)
+        loaders = make_loaders(
+            splits,
+            int(t.batch_size),
+            int(t.eval_batch_size),
+            device,
+            Augment(**cfg.dataset.augment),
+            int(cfg.seed),
+            int(t.num_workers),
+        )
+        ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
+        teacher, teacher_metrics = train_teacher(ctx)
+        result = instantiate(cfg.schedule.order)(
+            ctx=ctx, teacher=teacher, teacher_metrics=teacher_metrics
+        )
+        metrics = {
+            "order": cfg.schedule.name,
+            "model": model_name(cfg.model),
+            "dataset": cfg.dataset.name,
+            "seed": int(cfg.seed),
+            "device": str(device),
+            **result,
+            "teacher_val_acc": teacher_metrics["val_acc"],
+            "teacher_test_acc": teacher_metrics["test_acc"],
+            "teacher_source": teacher_metrics["source"],
+            "timings": {**ctx.timings, "total": time.perf_counter() - start},
+            "history": ctx.history,
+        }
+        write_metrics(run_dir, metrics)
+        tracker.summary({k: v for k, v in metrics.items() if k != "history"})
+        failed = False
+        return metrics
+    finally:
+        tracker.finish(failed=failed)
+
+
+def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | tuple[float, ...]:
+    """What a sweeper optimises: `objective` names a metric or a list of them (never test)."""
+    names = cfg.get("objective", "val_acc")
+    if isinstance(names, str):
+        return float(metrics[names])
+    return tuple(float(metrics[n]) for n in names)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Hydra's task function: a user error ends a single run with one line and exit code 2."""
+    hc = HydraConfig.get()
+    try:
+        metrics = run(cfg, hc.runtime.output_dir)
+    except KdpruneError as err:
+        if hc.mode == RunMode.MULTIRUN:
+            log.error("%s", err)
+            raise  # the sweeper records the trial as failed and goes on
+        print(f"kdprune: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if hc.mode != RunMode.MULTIRUN:
+        print(comparison_table(metrics))
+        print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")
+    return objective_value(cfg, metrics)

@@ -1,0 +1,5 @@
+"""The content-addressed teacher cache."""
+
+from kdprune.cache.teachers import TeacherCache, atomic_save, cache_key
+
+__all__ = ["TeacherCache", "atomic_save", "cache_key"]

@@ -1,0 +1,24 @@
+"""`instantiate` with an execution whitelist: configs build objects from trusted packages only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.utils import execution_whitelist
+from hydra.utils import instantiate as _instantiate
+
+# Packages whose callables a config's `_target_` may name. A user's own plug-in (a custom
+# BasePruningMethod, say) is allowed by adding its package to the `trusted_targets` config key.
+TRUSTED_TARGETS = ("kdprune.*", "torch.*", "torchvision.*", "torch_pruning.*")
+
+
+def trusted(extra: Sequence[str] = ()) -> Any:
+    """A context in which `hydra.utils.instantiate` accepts the trusted targets (and `extra`)."""
+    return execution_whitelist([*TRUSTED_TARGETS, *extra])
+
+
+def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate` restricted to the trusted targets (plus any active context's)."""
+    with trusted():
+        return _instantiate(config, *args, **kwargs)

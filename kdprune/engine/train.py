@@ -1,0 +1,191 @@
+"""One train / evaluate loop for every stage: teacher training, distillation and fine-tuning.
+
+A stage hands `fit` an *objective* `objective(model, x, y, idx) -> (loss, logits)` (cross-entropy,
+or a KD loss that looks teacher outputs up by sample index) and an optimizer factory. The learning
+rate is a pure function of the step (`lr_schedule(progress) -> multiplier`), so an optimizer can be
+rebuilt mid-stage — after channels are removed — without losing the schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from kdprune.errors import NonFiniteLossError
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple]
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+# Called after every optimizer step with (model, global step); returns True when it changed the
+# model's parameters (pruned channels), so the engine rebuilds the optimizer.
+StepHook = Callable[[nn.Module, int], bool]
+
+CHECK_EVERY = 50  # steps between non-finite checks and progress-bar refreshes (each one syncs)
+
+
+@dataclass
+class Stage:
+    """What `fit` needs besides the model and data: how to optimise, for how long, how to report."""
+
+    name: str
+    epochs: int
+    objective: Objective
+    optimizer: OptimizerFactory
+    lr_schedule: Callable[[float], float]
+    device: torch.device
+    amp: bool = True
+    select_on_val: bool = True
+    progress: bool = True
+    max_batches: int | None = None
+    after_backward: Callable[[nn.Module], None] | None = None
+    step_hooks: list[StepHook] = field(default_factory=list)
+    log: Callable[[dict], None] | None = None
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op elsewhere."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def build_optimizer(stage: Stage, model: nn.Module) -> torch.optim.Optimizer:
+    """A fresh optimizer over the model's and the objective's trainable parameters."""
+    extra = getattr(stage.objective, "extra_parameters", lambda: [])()
+    params = [p for p in model.parameters() if p.requires_grad] + list(extra)
+    optimizer = stage.optimizer(params)
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return optimizer
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * multiplier
+
+
+def _check_finite(total: torch.Tensor, stage: Stage, epoch: int, step: int) -> None:
+    if not torch.isfinite(total).item():
+        raise NonFiniteLossError(
+            f"{stage.name}: loss became NaN or infinite in epoch {epoch + 1} by step {step + 1}; "
+            "lower the learning rate or check the KD temperature"
+        )
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, loader, device: torch.device, amp: bool = True, max_batches: int | None = None
+) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy of `model` on a loader."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for b, (x, y, _) in enumerate(loader):
+        if max_batches is not None and b >= max_batches:
+            break
+        with autocast(device, amp):
+            logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    return {"acc": correct.item() / max(seen, 1), "loss": loss_sum.item() / max(seen, 1)}
+
+
+def train_epoch(
+    model: nn.Module,
+    loader,
+    stage: Stage,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    total_steps: int,
+) -> tuple[dict[str, float], torch.optim.Optimizer]:
+    """One pass over the training loader; returns mean loss / accuracy and the optimizer in use."""
+    model.train()
+    loader.set_epoch(epoch)
+    steps = len(loader) if stage.max_batches is None else min(len(loader), stage.max_batches)
+    scaler = torch.amp.GradScaler(
+        enabled=stage.amp and stage.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    )
+    loss_sum = torch.zeros((), device=stage.device)
+    correct = torch.zeros((), device=stage.device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(
+        total=steps,
+        desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+        leave=False,
+        disable=not stage.progress,
+        dynamic_ncols=True,
+    )
+    for step, (x, y, idx) in enumerate(loader):
+        if step >= steps:
+            break
+        global_step = epoch * steps + step
+        _set_lr(optimizer, stage.lr_schedule(global_step / max(total_steps, 1)))
+        with autocast(stage.device, stage.amp):
+            loss, logits = stage.objective(model, x, y, idx)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if stage.after_backward is not None:
+            stage.after_backward(model)
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.detach().float() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if any([hook(model, global_step + 1) for hook in stage.step_hooks]):
+            optimizer = build_optimizer(stage, model)
+        if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
+            _check_finite(loss_sum, stage, epoch, step)
+            bar.set_postfix(
+                loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}"
+            )
+        bar.update()
+    bar.close()
+    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}, optimizer
+
+
+def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
+    """Train for `stage.epochs`; with `select_on_val`, end on the epoch with the best val accuracy.
+
+    Returns one record per epoch (train loss/acc, val loss/acc, lr, seconds).
+    """
+    optimizer = build_optimizer(stage, model)
+    steps = (
+        len(train_loader)
+        if stage.max_batches is None
+        else min(len(train_loader), stage.max_batches)
+    )
+    total_steps = stage.epochs * steps
+    history: list[dict] = []
+    best_acc, best_state = -1.0, None
+    for epoch in range(stage.epochs):
+        start = time.perf_counter()
+        train, optimizer = train_epoch(model, train_loader, stage, optimizer, epoch, total_steps)
+        val = evaluate(model, val_loader, stage.device, stage.amp, stage.max_batches)
+        record = {
+            "stage": stage.name,
+            "epoch": epoch + 1,
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+        }
+        history.append(record)
+        if stage.log is not None:
+            stage.log(record)
+        if stage.select_on_val and val["acc"] > best_acc:
+            best_acc, best_state = val["acc"], copy.deepcopy(model.state_dict())
+    if best_state is not None and not stage.step_hooks:
+        # Step hooks change the architecture, so an earlier state_dict may not fit any more.
+        model.load_state_dict(best_state)
+    return history

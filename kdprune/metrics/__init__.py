@@ -1,0 +1,24 @@
+"""Measurements for the run ledger: size (params, MACs, sparsity, channels, file) and latency."""
+
+from kdprune.metrics.latency import cpu_latency_ms
+from kdprune.metrics.ledger import LATENCY_BATCH_SIZES, LEDGER_KEYS, latency_keys, ledger
+from kdprune.metrics.size import (
+    channel_ratio,
+    conv_channels,
+    count_macs_params,
+    file_size_bytes,
+    nonzero_fraction,
+)
+
+__all__ = [
+    "LATENCY_BATCH_SIZES",
+    "LEDGER_KEYS",
+    "channel_ratio",
+    "conv_channels",
+    "count_macs_params",
+    "cpu_latency_ms",
+    "file_size_bytes",
+    "latency_keys",
+    "ledger",
+    "nonzero_fraction",
+]

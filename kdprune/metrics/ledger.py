@@ -1,0 +1,84 @@
+"""The compression ledger: before/after numbers for one dense -> compressed pair (metrics.json).
+
+Keys (all snake_case; `before` is the dense model, `after` the compressed one):
+
+- `params_before`, `params_after` (int): parameters, Torch-Pruning's count (masked weights count)
+- `params_removed_fraction`: 1 - params_after / params_before
+- `nonzero_fraction`: fraction of non-zero conv + linear weights of the compressed model (all
+  layers, classifier included, masks applied)
+- `macs_before`, `macs_after` (int): multiply-accumulates per sample, Torch-Pruning's count
+- `macs_removed_fraction`: 1 - macs_after / macs_before; `macs_speedup`: macs_before / macs_after
+- `channel_ratio`: achieved fraction of conv output channels removed
+- for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
+  `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
+  `cpu_speedup_bs{b}` (before / after)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from kdprune.metrics.latency import cpu_latency_ms
+from kdprune.metrics.size import channel_ratio, count_macs_params, nonzero_fraction
+
+LATENCY_BATCH_SIZES = (1, 64)
+SIZE_KEYS = (
+    "params_before",
+    "params_after",
+    "params_removed_fraction",
+    "nonzero_fraction",
+    "macs_before",
+    "macs_after",
+    "macs_removed_fraction",
+    "macs_speedup",
+    "channel_ratio",
+)
+
+
+def latency_keys(batch_size: int) -> tuple[str, str, str]:
+    """Ledger keys for one batch size: (before ms, after ms, speed-up)."""
+    b = batch_size
+    return f"cpu_latency_ms_bs{b}_before", f"cpu_latency_ms_bs{b}_after", f"cpu_speedup_bs{b}"
+
+
+LEDGER_KEYS = SIZE_KEYS + tuple(k for b in LATENCY_BATCH_SIZES for k in latency_keys(b))
+
+
+def ledger(
+    dense: nn.Module,
+    compressed: nn.Module,
+    example_inputs: Tensor,
+    *,
+    latency_batch_sizes: Sequence[int] = LATENCY_BATCH_SIZES,
+    repeats: int = 10,
+    warmup: int = 2,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Measure `dense` and `compressed` on `example_inputs` (one sample); return the ledger dict.
+
+    Pass `latency_batch_sizes=()` to skip the (slow) timing; the size keys are always present.
+    """
+    macs_before, params_before = count_macs_params(dense, example_inputs)
+    macs_after, params_after = count_macs_params(compressed, example_inputs)
+    row: dict[str, Any] = {
+        "params_before": params_before,
+        "params_after": params_after,
+        "params_removed_fraction": 1.0 - params_after / params_before,
+        "nonzero_fraction": nonzero_fraction(compressed),
+        "macs_before": macs_before,
+        "macs_after": macs_after,
+        "macs_removed_fraction": 1.0 - macs_after / macs_before,
+        "macs_speedup": macs_before / macs_after,
+        "channel_ratio": channel_ratio(dense, compressed),
+    }
+    shape = tuple(example_inputs.shape[1:])
+    for batch_size in latency_batch_sizes:
+        before_key, after_key, speedup_key = latency_keys(batch_size)
+        timing = {"repeats": repeats, "warmup": warmup, "num_threads": num_threads}
+        row[before_key] = cpu_latency_ms(dense, shape, batch_size, **timing)
+        row[after_key] = cpu_latency_ms(compressed, shape, batch_size, **timing)
+        row[speedup_key] = row[before_key] / row[after_key]
+    return row

@@ -1,0 +1,60 @@
+"""Model size measurements: parameters and MACs, weight sparsity, channel ratio, file size."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+
+from kdprune.pruning.masks import clone_model
+
+WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, int]:
+    """Return (MACs per sample, parameter count) as Torch-Pruning's counter reports them.
+
+    Masked weights still count (they are stored); `nonzero_fraction` measures that sparsity.
+    """
+    param = next(model.parameters(), None)
+    inputs = example_inputs if param is None else example_inputs.to(param.device)
+    # The counter deep-copies its argument, which fails while pruning masks are attached.
+    macs, params = tp.utils.count_ops_and_params(clone_model(model), inputs)
+    return int(round(macs)), int(params)
+
+
+def _effective_weight(module: nn.Module) -> Tensor:
+    if hasattr(module, "weight_mask"):
+        return module.weight_orig * module.weight_mask
+    return module.weight
+
+
+@torch.no_grad()
+def nonzero_fraction(model: nn.Module, ignored: tuple[str, ...] = ()) -> float:
+    """Fraction of non-zero conv and linear weights (masks applied), skipping `ignored` paths."""
+    nonzero = total = 0
+    for path, module in model.named_modules():
+        skip = any(path == p or path.startswith(p + ".") for p in ignored)
+        if isinstance(module, WEIGHTED_TYPES) and not skip:
+            weight = _effective_weight(module)
+            nonzero += int(torch.count_nonzero(weight))
+            total += weight.numel()
+    return nonzero / total if total else 1.0
+
+
+def conv_channels(model: nn.Module) -> int:
+    """Total output channels over all conv layers."""
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
+
+
+def channel_ratio(dense: nn.Module, pruned: nn.Module) -> float:
+    """Achieved fraction of conv output channels removed (0 for mask-based pruning)."""
+    before = conv_channels(dense)
+    return 1.0 - conv_channels(pruned) / before if before else 0.0
+
+
+def file_size_bytes(path: str | os.PathLike) -> int:
+    """Size of a file in bytes."""
+    return os.path.getsize(path)

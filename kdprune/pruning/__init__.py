@@ -1,0 +1,64 @@
+"""Pruning: the `prune_method` config group's compressors, mask helpers and model files.
+
+Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | params | macs) and a
+`pruner` node (`_target_` + `_partial_: true`). The run completes that node with the model:
+
+    validate(cfg.prune_method)                          # at start-up: ranges, unit, classes
+    make = kdprune.config.instantiate(cfg.prune_method.pruner)
+    pruner = make(model=model, example_inputs=x,        # before training: ConfigError if the
+                  calibration=batches, loss_fn=loss)    # model has nothing to prune / target
+    ...  loss.backward(); pruner.regularize(model); optimizer.step()   # sparse training, if any
+    result = pruner.apply()                             # in place -> PruneResult
+    save_model(path, model, model_cfg, result.history)  # rebuilt from config + history, no pickle
+
+That is the `Compressor` interface (kdprune.pruning.base): a constructor taking the model,
+`example_inputs` and optional `calibration` batches of (inputs, targets) and `loss_fn`, plus
+`regularize(model)`, `apply() -> PruneResult` and a static `check_options(**options)`.
+Pluggable parts are objects built from YAML: a Torch-Pruning importance criterion, a calibration
+callable (Taylor, Hessian), a regularizer (BN-scale sparsity), a BasePruningMethod. A later
+method (movement pruning, Tucker low-rank, post-training quantization) joins as another class
+with the same constructor and methods; one that changes the architecture must also describe its
+change in a replayable form for the model file, as `history` does for channel pruning.
+
+Structured pruning replaces parameters (new nn.Parameter objects): build the optimizer after
+`apply()`. Mask-based pruning keeps masks attached for fine-tuning; `make_permanent` folds them.
+"""
+
+from kdprune.pruning.base import (
+    ALLOCATIONS,
+    UNITS,
+    Compressor,
+    PruneResult,
+    validate,
+)
+from kdprune.pruning.calibration import (
+    BNScaleSparsity,
+    GradientCalibration,
+    SquaredGradientCalibration,
+)
+from kdprune.pruning.io import load_model, read_model_file, save_model
+from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_state_dict
+from kdprune.pruning.structured import StructuredPruning, replay_history
+from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruning
+
+__all__ = [
+    "ALLOCATIONS",
+    "UNITS",
+    "BNScaleSparsity",
+    "Compressor",
+    "FooBarPruningMethod",
+    "GradientCalibration",
+    "PruneResult",
+    "SquaredGradientCalibration",
+    "StructuredPruning",
+    "UnstructuredPruning",
+    "clone_model",
+    "has_masks",
+    "load_model",
+    "make_permanent",
+    "plain_state_dict",
+    "read_model_file",
+    "replay_history",
+    "save_model",
+    "validate",
+]

@@ -1,0 +1,131 @@
+"""Pruned-model files: data only (config, pruning history, weights), never a pickled module.
+
+A file is a `torch.save`d dict with fixed keys:
+
+- `format`: "kdprune.model"; `version`: 1
+- `model_cfg`: the base model config (plain dict with `_target_`, as from
+  `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with `kdprune.config.instantiate`
+- `history`: Torch-Pruning's pruning history, `[[module_path, is_out_channel, [indices]], ...]`,
+  replayed in order on the rebuilt model; `[]` for a dense or mask-pruned model
+- `input_shape`: `[1, C, H, W]` used to trace the model for the replay (null without history)
+- `extra`: any JSON-serialisable dict the caller adds (metrics, run id, ...)
+- `state_dict`: the weights on CPU; pruning masks are folded in, so it is a plain state_dict
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from kdprune.config import instantiate
+from kdprune.errors import ConfigError, KdpruneError
+from kdprune.pruning.masks import plain_state_dict
+from kdprune.pruning.structured import replay_history
+
+FORMAT = "kdprune.model"
+VERSION = 1
+KEYS = ("format", "version", "model_cfg", "history", "input_shape", "extra", "state_dict")
+
+
+def _input_shape(model_cfg: Mapping[str, Any], input_shape: Sequence[int] | None) -> list[int]:
+    if input_shape is not None:
+        return [int(n) for n in input_shape]
+    if "in_channels" in model_cfg and "image_size" in model_cfg:
+        size = int(model_cfg["image_size"])
+        return [1, int(model_cfg["in_channels"]), size, size]
+    raise ConfigError(
+        "save_model needs input_shape to replay a pruning history: model_cfg has no "
+        "in_channels/image_size."
+    )
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: nn.Module,
+    model_cfg: Mapping[str, Any],
+    history: list | None = None,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    input_shape: Sequence[int] | None = None,
+) -> Path:
+    """Write `model` atomically (temp file in the same folder, then os.replace); return the path.
+
+    `history` is every `PruneResult.history` applied to the model since it was built, concatenated
+    in order (None or [] for a dense or mask-pruned model). Masks are folded into the saved
+    weights without touching `model`. `input_shape` ([1, C, H, W]) is needed with a history
+    unless `model_cfg` has `in_channels` and `image_size`.
+    """
+    path = Path(path)
+    if isinstance(model_cfg, DictConfig):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    if "_target_" not in model_cfg:
+        raise ConfigError("save_model needs a model_cfg with a _target_ to rebuild the model.")
+    history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in history or []]
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_cfg": dict(model_cfg),
+        "history": history,
+        "input_shape": _input_shape(model_cfg, input_shape) if history else None,
+        "extra": dict(extra or {}),
+    }
+    json.dumps(meta)  # raises TypeError now rather than writing a file that cannot be read back
+    payload = {**meta, "state_dict": plain_state_dict(model)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and check a model file's dict (weights_only); raise KdpruneError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdpruneError(f"model file {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise KdpruneError(f"model file {path} is corrupt or not a torch file ({err}).") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise KdpruneError(f"{path} is not a kdprune model file.")
+    if payload.get("version") != VERSION or any(key not in payload for key in KEYS):
+        raise KdpruneError(f"{path} has version {payload.get('version')!r} or misses keys.")
+    return payload
+
+
+def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
+    """Rebuild the model of a file: instantiate its config, replay its history, load weights.
+
+    The model is returned in eval mode, on `map_location` when that names a device.
+    """
+    payload = read_model_file(path, map_location)
+    try:
+        model = instantiate(payload["model_cfg"])
+        if payload["history"]:
+            replay_history(model, torch.zeros(payload["input_shape"]), payload["history"])
+        model.load_state_dict(payload["state_dict"])
+    except KdpruneError:
+        raise
+    except Exception as err:
+        raise KdpruneError(f"model file {path} does not rebuild its model ({err}).") from err
+    if isinstance(map_location, str | torch.device):
+        model = model.to(map_location)
+    return model.eval()

@@ -1,0 +1,239 @@
+"""Structured (channel) pruning with Torch-Pruning: the model really shrinks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch_pruning as tp
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from kdprune.errors import ConfigError
+from kdprune.pruning.base import (
+    ALLOCATIONS,
+    UNITS,
+    PruneResult,
+    check_choice,
+    check_ratio,
+    ignored_module_paths,
+    move_inputs,
+)
+from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
+from kdprune.pruning.masks import clone_model, has_masks
+
+ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
+
+
+def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[Any]]) -> None:
+    """Re-apply a Torch-Pruning history, in order, to a fresh model of the same architecture."""
+    if not history:
+        return
+    with eval_mode(model), autograd_enabled():
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=move_inputs(example_inputs, model), verbose=False
+        )
+        graph.load_pruning_history([list(step) for step in history])
+
+
+def _plain_history(history: Iterable[Any]) -> list[list[Any]]:
+    return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
+
+
+class StructuredPruning:
+    """Remove whole channels with a Torch-Pruning importance criterion, in place.
+
+    `ratio` means, by `unit`: `channels` the fraction of prunable channels removed (Torch-Pruning's
+    pruning_ratio); `params` / `macs` the fraction of the model's parameters / MACs removed, found
+    by bisecting the channel ratio until the count is within `tolerance` (absolute) of the target.
+    `allocation` is `uniform` (every layer loses the same fraction) or `global` (one ranking over
+    all layers); `max_layer_ratio` caps any layer. The classifier and `ignored_layers` (module
+    paths) keep their output channels. Candidates are pruned on copies; the chosen history is then
+    replayed on `model`, which is left untouched if anything fails.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Tensor,
+        *,
+        importance: Callable[..., Tensor],
+        ratio: float,
+        unit: str = "channels",
+        allocation: str = "uniform",
+        max_layer_ratio: float = 0.9,
+        round_to: int | None = None,
+        iterative_steps: int = 1,
+        ignored_layers: Iterable[str] = (),
+        tolerance: float = 0.02,
+        max_search_steps: int = 12,
+        calibrate: Callable[[nn.Module, Batches, LossFn], None] | None = None,
+        regularizer: Any = None,
+        calibration: Batches | None = None,
+        loss_fn: LossFn | None = None,
+    ) -> None:
+        self.check_options(
+            ratio=ratio,
+            unit=unit,
+            allocation=allocation,
+            max_layer_ratio=max_layer_ratio,
+            round_to=round_to,
+            iterative_steps=iterative_steps,
+            tolerance=tolerance,
+        )
+        if calibrate is not None and calibration is None:
+            raise ConfigError(
+                f"{type(importance).__name__} needs calibration batches; pass calibration=."
+            )
+        if has_masks(model):
+            raise ConfigError(
+                "structured pruning needs a mask-free model; call make_permanent(model) first."
+            )
+        self.model, self.example_inputs = model, example_inputs
+        self.importance, self.ratio, self.unit = importance, float(ratio), unit
+        self.global_pruning = allocation == "global"
+        self.max_layer_ratio, self.round_to = float(max_layer_ratio), round_to
+        self.iterative_steps, self.tolerance = int(iterative_steps), float(tolerance)
+        self.max_search_steps = int(max_search_steps)
+        self.calibrate, self.regularizer = calibrate, regularizer
+        self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
+        self.ignored = ignored_module_paths(model, ignored_layers)
+        self._check_prunable()
+
+    @staticmethod
+    def check_options(
+        ratio: Any = None,
+        unit: Any = "channels",
+        allocation: Any = "uniform",
+        max_layer_ratio: Any = 0.9,
+        round_to: Any = None,
+        iterative_steps: Any = 1,
+        tolerance: Any = 0.02,
+        **_: Any,
+    ) -> None:
+        """Raise ConfigError if an option is out of range (no model needed)."""
+        check_ratio(ratio)
+        check_choice(unit, UNITS, "unit")
+        check_choice(allocation, ALLOCATIONS, "allocation")
+        if not isinstance(max_layer_ratio, int | float) or not 0.0 < max_layer_ratio < 1.0:
+            raise ConfigError(
+                f"prune_method max_layer_ratio must lie in (0, 1), got {max_layer_ratio}."
+            )
+        if unit == "channels" and ratio > max_layer_ratio:
+            raise ConfigError(
+                f"prune_method ratio {ratio} exceeds max_layer_ratio {max_layer_ratio}, "
+                "so no layer may lose that many channels."
+            )
+        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+            raise ConfigError(
+                f"prune_method round_to must be null or a positive int, got {round_to}."
+            )
+        if not isinstance(iterative_steps, int) or iterative_steps < 1:
+            raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
+        if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
+            raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+
+    def regularize(self, model: nn.Module) -> None:
+        """Apply the configured sparsity regularizer to `model`'s gradients (no-op if none)."""
+        if self.regularizer is not None:
+            self.regularizer.regularize(model)
+
+    def apply(self) -> PruneResult:
+        """Prune the bound model in place and return the replayable history."""
+        start = time.perf_counter()
+        if self.ratio == 0:
+            history, ratio = [], 0.0
+        elif self.unit == "channels":
+            history, ratio = self._prune_copy(self.ratio)[1], self.ratio
+        else:
+            history, ratio = self._search()
+        replay_history(self.model, self.example_inputs, history)
+        return PruneResult(history, ratio, time.perf_counter() - start)
+
+    def _check_prunable(self) -> None:
+        """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
+        with eval_mode(self.model), autograd_enabled():
+            graph = tp.DependencyGraph().build_dependency(
+                self.model, move_inputs(self.example_inputs, self.model), verbose=False
+            )
+        ignored = [m for path in self.ignored for m in self.model.get_submodule(path).modules()]
+        groups = list(graph.get_all_groups(ignored, ROOT_TYPES))
+        if not groups:
+            raise ConfigError(
+                f"nothing left to prune in {type(self.model).__name__}: every prunable layer "
+                f"is ignored ({', '.join(self.ignored)})."
+            )
+        # Gradient-based criteria score every group once calibrated; the others can be asked now.
+        if self.calibrate is None and all(self.importance(group) is None for group in groups):
+            raise ConfigError(
+                f"{type(self.importance).__name__} scores no prunable layer of "
+                f"{type(self.model).__name__} (BN-scale importance needs BatchNorm layers)."
+            )
+        if self.unit != "channels":
+            # Magnitude importance gives the same layer widths as any criterion when allocation is
+            # uniform, so one cheap cut at the cap bounds what the search can reach.
+            cut, _ = self._prune_copy(self.max_layer_ratio, tp.importance.MagnitudeImportance())
+            reach = 1.0 - self._count(cut) / self._count(self.model)
+            if self.ratio > reach + self.tolerance:
+                raise ConfigError(
+                    f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
+                    f"layer to max_layer_ratio={self.max_layer_ratio} removes {reach:.1%}."
+                )
+
+    def _count(self, model: nn.Module) -> float:
+        if self.unit == "params":  # Torch-Pruning's own definition, without a forward pass
+            return sum(p.numel() for p in model.parameters())
+        return tp.utils.count_ops_and_params(model, move_inputs(self.example_inputs, model))[0]
+
+    def _prune_copy(
+        self, ratio: float, importance: Callable[..., Tensor] | None = None
+    ) -> tuple[nn.Module, list[list[Any]]]:
+        """Prune a copy of the model at channel `ratio`; return it and its history."""
+        candidate = clone_model(self.model)
+        with autograd_enabled():
+            pruner = tp.pruner.BasePruner(
+                candidate,
+                move_inputs(self.example_inputs, candidate),
+                importance=importance or self.importance,
+                global_pruning=self.global_pruning,
+                pruning_ratio=ratio,
+                max_pruning_ratio=self.max_layer_ratio,
+                iterative_steps=self.iterative_steps,
+                ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
+                round_to=self.round_to,
+            )
+            for _ in range(self.iterative_steps):
+                if self.calibrate is not None and importance is None:
+                    self.calibrate(candidate, self.calibration, self.loss_fn)
+                pruner.step()
+        candidate.zero_grad(set_to_none=True)
+        return candidate, _plain_history(pruner.pruning_history())
+
+    def _search(self) -> tuple[list[list[Any]], float]:
+        """Bisect the channel ratio until the params/macs reduction is within tolerance."""
+        low, high = 0.0, self.max_layer_ratio
+        # Params and MACs fall roughly with the square of the kept width: a good first guess.
+        ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
+        dense = self._count(self.model)
+        best: tuple[float, list[list[Any]], float] | None = None
+        for _ in range(self.max_search_steps):
+            candidate, history = self._prune_copy(ratio)
+            reduction = 1.0 - self._count(candidate) / dense
+            if best is None or abs(reduction - self.ratio) < abs(best[0] - self.ratio):
+                best = (reduction, history, ratio)
+            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
+            # on small layers the count moves in steps and may never land closer.
+            error, width = abs(reduction - self.ratio), high - low
+            if error <= self.tolerance / 2 or (error <= self.tolerance and width < 0.05):
+                break
+            low, high = (ratio, high) if reduction < self.ratio else (low, ratio)
+            ratio = (low + high) / 2
+        reduction, history, ratio = best
+        if abs(reduction - self.ratio) > self.tolerance:
+            raise ConfigError(
+                f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
+                f"(closest: {reduction:.1%} at channel ratio {ratio:.3f})."
+            )
+        return history, ratio

@@ -1,0 +1,186 @@
+"""The three orders of pruning and distillation; each reads like its definition.
+
+Every order takes the run context, the frozen dense teacher and its metrics, and returns the run's
+ledger (see `stages.finish`). Epoch counts come from the `schedule` config group.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from torch import nn
+
+from kdprune.errors import ConfigError
+from kdprune.metrics import channel_ratio
+from kdprune.schedules.context import RunContext
+from kdprune.schedules.stages import compressor, finish, new_student, prune, train
+
+log = logging.getLogger("kdprune")
+
+
+def _kd_teacher(ctx: RunContext, teacher: nn.Module) -> nn.Module | None:
+    return None if ctx.cfg.kd.name == "none" else teacher
+
+
+def _regularizer(pruner):
+    """`after_backward` for training that precedes pruning (BN-scale sparsity); None if unused."""
+    return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
+
+
+def prune_then_distill(
+    ctx: RunContext,
+    teacher: nn.Module,
+    teacher_metrics: dict[str, Any],
+    finetune_epochs: int,
+    prune_target: str = "student",
+) -> dict[str, Any]:
+    """Start from trained weights, prune once to the target, then recover with KD.
+
+    `prune_target: student` prunes a copy of the trained weights (the teacher's own when the
+    student shares its architecture) and distills it from the dense teacher. `prune_target:
+    teacher` is the other reading: prune the teacher, then distill a fresh student from it.
+    """
+    if prune_target == "teacher":
+        pruned_teacher = copy.deepcopy(teacher).requires_grad_(True)
+        history = prune(ctx, pruned_teacher).history
+        pruned_teacher.eval().requires_grad_(False)
+        student = new_student(ctx, teacher, init="scratch")
+        dense = copy.deepcopy(student)
+        train(ctx, "distill", student, _kd_teacher(ctx, pruned_teacher), finetune_epochs)
+        result = finish(ctx, dense, student, None, teacher_metrics)
+        return {
+            **result,
+            "prune_target": "teacher",
+            "pruned_teacher_history_len": len(history or []),
+        }
+    student = new_student(ctx, teacher, init="teacher" if _same_arch(ctx) else "scratch")
+    dense = copy.deepcopy(student)
+    history = prune(ctx, student).history
+    train(ctx, "distill", student, _kd_teacher(ctx, teacher), finetune_epochs)
+    return {**finish(ctx, dense, student, history, teacher_metrics), "prune_target": "student"}
+
+
+def distill_then_prune(
+    ctx: RunContext,
+    teacher: nn.Module,
+    teacher_metrics: dict[str, Any],
+    distill_epochs: int,
+    finetune_epochs: int,
+    student_init: str = "scratch",
+) -> dict[str, Any]:
+    """Train the student with KD, prune it to the target, then fine-tune (with KD unless none)."""
+    student = new_student(ctx, teacher, init=student_init)
+    pruner = compressor(ctx, student)
+    train(
+        ctx,
+        "distill",
+        student,
+        _kd_teacher(ctx, teacher),
+        distill_epochs,
+        after_backward=_regularizer(pruner),
+    )
+    dense = copy.deepcopy(student)
+    history = prune(ctx, student, pruner).history
+    train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
+    return finish(ctx, dense, student, history, teacher_metrics)
+
+
+def cubic_sparsity(step: int, start: int, end: int, target: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3, held outside."""
+    if step <= start:
+        return initial
+    if step >= end:
+        return target
+    return target + (initial - target) * (1 - (step - start) / (end - start)) ** 3
+
+
+class GradualPruning:
+    """A step hook that raises sparsity on the cubic schedule while the student trains.
+
+    At each of `steps` evenly spaced pruning points between `start` and `end` (fractions of the
+    joint stage's optimizer steps), prunes from the current sparsity to the scheduled one. The
+    configured ratio is a fraction of the *original* model, so each step prunes
+    1 - (1 - s_t) / (1 - s_now) of what is left, where s_now is measured (channel counts round,
+    and Torch-Pruning removes at least one channel per layer, so the schedule must not compound
+    the rounding). Returns True when it pruned, so the engine rebuilds the optimizer.
+    """
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        dense: nn.Module,
+        total_steps: int,
+        start: float,
+        end: float,
+        steps: int,
+    ):
+        self.ctx, self.dense, self.target = ctx, dense, float(ctx.cfg.prune_method.ratio)
+        self.structured = ctx.cfg.prune_method.kind == "structured"
+        self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
+        span = max(self.last - self.first, 1)
+        self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
+        self.sparsity, self.history, self.seconds = 0.0, [], 0.0
+
+    def __call__(self, model: nn.Module, step: int) -> bool:
+        if step not in self.points:
+            return False
+        scheduled = cubic_sparsity(step, self.first, self.last, self.target)
+        now = channel_ratio(self.dense, model) if self.structured else self.sparsity
+        relative = 1 - (1 - scheduled) / (1 - now)
+        if relative <= 1e-6:
+            return False
+        cap = float(self.ctx.cfg.prune_method.get("max_layer_ratio", 0.9))
+        result = compressor(self.ctx, model, ratio=min(relative, cap)).apply()
+        self.history += result.history or []
+        self.sparsity, self.seconds = scheduled, self.seconds + result.seconds
+        log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
+        return True
+
+
+def joint(
+    ctx: RunContext,
+    teacher: nn.Module,
+    teacher_metrics: dict[str, Any],
+    joint_epochs: int,
+    finetune_epochs: int,
+    pruning_start: float = 0.0,
+    pruning_end: float = 0.75,
+    pruning_steps: int = 8,
+    student_init: str = "scratch",
+) -> dict[str, Any]:
+    """Train with KD while sparsity rises from 0 to the target (cubic schedule), then fine-tune."""
+    if ctx.cfg.prune_method.unit != "channels" and ctx.cfg.prune_method.kind == "structured":
+        raise ConfigError(
+            "schedule=joint prunes gradually by channel ratio; use prune_method.unit=channels"
+        )
+    if joint_epochs < 1:
+        raise ConfigError(
+            "schedule.joint_epochs must be >= 1: joint pruning happens while training"
+        )
+    student = new_student(ctx, teacher, init=student_init)
+    dense = copy.deepcopy(student)
+    steps_per_epoch = len(ctx.loaders.train)
+    if ctx.cfg.trainer.max_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, int(ctx.cfg.trainer.max_batches))
+    gradual = GradualPruning(
+        ctx, dense, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
+    )
+    train(
+        ctx,
+        "joint",
+        student,
+        _kd_teacher(ctx, teacher),
+        joint_epochs,
+        step_hooks=[gradual],
+        select_on_val=False,
+    )
+    ctx.timings["prune"] = gradual.seconds
+    ctx.after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
+    train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
+    return finish(ctx, dense, student, gradual.history, teacher_metrics)
+
+
+def _same_arch(ctx: RunContext) -> bool:
+    return ctx.cfg.teacher.model is None or ctx.cfg.teacher.model == ctx.cfg.model

@@ -1,0 +1,175 @@
+"""The stages orders are made of: build a student, distill / fine-tune it, prune it, measure it."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdprune.config import instantiate
+from kdprune.distillation import compute_teacher_logits
+from kdprune.engine import fit
+from kdprune.metrics import file_size_bytes, ledger
+from kdprune.pruning import PruneResult, make_permanent, save_model
+from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
+
+log = logging.getLogger("kdprune")
+
+MODEL_FILE = "model.pt"
+DENSE_FILE = "dense.pt"
+
+
+def new_student(ctx: RunContext, teacher: nn.Module, init: str) -> nn.Module:
+    """The student: a copy of the teacher's weights (`init: teacher`, same architecture only),
+    the user's checkpoint (`student_checkpoint`), or freshly initialised (`init: scratch`)."""
+    cfg = ctx.cfg
+    ctx.seed(2)
+    student = build_model(cfg.model, ctx.device, cfg.trainer.channels_last)
+    if cfg.schedule.get("student_checkpoint"):
+        load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
+    elif init == "teacher":
+        student.load_state_dict(teacher.state_dict())
+    return student.train().requires_grad_(True)
+
+
+def teacher_logits(ctx: RunContext, teacher: nn.Module) -> torch.Tensor | None:
+    """The teacher's logits for every training sample, computed once — when inputs are
+    deterministic (no augmentation) and the data sit in memory; else None (run the teacher)."""
+    train = ctx.loaders.train
+    if not (train.deterministic and hasattr(train, "images")):
+        return None
+    if ctx.teacher_logits is None or ctx.teacher_logits_of is not teacher:
+        with ctx.timed("teacher_logits"):
+            ctx.teacher_logits = compute_teacher_logits(
+                teacher, train.images, batch_size=int(ctx.cfg.trainer.eval_batch_size)
+            )
+            ctx.teacher_logits_of = teacher
+    return ctx.teacher_logits
+
+
+def objective(ctx: RunContext, student: nn.Module, teacher: nn.Module | None):
+    """The configured KD objective (or plain CE for `kd: none` / no teacher) for this student."""
+    factory = instantiate(ctx.cfg.kd.objective)
+    uses_teacher = teacher is not None and getattr(factory.func, "needs_teacher", True)
+    cached = teacher_logits(ctx, teacher) if uses_teacher else None
+    x, _, _ = next(iter(ctx.loaders.val))
+    return factory(
+        student=student,
+        teacher=teacher if uses_teacher else None,
+        teacher_logits=cached,
+        label_smoothing=float(ctx.cfg.trainer.label_smoothing),
+        example_input=x[:2],
+    )
+
+
+def calibration_batches(ctx: RunContext, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A few training batches for data-driven criteria (Taylor, Hessian)."""
+    batches = []
+    for x, y, _ in ctx.loaders.train:
+        batches.append((x, y))
+        if len(batches) >= count:
+            break
+    return batches
+
+
+def compressor(ctx: RunContext, model: nn.Module, **overrides: Any):
+    """The configured `prune_method` bound to `model` (overrides replace config values)."""
+    return instantiate(ctx.cfg.prune_method.pruner, **overrides)(
+        model=model,
+        example_inputs=ctx.example_inputs,
+        calibration=calibration_batches(ctx),
+        loss_fn=F.cross_entropy,
+    )
+
+
+def train(
+    ctx: RunContext,
+    name: str,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    epochs: int,
+    after_backward=None,
+    step_hooks=(),
+    select_on_val: bool = True,
+) -> list[dict]:
+    """Train `model` with the KD objective (CE when teacher is None) for `epochs`."""
+    if epochs <= 0:
+        return []
+    stage = ctx.stage(
+        name,
+        epochs,
+        objective(ctx, model, teacher),
+        after_backward=after_backward,
+        step_hooks=list(step_hooks),
+        select_on_val=select_on_val,
+    )
+    with ctx.timed(name):
+        return fit(model, ctx.loaders.train, ctx.loaders.val, stage)
+
+
+def prune(ctx: RunContext, model: nn.Module, pruner=None) -> PruneResult:
+    """Prune `model` in place to the configured target and log its accuracy right after."""
+    before = ctx.evaluate(model, "val")["acc"]
+    with ctx.timed("prune"):
+        result = (pruner or compressor(ctx, model)).apply()
+    ctx.after_prune_val_acc = ctx.evaluate(model, "val")["acc"]
+    log.info(
+        "pruned (%s, ratio %s %s): val acc %.4f -> %.4f in %.2fs",
+        ctx.cfg.prune_method.name,
+        ctx.cfg.prune_method.ratio,
+        ctx.cfg.prune_method.unit,
+        before,
+        ctx.after_prune_val_acc,
+        result.seconds,
+    )
+    return result
+
+
+def finish(
+    ctx: RunContext,
+    dense: nn.Module,
+    compressed: nn.Module,
+    history: list[list[Any]] | None,
+    teacher_metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """Save the compressed model, measure the ledger and the final val / test accuracy."""
+    cfg = ctx.cfg
+    make_permanent(compressed)
+    path = save_model(
+        ctx.run_dir / MODEL_FILE,
+        compressed.cpu(),
+        cfg.model,
+        history,
+        extra={"order": cfg.schedule.name, "prune_method": cfg.prune_method.name},
+    )
+    compressed.to(ctx.device)
+    dense_path = save_model(ctx.run_dir / DENSE_FILE, copy.deepcopy(dense).cpu(), cfg.model)
+    with ctx.timed("measure"):
+        sizes = ledger(
+            copy.deepcopy(dense).cpu().eval(),
+            copy.deepcopy(compressed).cpu().eval(),
+            ctx.example_inputs.cpu(),
+            repeats=int(cfg.measure.repeats),
+            warmup=int(cfg.measure.warmup),
+        )
+    val, test = ctx.evaluate(compressed, "val"), ctx.evaluate(compressed, "test")
+    return {
+        "method": cfg.prune_method.name,
+        "kind": cfg.prune_method.kind,
+        "kd": cfg.kd.name,
+        "target_ratio": float(cfg.prune_method.ratio),
+        "unit": cfg.prune_method.unit,
+        **sizes,
+        "file_size_bytes": file_size_bytes(path),
+        "dense_file_size_bytes": file_size_bytes(dense_path),
+        "after_prune_val_acc": ctx.after_prune_val_acc,
+        "val_acc": val["acc"],
+        "test_acc": test["acc"],
+        "val_loss": val["loss"],
+        "test_loss": test["loss"],
+        "model_file": str(path),
+    }

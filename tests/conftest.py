@@ -1,0 +1,56 @@
+"""Shared fixtures: compose the real config, then shrink it to a tiny, fast, CPU-only run."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# Small defaults for every test run: digits, a few epochs, no progress bars, outputs in tmp.
+TINY = [
+    "dataset=digits",
+    "model=lenet5",
+    "device=cpu",
+    "teacher.epochs=3",
+    "trainer.batch_size=64",
+    "trainer.progress=false",
+    "trainer.num_workers=0",
+    "measure.repeats=2",
+    "measure.warmup=1",
+    "logger=none",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One thread: on a busy shared 2-core CPU, spinning worker threads slow tiny convs ~100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose conf/ with TINY plus the given overrides; cache and data under tmp_path."""
+
+    def _make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=CONF_DIR):
+            cfg = compose("config", overrides=[*TINY, *overrides])
+        with open_dict(cfg):
+            if "paths.cache_dir" not in " ".join(overrides):
+                cfg.paths.cache_dir = str(tmp_path / "cache")
+            cfg.paths.data_dir = str(tmp_path / "data")
+        return cfg
+
+    return _make

@@ -1,0 +1,136 @@
+"""End to end on digits: each order runs, writes its ledger, reuses the teacher; bad input fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdprune.app import run
+from kdprune.errors import ConfigError
+from kdprune.metrics.ledger import LEDGER_KEYS
+from kdprune.pruning import load_model
+from kdprune.results import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["schedule.finetune_epochs=1", "teacher.epochs=2"]
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["schedule=prune_then_distill"],
+        ["schedule=distill_then_prune", "schedule.distill_epochs=1"],
+        ["schedule=joint", "schedule.joint_epochs=1", "schedule.pruning_steps=3"],
+        ["schedule=prune_then_distill", "schedule.prune_target=teacher"],
+    ],
+    ids=["ptd", "dtp", "joint", "ptd-teacher"],
+)
+def test_each_order_end_to_end(make_cfg, tmp_path: Path, order: list[str]) -> None:
+    cfg = make_cfg(*order, *FAST)
+    metrics = run(cfg, tmp_path / "run")
+    on_disk = read_metrics(tmp_path / "run")
+    assert on_disk["order"] == cfg.schedule.name
+    for key in (
+        *LEDGER_KEYS,
+        "val_acc",
+        "test_acc",
+        "teacher_test_acc",
+        "after_prune_val_acc",
+        "file_size_bytes",
+        "method",
+        "kd",
+        "target_ratio",
+        "unit",
+        "timings",
+    ):
+        assert key in on_disk, key
+    if order[-1] != "schedule.prune_target=teacher":
+        assert metrics["macs_speedup"] > 1.5
+        assert 0.4 <= metrics["channel_ratio"] <= 0.65
+    assert metrics["history"] and all("val_acc" in r for r in metrics["history"])
+
+
+def test_second_run_reuses_the_cached_teacher(make_cfg, tmp_path: Path) -> None:
+    first = run(make_cfg(*FAST), tmp_path / "a")
+    second = run(make_cfg(*FAST), tmp_path / "b")
+    assert (first["teacher_source"], second["teacher_source"]) == ("trained", "cache")
+    assert first["teacher_test_acc"] == second["teacher_test_acc"]
+    assert first["test_acc"] == second["test_acc"]  # same seed, same numbers, cache or not
+    assert not any(r["stage"] == "teacher" for r in second["history"])
+
+
+def test_saved_model_reloads_and_scores_the_same(make_cfg, tmp_path: Path) -> None:
+    metrics = run(make_cfg(*FAST), tmp_path / "run")
+    model = load_model(metrics["model_file"])
+    from kdprune.data import digits
+
+    test = digits().test
+    with torch.no_grad():
+        acc = (model(test.images).argmax(1) == test.labels).float().mean().item()
+    assert acc == pytest.approx(metrics["test_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("teacher.epochs=-1", "teacher.epochs"),
+        ("schedule.finetune_epochs=-2", "finetune_epochs"),
+        ("prune_method.ratio=1.0", "ratio"),
+        ("prune_method.ratio=-0.1", "ratio"),
+        ("kd.temperature=0", "temperature"),
+        ("kd.alpha=1.5", "alpha"),
+        ("trainer.batch_size=0", "batch_size"),
+    ],
+)
+def test_bad_values_fail_before_any_work(
+    make_cfg, tmp_path: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run(make_cfg(override), tmp_path / "run")
+    assert not (tmp_path / "cache").exists()  # nothing was trained
+
+
+def test_unknown_feature_layer_fails_before_any_work(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="layer9"):
+        run(make_cfg("kd=attention", "kd.student_layers=[layer9]"), tmp_path / "run")
+
+
+def test_missing_imagefolder_root(make_cfg, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="root"):
+        run(make_cfg("dataset=imagefolder", "dataset.num_classes=2"), tmp_path / "run")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "kdprune", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_unknown_group_option_is_one_line_with_choices() -> None:
+    out = _cli("model=resnet999")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "resnet999" in lines[0] and "resnet20" in lines[0]
+
+
+def test_cli_bad_value_is_one_line_error(tmp_path: Path) -> None:
+    out = _cli("dataset=digits", "teacher.epochs=-3", f"hydra.run.dir={tmp_path}")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("kdprune: error:") and "teacher.epochs" in lines[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_metrics_json_is_valid_json(make_cfg, tmp_path: Path) -> None:
+    run(make_cfg(*FAST, "kd=none"), tmp_path / "run")
+    data = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert data["kd"] == "none" and data["order"] == "distill_then_prune"

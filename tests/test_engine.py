@@ -1,0 +1,110 @@
+"""The training engine: it learns, it is deterministic, it stops on a non-finite loss."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from kdprune.data import Augment, digits, make_loaders
+from kdprune.distillation import CrossEntropyObjective
+from kdprune.engine import Stage, evaluate, fit, seed_everything
+from kdprune.engine.schedules import cosine, step
+from kdprune.errors import NonFiniteLossError
+from kdprune.models import lenet5
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def loaders():
+    return make_loaders(digits(), 64, 512, CPU, Augment(), seed=0)
+
+
+def _train(loaders, epochs: int = 6, lr: float = 0.003, seed: int = 0, objective=None):
+    seed_everything(seed)
+    model = lenet5(10, 1, 8)
+    stage = Stage(
+        "t",
+        epochs,
+        objective or CrossEntropyObjective(),
+        partial(torch.optim.AdamW, lr=lr),
+        cosine(),
+        CPU,
+        progress=False,
+    )
+    history = fit(model, loaders.train, loaders.val, stage)
+    return model, history
+
+
+def test_engine_learns_digits_to_high_accuracy(loaders) -> None:
+    model, history = _train(loaders, epochs=12)
+    assert len(history) == 12
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert evaluate(model, loaders.test, CPU)["acc"] > 0.9
+
+
+def test_same_seed_same_numbers(loaders) -> None:
+    a, ha = _train(loaders, epochs=2, seed=5)
+    b, hb = _train(loaders, epochs=2, seed=5)
+    c, _ = _train(loaders, epochs=2, seed=6)
+    assert [r["val_loss"] for r in ha] == [r["val_loss"] for r in hb]
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert not all(
+        torch.equal(p, q)
+        for p, q in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
+
+
+def test_non_finite_loss_stops_with_clear_error(loaders) -> None:
+    def nan_objective(model: nn.Module, x, y, idx):
+        logits = model(x)
+        return logits.sum() * float("nan"), logits
+
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        _train(loaders, epochs=1, objective=nan_objective)
+
+
+def test_val_selection_restores_best_epoch(loaders) -> None:
+    model, history = _train(loaders, epochs=3)
+    best = max(r["val_acc"] for r in history)
+    assert evaluate(model, loaders.val, CPU)["acc"] == pytest.approx(best)
+
+
+def test_lr_schedules_are_pure_functions() -> None:
+    f = cosine(warmup=0.1)
+    assert f(0.0) == 0.0 and f(0.1) == pytest.approx(1.0) and f(1.0) == pytest.approx(0.0)
+    g = step(milestones=[0.5], gamma=0.1)
+    assert g(0.4) == 1.0 and g(0.6) == pytest.approx(0.1)
+
+
+def test_step_hook_that_changes_parameters_rebuilds_optimizer(loaders) -> None:
+    """A hook that swaps a layer's weight for a new Parameter: it must keep training."""
+    seed_everything(0)
+    model = lenet5(10, 1, 8)
+    swapped = {}
+
+    def hook(m: nn.Module, step_: int) -> bool:
+        if step_ == 3:
+            m.fc2.weight = nn.Parameter(m.fc2.weight.detach().clone())
+            swapped["w"] = m.fc2.weight.detach().clone()
+            return True
+        return False
+
+    stage = Stage(
+        "t",
+        1,
+        CrossEntropyObjective(),
+        partial(torch.optim.SGD, lr=0.1),
+        cosine(),
+        CPU,
+        progress=False,
+        step_hooks=[hook],
+    )
+    fit(model, loaders.train, loaders.val, stage)
+    assert not torch.equal(model.fc2.weight, swapped["w"])
