@@ -6,12 +6,16 @@ STAMP := $(VENV)/.kdprune-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help setup data run test test-all lint format clean
+.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto report report-optuna report-pareto bench
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
 	@echo "make test-all   every test, slow ones too"
 	@echo "make data       install / prepare Fashion-MNIST"
+	@echo "make sweep-orders   the three orders x prune ratios x KD on/off (accuracy-vs-sparsity curves)"
+	@echo "make sweep-optuna   Optuna TPE search (resumable; n_trials is the study's total)"
+	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
+	@echo "make report     report of the newest orders sweep (or REPORT_SRC=<folder>)"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove outputs (runs, cache) and build litter"
 	@echo "Pass Hydra overrides with ARGS, e.g. make run ARGS='model=lenet5 prune_method=taylor'"
@@ -45,6 +49,31 @@ test: setup
 
 test-all: setup data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+OPTUNA_DB := outputs/sweeps/optuna/study.db
+PARETO_DB := outputs/sweeps/pareto/study.db
+REPORT_SRC ?= $(shell ls -dt outputs/sweeps/orders/*/ 2>/dev/null | head -n 1)
+
+sweep-orders: data
+	$(PY) -m kdprune -m +sweep=orders $(ARGS)
+
+sweep-optuna: data
+	$(PY) -m kdprune -m +sweep=optuna $(ARGS)
+	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
+
+sweep-pareto: data
+	$(PY) -m kdprune -m +sweep=pareto $(ARGS)
+	$(PY) -m kdprune report --storage sqlite:///$(PARETO_DB) --study kdprune-pareto
+
+report: setup
+	@test -n "$(REPORT_SRC)" || { echo "no sweep found under outputs/sweeps/orders; run make sweep-orders or set REPORT_SRC"; exit 2; }
+	$(PY) -m kdprune report $(REPORT_SRC)
+
+report-optuna: setup
+	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
+
+report-pareto: setup
+	$(PY) -m kdprune report --storage sqlite:///$(PARETO_DB) --study kdprune-pareto
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -21,9 +22,11 @@ from kdprune.engine import pick_device
 from kdprune.errors import KdpruneError
 from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
+from kdprune.sweeping import register as register_sweeper
 from kdprune.schedules.context import RunContext, model_name, train_teacher
 
 log = logging.getLogger("kdprune")
+register_sweeper()
 
 
 def run(cfg: DictConfig, run_dir: str | Path = ".") -> dict[str, Any]:
@@ -35,6 +38,8 @@ def run(cfg: DictConfig, run_dir: str | Path = ".") -> dict[str, Any]:
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
+    if cfg.trainer.get("threads"):
+        torch.set_num_threads(int(cfg.trainer.threads))
     device = pick_device(cfg.device)
     tracker = instantiate(cfg.logger)(
         cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)

@@ -7,6 +7,7 @@ from typing import Any
 
 from hydra.utils import execution_whitelist
 from hydra.utils import instantiate as _instantiate
+from omegaconf import OmegaConf
 
 # Packages whose callables a config's `_target_` may name. A user's own plug-in (a custom
 # BasePruningMethod, say) is allowed by adding its package to the `trusted_targets` config key.
@@ -22,3 +23,12 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate` restricted to the trusted targets (plus any active context's)."""
     with trusted():
         return _instantiate(config, *args, **kwargs)
+
+
+def _minus(a: int, b: int) -> int:
+    return int(a) - int(b)
+
+
+# `${minus:${budget.student_epochs},${budget.finetune_epochs}}` splits one epoch budget between the
+# stages of an order, so every order trains its student for the same number of epochs.
+OmegaConf.register_resolver("minus", _minus, replace=True)

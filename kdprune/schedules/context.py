@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -145,7 +146,7 @@ def teacher_spec(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": int(cfg.trainer.batch_size),
         "label_smoothing": float(cfg.trainer.label_smoothing),
         "max_batches": cfg.trainer.max_batches,
-        "seed": int(cfg.seed),
+        "seed": int(cfg.teacher.seed),
     }
 
 
@@ -169,7 +170,7 @@ def train_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
     """The frozen teacher: loaded from a checkpoint, from the cache, or trained (then cached)."""
     cfg = ctx.cfg
     model_cfg = teacher_model_cfg(cfg)
-    ctx.seed(1)
+    seed_everything(int(cfg.teacher.seed) * 1000 + 1)
     teacher = build_model(model_cfg, ctx.device, cfg.trainer.channels_last)
     with ctx.timed("teacher"):
         if cfg.teacher.checkpoint:
@@ -207,7 +208,9 @@ def _fit_teacher(ctx: RunContext, teacher: nn.Module) -> dict[str, Any]:
         t.lr_scheduler,
     )
     start = time.perf_counter()
-    history = fit(teacher, ctx.loaders.train, ctx.loaders.val, stage)
+    train = copy.copy(ctx.loaders.train)  # the same batches, shuffled by the teacher's own seed
+    train.seed = int(ctx.cfg.teacher.seed)
+    history = fit(teacher, train, ctx.loaders.val, stage)
     return {
         "val_acc": ctx.evaluate(teacher, "val")["acc"],
         "test_acc": ctx.evaluate(teacher, "test")["acc"],
