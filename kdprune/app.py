@@ -22,8 +22,8 @@ from kdprune.engine import pick_device
 from kdprune.errors import KdpruneError
 from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
-from kdprune.sweeping import register as register_sweeper
 from kdprune.schedules.context import RunContext, model_name, train_teacher
+from kdprune.sweeping import register as register_sweeper
 
 log = logging.getLogger("kdprune")
 register_sweeper()

@@ -1,4 +1,4 @@
-"""Sweeps end to end on digits: a tiny orders grid, an Optuna study that fails, resumes and counts."""
+"""Sweeps end to end on digits: an orders grid, an Optuna study that fails, resumes, counts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 
 from kdprune.results import read_metrics

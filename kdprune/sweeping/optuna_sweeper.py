@@ -1,9 +1,9 @@
 """Hydra's Optuna sweeper, made resumable.
 
-Hydra's `OptunaSweeper` already loads an existing study (`load_if_exists=True`), but run again it
-runs `n_trials` *more* trials, leaves trials of a killed run RUNNING forever, and numbers job folders
-from 0 again, so they overwrite the first run's. This subclass changes exactly that, before handing
-over to the stock sweep loop:
+Hydra's `OptunaSweeper` already loads an existing study (`load_if_exists=True`), but run again
+it runs `n_trials` *more* trials, leaves trials of a killed run RUNNING forever, and numbers job
+folders from 0 again, so they overwrite the first run's. This subclass changes exactly that,
+before handing over to the stock sweep loop:
 
 - `n_trials` is the study's total: finished trials (complete, or failed by their own error) count;
 - trials left RUNNING by a crash or Ctrl-C are marked FAIL (user attr `interrupted`), not counted;
