@@ -6,8 +6,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 METRICS_FILE = "metrics.json"
 
@@ -22,16 +23,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
-    """Write JSON atomically (temporary file, then rename): readers never see half a file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
+
+    Readers see the old file or the whole new one, never half of it: a killed process leaves at
+    most a hidden `.tmp` file that nothing reads.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(_jsonable(data), fh, indent=2, sort_keys=False)
-        fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    text = json.dumps(_jsonable(data), indent=2) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:

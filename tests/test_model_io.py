@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ from kdprune.pruning import has_masks, load_model, plain_state_dict, read_model_
 CONF = Path(__file__).parents[1] / "conf"
 SIZE, CLASSES = 8, 10
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one thread: on a busy shared CPU, spinning worker threads slow tiny convs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def model_cfg(name: str) -> dict:

@@ -1,7 +1,6 @@
 """Each config in conf/model builds, runs forward and backward, and names its classifier."""
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,14 +30,6 @@ DOCUMENTED_PATHS = {
     "vgg16_bn": ["features.0", "features.42", "avgpool", "classifier.3"],
 }
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one thread: on a busy shared CPU, spinning worker threads slow tiny convs ~100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def build(path: Path, in_channels: int, image_size: int, **overrides: object) -> nn.Module:

@@ -4,7 +4,7 @@ Bad input fails with ConfigError; the ledger measurements (kdprune.metrics) are 
 """
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,6 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 }
 TOLERANCE = 0.02
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Run on one thread: on a busy shared CPU, spinning worker threads slow tiny convs a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def compose(method: str, **overrides: Any) -> Any:

@@ -14,10 +14,8 @@ A file is a `torch.save`d dict with fixed keys:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from kdprune.config import instantiate
 from kdprune.errors import ConfigError, KdpruneError
 from kdprune.pruning.masks import plain_state_dict
 from kdprune.pruning.structured import replay_history
+from kdprune.results import atomic_write
 
 FORMAT = "kdprune.model"
 VERSION = 1
@@ -80,19 +79,7 @@ def save_model(
     }
     json.dumps(meta)  # raises TypeError now rather than writing a file that cannot be read back
     payload = {**meta, "state_dict": plain_state_dict(model)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
