@@ -24,7 +24,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kdprune", description="kdprune subcommands (runs: `kdprune [overrides]`)")
+    parser = _Parser(
+        prog="kdprune", description="kdprune subcommands (runs: `kdprune [overrides]`)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     report = sub.add_parser(
@@ -57,9 +59,16 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=1024)
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
 
-    onnx = sub.add_parser("export-onnx", help="export a saved model to ONNX (not available yet)")
+    onnx = sub.add_parser(
+        "export-onnx",
+        help="export a saved model to ONNX, checked against PyTorch with ONNX Runtime",
+        description="Export a model file to ONNX: input `input` [batch, C, H, W], output `logits`.",
+    )
     onnx.add_argument("model_file")
-    onnx.add_argument("--out", help="the .onnx file")
+    onnx.add_argument("--out", help="the .onnx file (default: MODEL_FILE with suffix .onnx)")
+    onnx.add_argument("--input-shape", help="C,H,W when the model file does not record it")
+    onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
+    onnx.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
     return parser
 
 
@@ -153,7 +162,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    raise KdpruneError("export-onnx is not available yet.")
+    from kdprune.export import export_onnx
+
+    shape = None
+    if args.input_shape:
+        try:
+            shape = [int(n) for n in args.input_shape.split(",")]
+        except ValueError:
+            shape = []
+        if len(shape) != 3 or min(shape) < 1:
+            raise KdpruneError(
+                f"--input-shape must be C,H,W (e.g. 3,32,32), got {args.input_shape}"
+            )
+    out = Path(args.out) if args.out else Path(args.model_file).with_suffix(".onnx")
+    kwargs = {} if args.opset is None else {"opset": args.opset}
+    path = export_onnx(
+        args.model_file, out, batch_size=args.batch_size, input_shape=shape, **kwargs
+    )
+    batch = "dynamic batch" if args.batch_size is None else f"batch {args.batch_size}"
+    print(f"wrote {path} ({batch}; outputs checked against PyTorch with ONNX Runtime)")
+    return 0
 
 
 COMMANDS: dict[str, Any] = {"report": _report, "evaluate": _evaluate, "export-onnx": _export_onnx}
@@ -167,6 +195,6 @@ def main(argv: list[str]) -> int:
         return int(exit_.code or 0)
     try:
         return COMMANDS[args.command](args)
-    except KdpruneError as err:
+    except (KdpruneError, OSError) as err:  # OSError: an output folder that cannot be written
         print(f"kdprune: error: {err}", file=sys.stderr)
         return 2

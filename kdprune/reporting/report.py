@@ -7,13 +7,11 @@ selected by validation accuracy; test accuracy is only reported.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from kdprune.errors import ConfigError
-from kdprune.results import METRICS_FILE, read_metrics
+from kdprune.results import METRICS_FILE, atomic_write, read_metrics
 
 CSV_FILE = "pruning_comparison.csv"
 MARKDOWN_FILE = "PRUNING_REPORT.md"
@@ -49,10 +47,19 @@ ORDER_COLOURS = {
     "joint": "tab:green",
 }
 OTHER_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
-KD_STYLES = ["-", "--", ":", "-."]
+KD_STYLES = ["-", "-.", (0, (1, 1.5)), (0, (3, 1, 1, 1, 1, 1))]  # "--" is the teacher's
+NO_KD_STYLE = (0, (1, 1.5))  # dotted: without distillation
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
-# Objectives a sweeper minimises when the study does not say; everything else is maximised.
-MINIMISED = ("latency", "loss", "size", "params_after", "macs_after", "seconds", "time_")
+AXIS_NAMES = {
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "macs_speedup": "MACs speed-up (×)",
+    "params_removed_fraction": "parameters removed (fraction)",
+    "cpu_speedup_bs1": "CPU speed-up, batch 1 (×)",
+    "cpu_speedup_bs64": "CPU speed-up, batch 64 (×)",
+    "cpu_latency_ms_bs1_after": "CPU latency, batch 1 (ms)",
+    "cpu_latency_ms_bs64_after": "CPU latency, batch 64 (ms)",
+}
 
 
 @dataclass
@@ -75,16 +82,27 @@ class Report:
 
     files: list[Path] = field(default_factory=list)
     best: pd.DataFrame = field(default_factory=pd.DataFrame)
+    study: StudyInfo | None = None
 
     def summary(self) -> str:
         """A few lines: the best configuration per order (picked on val, test reported)."""
         lines = ["best per order (selected by val_acc, test_acc reported):"]
+        mixed = self.best[["model", "dataset"]].drop_duplicates().shape[0] > 1
         for _, row in self.best.iterrows():
+            where = f"{row['model']} on {row['dataset']}: " if mixed else ""
             lines.append(
-                f"  {row['order']:<20} kd={row['kd']} {row['method']} ratio {row['target_ratio']:g}"
+                f"  {where}{row['order']:<20} kd={row['kd']} {row['method']}"
+                f" ratio {row['target_ratio']:g}"
                 f": val {_pm(row, 'val_acc')}, test {_pm(row, 'test_acc')}"
                 f" (n={int(row['n_seeds'])})"
             )
+        if self.study is not None and self.study.best:
+            what = "best trial" if len(self.study.best) == 1 else "Pareto-optimal trials"
+            lines.append(f"study {self.study.name}, {what}:")
+            for b in self.study.best:
+                values = ", ".join(f"{k} {v:.4g}" for k, v in b["values"].items())
+                params = ", ".join(f"{k}={v}" for k, v in b["params"].items())
+                lines.append(f"  #{b['number']}: {values} | {params}")
         return "\n".join(lines)
 
 
@@ -131,8 +149,22 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for key in [*STAT_COLUMNS, "teacher_test_acc", "seed"]:
         if key not in df:
             df[key] = np.nan
-    sort = [k for k in [*CONFIG_KEYS, "seed", "run_dir"] if k in df]
-    return df.sort_values(sort, kind="stable", na_position="last").reset_index(drop=True)
+    # Ledger keys first (as they appear in metrics.json), then timings, derived and trial columns.
+    keys = [c for c in df.columns if not c.startswith(("time_", "value_", "param_"))]
+    tail = [
+        "student_epochs",
+        "student_stages",
+        "trial_number",
+        "trial_state",
+        "overrides",
+        "run_dir",
+    ]
+    columns = [c for c in keys if c not in tail]
+    columns += [c for c in df.columns if c.startswith("time_")]
+    columns += [c for c in tail if c in df and c not in ("overrides", "run_dir")]
+    columns += [c for c in df.columns if c.startswith(("value_", "param_"))]
+    columns += [c for c in ("overrides", "run_dir") if c in df]
+    return _sort(df[columns], [*CONFIG_KEYS, "seed", "run_dir"])
 
 
 def _load_run(path: Path) -> dict[str, Any] | None:
@@ -167,19 +199,36 @@ def _sqlite_path(storage: str) -> Path | None:
     return Path(storage[len("sqlite:///") :]) if storage.startswith("sqlite:///") else None
 
 
-def _objective_names(study: Any, run_dirs: list[Path]) -> list[str]:
-    """The study's metric names, else the `objective` of a trial's run config, else value_i."""
+def _objective_names(study: Any, runs: list[tuple[list[float], dict[str, Any], Path]]) -> list[str]:
+    """Names of the objectives: the study's metric names, else the `objective` of the trials' run
+    config, else the metric every run's value equals, else value_i."""
     n = len(study.directions)
     names = list(study.metric_names or [])
     if len(names) == n and all(names):
         return names
-    for run_dir in run_dirs:
+    for _, _, run_dir in runs:
         cfg = _read_yaml(run_dir / ".hydra" / "config.yaml")
         objective = cfg.get("objective") if isinstance(cfg, dict) else None
         objective = [objective] if isinstance(objective, str) else objective
         if isinstance(objective, list) and len(objective) == n:
             return [str(o) for o in objective]
-    return [f"value_{i}" for i in range(n)]
+    names = []
+    for i in range(n):
+        candidates = ["val_acc", *(runs[0][1] if runs else [])]
+        match = next(
+            (
+                key
+                for key in candidates
+                if all(
+                    isinstance(m.get(key), int | float)
+                    and math.isclose(m[key], v[i], abs_tol=1e-12)
+                    for v, m, _ in runs
+                )
+            ),
+            None,
+        )
+        names.append(match if runs and match else f"value_{i}")
+    return names
 
 
 def _resolve_run_dir(run_dir: Any, base: Path) -> Path | None:
@@ -205,7 +254,9 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
         raise ConfigError(f"cannot open Optuna storage {storage} ({err}).") from err
     if study_name is None:
         if len(names) != 1:
-            raise ConfigError(f"pass --study: {storage} holds studies {', '.join(names) or 'none'}.")
+            raise ConfigError(
+                f"pass --study: {storage} holds studies {', '.join(names) or 'none'}."
+            )
         study_name = names[0]
     if study_name not in names:
         raise ConfigError(
@@ -215,30 +266,28 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
     base = db.parent if db is not None else Path.cwd()
     trials = study.get_trials(deepcopy=False)
     run_dirs = {t.number: _resolve_run_dir(t.user_attrs.get("run_dir"), base) for t in trials}
-    objective_names = _objective_names(study, [d for d in run_dirs.values() if d])
     n_obj = len(study.directions)
 
     def trial_columns(t: Any) -> dict[str, Any]:
         cols: dict[str, Any] = {"trial_number": t.number, "trial_state": t.state.name}
-        values = t.values or [None] * n_obj
-        for name, value in zip(objective_names, values, strict=True):
-            cols[f"value_{name}"] = value
+        cols.update({f"value_{i}": v for i, v in enumerate(t.values or [None] * n_obj)})
         cols.update({f"param_{k}": v for k, v in t.params.items()})
         return cols
 
-    rows, trial_rows, missing = [], [], 0
+    rows, trial_rows, finished = [], [], []
     for t in trials:
         trial_rows.append(trial_columns(t))
         metrics = _load_run(run_dirs[t.number] / METRICS_FILE) if run_dirs[t.number] else None
-        if metrics is None:
-            missing += 1
-            continue
-        rows.append({**ledger_row(metrics, run_dirs[t.number]), **trial_columns(t)})
+        if metrics is not None:
+            rows.append({**ledger_row(metrics, run_dirs[t.number]), **trial_columns(t)})
+            if t.values:
+                finished.append((t.values, metrics, run_dirs[t.number]))
     if not rows:
         raise ConfigError(
             f"no trial of study {study_name!r} has a run_dir with a {METRICS_FILE} "
             f"({len(trials)} trials)."
         )
+    objective_names = _objective_names(study, finished)
     best = _best_trials(study, objective_names)
     info = StudyInfo(
         name=study_name,
@@ -248,7 +297,7 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
         trials=pd.DataFrame(trial_rows),
         best=best,
         n_trials=len(trials),
-        n_without_metrics=missing,
+        n_without_metrics=len(trials) - len(rows),
     )
     return _frame(rows), info
 
@@ -278,7 +327,16 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     out.columns = [f"{c}_{s}" for c, s in out.columns]
     out["n_seeds"] = grouped.size()
     out["seeds"] = grouped["seed"].agg(lambda s: ", ".join(str(int(v)) for v in s.dropna()))
-    return out.reset_index()
+    return _sort(out.reset_index(), CONFIG_KEYS)
+
+
+def _sort(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort by `by`, the orders in their natural sequence (prune_then_distill first)."""
+
+    def key(col: pd.Series) -> pd.Series:
+        return col.map(_order_rank) if col.name == "order" else col
+
+    return df.sort_values(by, key=key, kind="stable", na_position="last").reset_index(drop=True)
 
 
 def best_per_order(summary: pd.DataFrame) -> pd.DataFrame:
@@ -290,7 +348,7 @@ def best_per_order(summary: pd.DataFrame) -> pd.DataFrame:
         ["val_acc_mean", "params_removed_fraction_mean"], ascending=False, kind="stable"
     )
     best = ranked.groupby(["model", "dataset", "order"], sort=False).head(1)
-    return best.sort_values(["model", "dataset", "order"]).reset_index(drop=True)
+    return _sort(best, ["model", "dataset", "order"])
 
 
 def _pm(row: pd.Series, name: str, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
@@ -317,29 +375,21 @@ def pareto_mask(x: Sequence[float], y: Sequence[float], maximise: tuple[bool, bo
 # --- files -----------------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, write: Callable[[io.BufferedWriter], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_csv(runs: pd.DataFrame, path: Path) -> Path:
     """The ledger CSV: one row per run, run_dir last."""
     columns = [c for c in runs.columns if c != "run_dir"] + ["run_dir"]
     text = runs[columns].to_csv(index=False)
-    return _write_atomic(path, lambda fh: fh.write(text.encode()))
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _save_figure(fig: Figure, path: Path) -> Path:
-    return _write_atomic(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
+
+
+def _order_rank(order: str) -> str:
+    """Sort key: the orders in their natural sequence first, then any other by name."""
+    rank = list(ORDER_COLOURS).index(order) if order in ORDER_COLOURS else len(ORDER_COLOURS)
+    return f"{rank}:{order}"
 
 
 def _series_label(key: tuple, varying: list[str]) -> str:
@@ -352,42 +402,50 @@ def _series_label(key: tuple, varying: list[str]) -> str:
 def plot_accuracy(runs: pd.DataFrame, path: Path, x: str = "sparsity") -> Path:
     """Test accuracy against sparsity (or MACs speed-up): a line per order, bands of ±1 std."""
     x_col, x_label = X_AXES[x]
-    summary = runs.groupby(CONFIG_KEYS, dropna=False)[[x_col, "test_acc"]].agg(["mean", "std"])
-    summary["n"] = runs.groupby(CONFIG_KEYS, dropna=False).size()
-    summary = summary.reset_index()
+    summary = (
+        runs.groupby(CONFIG_KEYS, dropna=False)
+        .agg(
+            x=(x_col, "mean"),
+            mean=("test_acc", "mean"),
+            std=("test_acc", "std"),
+            n=("test_acc", "size"),
+        )
+        .reset_index()
+    )
     series_keys = ["model", "dataset", "order", "kd", "method", "unit"]
     varying = [k for k in series_keys if runs[k].nunique() > 1]
-    kds = sorted(runs["kd"].unique())
+    kds = sorted(k for k in runs["kd"].unique() if k != "none")
     methods = sorted(runs["method"].unique())
     others = iter(OTHER_COLOURS * 10)
     colours = {o: ORDER_COLOURS.get(o) or next(others) for o in sorted(runs["order"].unique())}
 
-    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    for key, group in summary.groupby(series_keys, sort=True):
-        group = group.sort_values((x_col, "mean"))
-        xs = group[(x_col, "mean")].to_numpy(float)
-        mean = group[("test_acc", "mean")].to_numpy(float)
-        std = np.nan_to_num(group[("test_acc", "std")].to_numpy(float))
+    series = sorted(summary.groupby(series_keys, sort=True), key=lambda kg: _order_rank(kg[0][2]))
+    for key, group in series:
+        group = group.sort_values("x")
+        xs, mean = group["x"].to_numpy(float), group["mean"].to_numpy(float)
+        std = np.nan_to_num(group["std"].to_numpy(float))
         order, kd, method = key[2], key[3], key[4]
         colour = colours[order]
         ax.plot(
             xs,
             mean,
             color=colour,
-            linestyle=KD_STYLES[kds.index(kd) % len(KD_STYLES)],
+            linestyle=NO_KD_STYLE if kd == "none" else KD_STYLES[kds.index(kd) % len(KD_STYLES)],
             marker=MARKERS[methods.index(method) % len(MARKERS)],
             linewidth=2,
             markersize=6,
             label=_series_label(key, varying),
         )
         if (group["n"] > 1).any():
-            ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.18, linewidth=0)
+            ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
     teachers = runs.groupby(["model", "dataset"])["teacher_test_acc"].mean().dropna()
     for i, ((model, dataset), acc) in enumerate(teachers.items()):
-        name = f"teacher {model}" if len(teachers) > 1 else "dense teacher"
-        ax.axhline(acc, color="0.25", linestyle=(0, (5, 3 + 2 * i)), linewidth=1.3, zorder=1)
-        ax.plot([], [], color="0.25", linestyle="--", label=f"{name} ({acc:.3f})")
+        name = f"teacher {model} on {dataset}" if len(teachers) > 1 else "dense teacher"
+        grey = str(min(0.2 + 0.2 * i, 0.7))
+        ax.axhline(acc, color=grey, linestyle=(0, (6, 3)), linewidth=1.4, zorder=1)
+        ax.plot([], [], color=grey, linestyle=(0, (6, 3)), label=f"{name} ({acc:.3f})")
     if x == "sparsity":
         ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
     else:
@@ -395,20 +453,21 @@ def plot_accuracy(runs: pd.DataFrame, path: Path, x: str = "sparsity") -> Path:
     ax.set_xlabel(x_label)
     ax.set_ylabel("test accuracy")
     ax.grid(True, alpha=0.3)
+    ax.margins(x=0.04)
     n_seeds = int(summary["n"].max())
     what = "parameter sparsity" if x == "sparsity" else "MACs speed-up"
+    fig.suptitle(f"Test accuracy vs {what}", fontsize=13, fontweight="bold")
     subject = " / ".join(f"{m} on {d}" for m, d in teachers.index) or "runs"
-    ax.set_title(f"Test accuracy vs {what}: {subject}", fontsize=12)
     note = f"mean ± std over {n_seeds} seeds (bands)" if n_seeds > 1 else "one seed per point"
-    ax.text(0.0, 1.0, note, transform=ax.transAxes, fontsize=8, color="0.35", va="bottom")
-    ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    ax.set_title(f"{subject}; {note}", fontsize=9, color="0.3")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
     return _save_figure(fig, path)
 
 
 def _pareto_axes(runs: pd.DataFrame, study: StudyInfo | None) -> tuple[str, str, bool, bool]:
     """(x column, y column, maximise x, maximise y) for the Pareto plot."""
     if study is not None and len(study.objective_names) == 2:
-        cols = [f"value_{n}" for n in study.objective_names]
+        cols = ["value_0", "value_1"]
         maxi = [d == "maximize" for d in study.directions]
         iy = next((i for i, n in enumerate(study.objective_names) if "acc" in n), 0)
         return cols[1 - iy], cols[iy], maxi[1 - iy], maxi[iy]
@@ -426,7 +485,13 @@ def plot_pareto(runs: pd.DataFrame, path: Path, study: StudyInfo | None = None) 
     front = data[mask].sort_values(x_col)
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.scatter(data[x_col], data[y_col], color="0.65", s=28, label=f"all {'trials' if study else 'runs'} ({len(data)})")
+    ax.scatter(
+        data[x_col],
+        data[y_col],
+        color="0.65",
+        s=28,
+        label=f"all {'trials' if study else 'runs'} ({len(data)})",
+    )
     ax.plot(
         front[x_col],
         front[y_col],
@@ -437,7 +502,10 @@ def plot_pareto(runs: pd.DataFrame, path: Path, study: StudyInfo | None = None) 
         label=f"Pareto-optimal ({len(front)})",
     )
     for _, row in front.iterrows():
-        tag = f"#{int(row['trial_number'])}" if "trial_number" in row else row["order"]
+        if "trial_number" in row:
+            tag = f"#{int(row['trial_number'])}"
+        else:
+            tag = f"{row['order']}, kd={row['kd']}, ratio {row['target_ratio']:g}"
         ax.annotate(
             tag,
             (row[x_col], row[y_col]),
@@ -447,7 +515,10 @@ def plot_pareto(runs: pd.DataFrame, path: Path, study: StudyInfo | None = None) 
         )
 
     def label(col: str, maximise: bool) -> str:
-        return f"{col.removeprefix('value_')} ({'higher' if maximise else 'lower'} is better)"
+        name = col
+        if study is not None and col.startswith("value_"):
+            name = study.objective_names[int(col.removeprefix("value_"))]
+        return f"{AXIS_NAMES.get(name, name)} ({'higher' if maximise else 'lower'} is better)"
 
     ax.set_xlabel(label(x_col, max_x))
     ax.set_ylabel(label(y_col, max_y))
@@ -464,7 +535,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _values(runs: pd.DataFrame, col: str) -> str:
-    vals = sorted(runs[col].dropna().unique(), key=str)
+    vals = sorted(runs[col].dropna().unique(), key=_order_rank if col == "order" else str)
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals) or "n/a"
 
 
@@ -474,12 +545,13 @@ def _budget_lines(runs: pd.DataFrame) -> list[str]:
     for order, group in per_order:
         stages = ", ".join(sorted(group["student_stages"].unique()))
         epochs = ", ".join(str(int(e)) for e in sorted(group["student_epochs"].unique()))
-        lines.append(f"  - `{order}`: {epochs} epochs ({stages})")
+        unit = "epoch" if epochs == "1" else "epochs"
+        lines.append(f"  - `{order}`: {epochs} {unit} ({stages})")
     budgets = runs["student_epochs"].unique()
     if len(budgets) == 1:
         lines.append(
-            f"  - Every run trained its student for the same {int(budgets[0])} epochs, so the "
-            "orders are compared at an equal budget."
+            f"  - Every run trained its student for the same {int(budgets[0])} epochs: the "
+            "orders had equal budgets."
         )
     else:
         lines.append(
@@ -503,7 +575,7 @@ def markdown(
     out = [
         "# Pruning + distillation report",
         "",
-        f"Source: `{source}` ({len(runs)} runs).",
+        f"Source: `{source}` ({len(runs)} run{'s' if len(runs) != 1 else ''}).",
         "",
         "## Settings",
         "",
@@ -512,7 +584,7 @@ def markdown(
         f"- pruning methods: {_values(runs, 'method')} (unit: {_values(runs, 'unit')}); "
         f"target ratios: {_values(runs, 'target_ratio')}",
         f"- knowledge distillation: {_values(runs, 'kd')}",
-        f"- seeds: {seeds} ({runs['seed'].nunique()} per configuration at most)",
+        f"- seeds: {seeds} (at most {n_seeds} per configuration)",
         f"- dense teacher test accuracy: {runs['teacher_test_acc'].mean():.4f} "
         "(mean over the runs' teachers)",
         "- student epoch budget per order (epochs of every stage but the teacher's):",
@@ -520,10 +592,8 @@ def markdown(
         "",
         "## Results",
         "",
-        "Mean ± sample standard deviation over seeds"
-        if n_seeds > 1
-        else "One seed per configuration (no spread)",
-        "; parameters removed = 1 − params_after / params_before; speed-ups = dense / pruned.",
+        ("Mean ± sample standard deviation over seeds" if n_seeds > 1 else "One seed each")
+        + "; parameters removed = 1 − params_after / params_before; speed-ups = dense / pruned.",
         "",
     ]
     shown = [k for k in ("model", "dataset", "unit") if runs[k].nunique() > 1]
@@ -537,16 +607,19 @@ def markdown(
             + [f"{row['target_ratio']:g}", str(int(row["n_seeds"]))]
             + [_pm(row, "test_acc"), _pm(row, "val_acc")]
             + [_pm(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
-            + [_pm(row, "macs_speedup", "{:.2f}") + "×", _pm(row, "cpu_speedup_bs64", "{:.2f}") + "×"]
+            + [
+                _pm(row, "macs_speedup", "{:.2f}") + "×",
+                _pm(row, "cpu_speedup_bs64", "{:.2f}") + "×",
+            ]
         )
     out += _md_table(header, rows)
     out += [
         "",
         "## Best configuration per order",
         "",
-        "**Selected by validation accuracy (val_acc); test accuracy reported.** For each order, the "
-        "configuration (kd, method, ratio) with the highest mean val_acc over its seeds; ties go "
-        "to the one that removed more parameters. The test set played no part in the choice.",
+        "**Selected by validation accuracy (val_acc); test accuracy reported.** For each order, "
+        "the configuration (kd, method, ratio) with the highest mean val_acc over its seeds; ties "
+        "go to the one that removed more parameters. The test set played no part in the choice.",
         "",
     ]
     header = [*[k for k in ("model", "dataset") if k in shown], "order", "kd", "method", "ratio"]
@@ -626,5 +699,5 @@ def write_report(
         figures["Pareto front"] = plot_pareto(runs, out_dir / PARETO_FILE, study)
     files += figures.values()
     text = markdown(runs, summary, best, figures, source or str(out_dir), study)
-    files.append(_write_atomic(out_dir / MARKDOWN_FILE, lambda fh: fh.write(text.encode())))
-    return Report(files=files, best=best)
+    files.append(atomic_write(out_dir / MARKDOWN_FILE, lambda fh: fh.write(text.encode())))
+    return Report(files=files, best=best, study=study)
