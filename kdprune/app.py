@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdprune.checks import validate
 from kdprune.cli import CONF_DIR
-from kdprune.config import instantiate, trusted
+from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.engine import pick_device
 from kdprune.errors import KdpruneError
@@ -91,7 +91,9 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | tuple[f
     return tuple(float(metrics[n]) for n in names)
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config")
+@hydra.main(
+    config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS)
+)
 def hydra_main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     """Hydra's task function: a user error ends a single run with one line and exit code 2."""
     hc = HydraConfig.get()

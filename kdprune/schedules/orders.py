@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from kdprune.errors import ConfigError
-from kdprune.metrics import channel_ratio
+from kdprune.models import classifier_path
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import compressor, finish, new_student, prune, train
 
@@ -87,6 +87,21 @@ def distill_then_prune(
     return finish(ctx, dense, student, history, teacher_metrics)
 
 
+def _units(model: nn.Module) -> int:
+    """Prunable units: conv output channels plus hidden linear features (not the classifier's)."""
+    classifier = model.get_submodule(classifier_path(model))
+    return sum(
+        m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+        for m in model.modules()
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear) and m is not classifier
+    )
+
+
+def unit_ratio(dense: nn.Module, pruned: nn.Module) -> float:
+    """Fraction of prunable units (channels and hidden features) removed so far."""
+    return 1.0 - _units(pruned) / _units(dense)
+
+
 def cubic_sparsity(step: int, start: int, end: int, target: float, initial: float = 0.0) -> float:
     """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3, held outside."""
     if step <= start:
@@ -127,7 +142,7 @@ class GradualPruning:
         if step not in self.points:
             return False
         scheduled = cubic_sparsity(step, self.first, self.last, self.target)
-        now = channel_ratio(self.dense, model) if self.structured else self.sparsity
+        now = unit_ratio(self.dense, model) if self.structured else self.sparsity
         relative = 1 - (1 - scheduled) / (1 - now)
         if relative <= 1e-6:
             return False

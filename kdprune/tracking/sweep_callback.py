@@ -1,4 +1,4 @@
-"""At the end of a multirun, one W&B run per sweep holding its table and accuracy-vs-sparsity chart."""
+"""After a multirun: one W&B run per sweep holding its table and accuracy-vs-sparsity chart."""
 
 from __future__ import annotations
 
@@ -33,12 +33,17 @@ CURVE_COLUMNS = ("series", "params_removed_fraction", "test_acc")
 TEACHER_SERIES = "teacher"
 
 
+def _job_order(path: Path) -> tuple[tuple[int, int | str], ...]:
+    # job folders are numbered: 2 before 10
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in path.parts)
+
+
 def sweep_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per finished run under `sweep_dir` (every metrics.json, read by `read_metrics`):
     the table's columns, `run` being the run folder relative to the sweep, plus teacher_test_acc."""
     sweep_dir = Path(sweep_dir)
     rows = []
-    for path in sorted(sweep_dir.rglob(METRICS_FILE)):
+    for path in sorted(sweep_dir.rglob(METRICS_FILE), key=_job_order):
         try:
             metrics = read_metrics(path)
         except (OSError, json.JSONDecodeError) as err:
@@ -69,9 +74,8 @@ def curve_data(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     """Test accuracy vs parameter sparsity, one series per order (split by kd and method when the
     sweep varies them), seeds averaged per target ratio, sorted by sparsity; plus a flat `teacher`
     series at the teacher's test accuracy across the sparsity range."""
-    usable = [
-        r for r in rows if r.get("test_acc") is not None and r.get("params_removed_fraction") is not None
-    ]
+    keys = ("test_acc", "params_removed_fraction")
+    usable = [r for r in rows if all(r.get(k) is not None for k in keys)]
     vary_kd = len({r.get("kd") for r in usable}) > 1
     vary_method = len({r.get("method") for r in usable}) > 1
     groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)

@@ -56,7 +56,7 @@ def resolve_mode(mode: str | None) -> str:
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to one level with dotted keys: {"kd": {"alpha": 0.9}} -> {"kd.alpha": 0.9}."""
+    """Nested mappings to one level with dotted keys: {"kd": {"alpha": 1}} -> {"kd.alpha": 1}."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
