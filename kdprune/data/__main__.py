@@ -1,0 +1,32 @@
+"""`python -m kdprune.data NAME [ROOT]`: prepare a data set (install / download) and print its splits."""
+
+import sys
+
+from kdprune.config import instantiate
+from omegaconf import OmegaConf
+
+from kdprune.cli import CONF_DIR
+from kdprune.errors import KdpruneError
+
+
+def main(argv: list[str]) -> int:
+    name = argv[0] if argv else "fashion_mnist"
+    path = CONF_DIR / "dataset" / f"{name}.yaml"
+    if not path.exists():
+        choices = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        print(f"kdprune: error: unknown dataset {name!r}; choose from: {choices}", file=sys.stderr)
+        return 2
+    cfg = OmegaConf.create({"paths": {"data_dir": argv[1] if len(argv) > 1 else "data"}})
+    cfg.dataset = OmegaConf.load(path)
+    try:
+        splits = instantiate(cfg.dataset.splits)
+    except KdpruneError as err:
+        print(f"kdprune: error: {err}", file=sys.stderr)
+        return 2
+    sizes = ", ".join(f"{s} {len(getattr(splits, s))}" for s in ("train", "val", "test"))
+    print(f"{name}: {sizes}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
