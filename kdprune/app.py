@@ -59,9 +59,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
         ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
         teacher, teacher_metrics = train_teacher(ctx)
-        result = instantiate(cfg.schedule.order)(
-            ctx=ctx, teacher=teacher, teacher_metrics=teacher_metrics
-        )
+        result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
         metrics = {
             "order": cfg.schedule.name,
             "model": model_name(cfg.model),

@@ -1,11 +1,11 @@
-"""`python -m kdprune.data NAME [ROOT]`: prepare a data set (install / download) and print its splits."""
+"""`python -m kdprune.data NAME [ROOT]`: prepare a data set (install or download it)."""
 
 import sys
 
-from kdprune.config import instantiate
 from omegaconf import OmegaConf
 
 from kdprune.cli import CONF_DIR
+from kdprune.config import instantiate
 from kdprune.errors import KdpruneError
 
 

@@ -54,9 +54,10 @@ class Splits:
 
 def split_indices(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded disjoint (train, val) index split of range(n); val_size is a count or a fraction."""
-    n_val = int(round(val_size * n)) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    fraction = isinstance(val_size, float) and val_size < 1
+    n_val = int(round(val_size * n)) if fraction else int(val_size)
     if not 0 < n_val < n:
-        raise ConfigError(f"dataset.splits.val_size must leave both splits non-empty, got {val_size}")
+        raise ConfigError(f"dataset.splits.val_size must leave both splits non-empty: {val_size}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -92,7 +93,7 @@ def _to_nchw_float(data: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def _stage_debian_fashion_mnist(raw: Path) -> bool:
-    """Copy Debian's dataset-fashion-mnist idx files into torchvision's raw layout; False if absent."""
+    """Copy Debian's dataset-fashion-mnist files into torchvision's raw layout; False if absent."""
     if all((raw / name).exists() for name in FASHION_MNIST_FILES):
         return True
     if not all((DEBIAN_FASHION_MNIST / f"{n}.gz").exists() for n in FASHION_MNIST_FILES):
@@ -133,8 +134,12 @@ def fashion_mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) 
             f"or let torchvision download it into {root} (needs internet): {err}"
         ) from err
     return _tensor_splits(
-        _to_nchw_float(train.data), train.targets, _to_nchw_float(test.data), test.targets,
-        val_size, split_seed,
+        _to_nchw_float(train.data),
+        train.targets,
+        _to_nchw_float(test.data),
+        test.targets,
+        val_size,
+        split_seed,
     )
 
 
@@ -142,16 +147,24 @@ def mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Split
     """MNIST (70k 28x28 grey digits) through torchvision (downloads once into root)."""
     train, test = _torchvision("MNIST", root, download=True)
     return _tensor_splits(
-        _to_nchw_float(train.data), train.targets, _to_nchw_float(test.data), test.targets,
-        val_size, split_seed,
+        _to_nchw_float(train.data),
+        train.targets,
+        _to_nchw_float(test.data),
+        test.targets,
+        val_size,
+        split_seed,
     )
 
 
 def _cifar(cls_name: str, root: str, val_size: int | float, split_seed: int) -> Splits:
     train, test = _torchvision(cls_name, root, download=True)
     return _tensor_splits(
-        _to_nchw_float(train.data), torch.tensor(train.targets),
-        _to_nchw_float(test.data), torch.tensor(test.targets), val_size, split_seed,
+        _to_nchw_float(train.data),
+        torch.tensor(train.targets),
+        _to_nchw_float(test.data),
+        torch.tensor(test.targets),
+        val_size,
+        split_seed,
     )
 
 
@@ -195,14 +208,16 @@ def imagefolder(
 ) -> Splits:
     """Any one-folder-per-class tree, streamed from disk.
 
-    `root` holds `train/` (and optionally `test/`, else a seeded test split is cut too), or the class
-    folders directly. Images are resized to `image_size` and normalised with ImageNet statistics.
+    `root` holds `train/` (and optionally `test/`, else a seeded test split is cut too), or the
+    class folders directly. Images are resized to `image_size`, normalised with ImageNet statistics.
     """
     import torchvision.datasets as tvd
     import torchvision.transforms as T
 
     if not root:
-        raise ConfigError("dataset.splits.root must name an image folder, e.g. dataset.splits.root=/data/tiny-imagenet")
+        raise ConfigError(
+            "dataset.splits.root must name an image folder, e.g. dataset.splits.root=/data/tiny"
+        )
     path = Path(root).expanduser()
     if not path.is_dir():
         raise ConfigError(f"dataset.splits.root {str(path)!r} is not a folder")

@@ -84,7 +84,8 @@ class TensorLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
-        gen = torch.Generator(device=self.images.device).manual_seed(self.seed * 100_003 + self.epoch)
+        gen = torch.Generator(device=self.images.device)
+        gen.manual_seed(self.seed * 100_003 + self.epoch)
         order = (
             torch.randperm(n, generator=gen, device=self.images.device)
             if self.shuffle

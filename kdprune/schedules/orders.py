@@ -1,6 +1,6 @@
 """The three orders of pruning and distillation; each reads like its definition.
 
-Every order takes the run context, the frozen dense teacher and its metrics, and returns the run's
+Every order takes the run context and the frozen dense teacher, and returns the run's
 ledger (see `stages.finish`). Epoch counts come from the `schedule` config group.
 """
 
@@ -32,7 +32,6 @@ def _regularizer(pruner):
 def prune_then_distill(
     ctx: RunContext,
     teacher: nn.Module,
-    teacher_metrics: dict[str, Any],
     finetune_epochs: int,
     prune_target: str = "student",
 ) -> dict[str, Any]:
@@ -49,7 +48,7 @@ def prune_then_distill(
         student = new_student(ctx, teacher, init="scratch")
         dense = copy.deepcopy(student)
         train(ctx, "distill", student, _kd_teacher(ctx, pruned_teacher), finetune_epochs)
-        result = finish(ctx, dense, student, None, teacher_metrics)
+        result = finish(ctx, dense, student, None)
         return {
             **result,
             "prune_target": "teacher",
@@ -59,13 +58,12 @@ def prune_then_distill(
     dense = copy.deepcopy(student)
     history = prune(ctx, student).history
     train(ctx, "distill", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return {**finish(ctx, dense, student, history, teacher_metrics), "prune_target": "student"}
+    return {**finish(ctx, dense, student, history), "prune_target": "student"}
 
 
 def distill_then_prune(
     ctx: RunContext,
     teacher: nn.Module,
-    teacher_metrics: dict[str, Any],
     distill_epochs: int,
     finetune_epochs: int,
     student_init: str = "scratch",
@@ -84,7 +82,7 @@ def distill_then_prune(
     dense = copy.deepcopy(student)
     history = prune(ctx, student, pruner).history
     train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return finish(ctx, dense, student, history, teacher_metrics)
+    return finish(ctx, dense, student, history)
 
 
 def _units(model: nn.Module) -> int:
@@ -157,7 +155,6 @@ class GradualPruning:
 def joint(
     ctx: RunContext,
     teacher: nn.Module,
-    teacher_metrics: dict[str, Any],
     joint_epochs: int,
     finetune_epochs: int,
     pruning_start: float = 0.0,
@@ -194,7 +191,7 @@ def joint(
     ctx.timings["prune"] = gradual.seconds
     ctx.after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return finish(ctx, dense, student, gradual.history, teacher_metrics)
+    return finish(ctx, dense, student, gradual.history)
 
 
 def _same_arch(ctx: RunContext) -> bool:

@@ -134,7 +134,6 @@ def finish(
     dense: nn.Module,
     compressed: nn.Module,
     history: list[list[Any]] | None,
-    teacher_metrics: dict[str, Any],
 ) -> dict[str, Any]:
     """Save the compressed model, measure the ledger and the final val / test accuracy."""
     cfg = ctx.cfg
