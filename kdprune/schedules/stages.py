@@ -154,6 +154,7 @@ def finish(
             ctx.example_inputs.cpu(),
             repeats=int(cfg.measure.repeats),
             warmup=int(cfg.measure.warmup),
+            num_threads=cfg.measure.get("threads"),
         )
     val, test = ctx.evaluate(compressed, "val"), ctx.evaluate(compressed, "test")
     return {
