@@ -86,3 +86,6 @@ format: setup
 clean:
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+bench: data
+	$(PY) benchmarks/run.py $(ARGS)

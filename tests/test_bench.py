@@ -1,0 +1,109 @@
+"""`make bench` code on tiny sizes: every figure comes out as a finite ratio, and is reported."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    """benchmarks/run.py, a script outside the package, loaded from its file."""
+    spec = importlib.util.spec_from_file_location("kdprune_bench_run", RUN_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def finite_ratios(record: dict) -> dict[str, float]:
+    ratios = record["ratios"]
+    assert ratios, "a figure without a ratio"
+    for name, value in ratios.items():
+        assert math.isfinite(value) and value > 0, (name, value)
+    return ratios
+
+
+def test_training_kd_and_latency_figures_are_finite_ratios(bench: ModuleType) -> None:
+    sizes = bench.Sizes.quick()
+    results = bench.run_figures(sizes, ["training", "kd", "latency"])
+    figures = results["figures"]
+    assert finite_ratios(figures["training"]).keys() == {"engine_vs_bare_throughput"}
+    assert finite_ratios(figures["kd"]).keys() >= {
+        "kd_cached_vs_ce_epoch",
+        "kd_uncached_vs_ce_epoch",
+    }
+    latency = finite_ratios(figures["latency"])
+    # lenet5 at 2x and 4x, two batch sizes, eager and ONNX Runtime
+    assert len(latency) == 2 * len(sizes.latency_batches) * 2
+    for row in figures["latency"]["rows"]:
+        assert row["macs_speedup"] > 1.5  # the compressed models really lost MACs
+        assert row["ratio"] == pytest.approx(row["measured_speedup"] / row["macs_speedup"])
+    meta = results["meta"]
+    assert meta["machine"]["threads"] == sizes.threads and meta["commit"]
+    text = bench.render(results)
+    assert "(a) training images/s" in text and "(d) measured / MACs speed-up" in text
+    assert f"`{meta['commit']}`" in text and "make bench ARGS='--only latency'" in text
+
+
+def test_cuda_figure_is_skipped_without_a_device_and_runs_on_cpu(bench: ModuleType) -> None:
+    sizes = bench.Sizes.quick()
+    if not torch.cuda.is_available():
+        skipped = bench.bench_cuda(sizes)
+        assert skipped["skipped"] == "no CUDA device" and skipped["ratios"] == {}
+        assert "skipped: no CUDA device" in "\n".join(bench.section_cuda(skipped))
+    on_cpu = bench.bench_cuda(sizes, device=torch.device("cpu"))  # the same code, CPU tensors
+    assert finite_ratios(on_cpu).keys() == {
+        "resident_amp_cl_vs_dataloader",
+        "dataloader_amp_cl_vs_dataloader",
+    }
+
+
+def test_sweep_overhead_is_wall_time_minus_stage_timings(bench: ModuleType) -> None:
+    runs = [
+        {"timings": {"teacher": 3.0, "distill": 5.0, "total": 9.0}},
+        {"timings": {"teacher": 0.0, "distill": 6.0, "measure": 1.0, "total": 7.5}},
+    ]
+    split = bench.sweep_overhead(20.0, runs)
+    assert split["stages_s"] == pytest.approx(15.0)
+    assert split["overhead_s"] == pytest.approx(5.0)
+    assert split["outside_runs_s"] == pytest.approx(3.5)
+    assert split["untimed_in_runs_s"] == pytest.approx(1.5)
+
+
+def test_fixed_cost_is_the_intercept_of_latency_against_macs(bench: ModuleType) -> None:
+    dense, floor = (100.0, 2.0 + 0.05 * 100), (2.0, 2.0 + 0.05 * 2)
+    assert bench.fixed_cost_ms(dense, floor) == pytest.approx(2.0)
+    # half the dense latency fixed: a 4x MACs cut gives 1 / (0.5 + 0.5 / 4) = 1.6x, ratio 0.4
+    assert bench.ratio_bound(0.5, 4.0) == pytest.approx(0.4)
+    assert bench.ratio_bound(0.0, 4.0) == pytest.approx(1.0)
+
+
+def test_merge_keeps_figures_not_rerun(bench: ModuleType) -> None:
+    old = {"meta": {"commit": "a"}, "figures": {"training": {"x": 1}, "kd": {"x": 2}}}
+    new = {"meta": {"commit": "b"}, "figures": {"kd": {"x": 3}}}
+    merged = bench.merge(old, new)
+    assert merged["meta"]["commit"] == "b"
+    assert merged["figures"] == {"training": {"x": 1}, "kd": {"x": 3}}
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_markdown_and_json(bench: ModuleType, tmp_path: Path) -> None:
+    md, js = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
+    assert bench.main(["--quick", "--json", str(js), "--markdown", str(md)]) == 0
+    results = json.loads(js.read_text())
+    assert list(results["figures"]) == list(bench.FIGURES)
+    sweep = results["figures"]["sweep"]
+    assert sweep["runs"] == 3 and sweep["ratios"]["teacher_trainings"] == 1
+    assert 0 < sweep["ratios"]["overhead_share"] < 1
+    for name in ("training", "kd", "sweep", "latency"):
+        finite_ratios(results["figures"][name])
+    text = md.read_text()
+    assert "teacher trainings in the 3-run orders sweep" in text and "| 1 |" in text
