@@ -17,7 +17,6 @@ CONF = Path(__file__).parents[1] / "conf"
 SIZE, CLASSES = 8, 10
 
 
-
 def model_cfg(name: str) -> dict:
     """conf/model/<name>.yaml resolved for a 3x8x8, 10-class data set, as the run saves it."""
     root = OmegaConf.create(

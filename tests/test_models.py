@@ -31,7 +31,6 @@ DOCUMENTED_PATHS = {
 }
 
 
-
 def build(path: Path, in_channels: int, image_size: int, **overrides: object) -> nn.Module:
     """Compose a model config with a tiny dataset node, as the real run does, and instantiate it."""
     dataset = {"num_classes": NUM_CLASSES, "in_channels": in_channels, "image_size": image_size}

@@ -52,7 +52,6 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
 TOLERANCE = 0.02
 
 
-
 def compose(method: str, **overrides: Any) -> Any:
     """The `prune_method` node of a root config holding conf/prune_method/<method>.yaml."""
     root = OmegaConf.create({"prune_method": OmegaConf.load(CONF / f"{method}.yaml")})
