@@ -47,6 +47,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     failed = True
     try:
         t = cfg.trainer
+        data_start = time.perf_counter()
         splits = instantiate(cfg.dataset.splits)
         loaders = make_loaders(
             splits,
@@ -58,6 +59,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             int(t.num_workers),
         )
         ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
+        ctx.timings["data"] = time.perf_counter() - data_start
         teacher, teacher_metrics = train_teacher(ctx)
         result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
         metrics = {

@@ -62,6 +62,8 @@ def test_second_run_reuses_the_cached_teacher(make_cfg, tmp_path: Path) -> None:
     assert first["teacher_test_acc"] == second["teacher_test_acc"]
     assert first["test_acc"] == second["test_acc"]  # same seed, same numbers, cache or not
     assert not any(r["stage"] == "teacher" for r in second["history"])
+    # The teacher's logits on the training set are stored beside it and reused by later runs.
+    assert len(list((tmp_path / "cache" / "teachers").glob("*.logits.pt"))) == 1
 
 
 def test_saved_model_reloads_and_scores_the_same(make_cfg, tmp_path: Path) -> None:

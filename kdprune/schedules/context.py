@@ -38,6 +38,8 @@ class RunContext:
     history: list[dict] = field(default_factory=list)
     teacher_logits: torch.Tensor | None = None  # cached teacher outputs on the training set
     teacher_logits_of: nn.Module | None = None  # ... and the teacher they came from
+    cached_teacher: nn.Module | None = None  # the teacher loaded from / written to the cache ...
+    teacher_file: Path | None = None  # ... and its cache file (its logits are stored beside it)
     after_prune_val_acc: float | None = None
 
     @property
@@ -104,9 +106,10 @@ class RunContext:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Accuracy and loss of a model on `val` or `test`."""
         loader = getattr(self.loaders, split)
-        return evaluate(
-            model, loader, self.device, bool(self.cfg.trainer.amp), self.cfg.trainer.max_batches
-        )
+        with self.timed("evaluate"):
+            return evaluate(
+                model, loader, self.device, bool(self.cfg.trainer.amp), self.cfg.trainer.max_batches
+            )
 
 
 def model_name(model_cfg: DictConfig) -> str:
@@ -182,9 +185,9 @@ def train_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
             }
         else:
             name = f"{model_name(model_cfg)}-{cfg.dataset.name}"
-            metrics, hit = TeacherCache(cfg.paths.cache_dir).get_or_train(
-                name, teacher_spec(cfg), teacher, lambda m: _fit_teacher(ctx, m)
-            )
+            cache, spec = TeacherCache(cfg.paths.cache_dir), teacher_spec(cfg)
+            metrics, hit = cache.get_or_train(name, spec, teacher, lambda m: _fit_teacher(ctx, m))
+            ctx.cached_teacher, ctx.teacher_file = teacher, cache.path(name, spec)
             metrics = {**metrics, "source": "cache" if hit else "trained"}
     teacher.eval().requires_grad_(False)
     log.info(

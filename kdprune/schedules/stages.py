@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdprune.cache import atomic_save
 from kdprune.config import instantiate
 from kdprune.distillation import compute_teacher_logits
 from kdprune.engine import fit
@@ -44,11 +45,28 @@ def teacher_logits(ctx: RunContext, teacher: nn.Module) -> torch.Tensor | None:
         return None
     if ctx.teacher_logits is None or ctx.teacher_logits_of is not teacher:
         with ctx.timed("teacher_logits"):
-            ctx.teacher_logits = compute_teacher_logits(
-                teacher, train.images, batch_size=int(ctx.cfg.trainer.eval_batch_size)
-            )
+            ctx.teacher_logits = _stored_teacher_logits(ctx, teacher, train.images)
             ctx.teacher_logits_of = teacher
     return ctx.teacher_logits
+
+
+def _stored_teacher_logits(
+    ctx: RunContext, teacher: nn.Module, images: torch.Tensor
+) -> torch.Tensor:
+    """Logits of a cached teacher are stored beside it, so every run of a sweep reuses them."""
+    batch_size = int(ctx.cfg.trainer.eval_batch_size)
+    if teacher is not ctx.cached_teacher or ctx.teacher_file is None:
+        return compute_teacher_logits(teacher, images, batch_size=batch_size)
+    path = ctx.teacher_file.with_suffix(".logits.pt")
+    try:
+        logits = torch.load(path, map_location=ctx.device, weights_only=True)
+        if isinstance(logits, torch.Tensor) and logits.shape[0] == len(images):
+            return logits
+    except (FileNotFoundError, RuntimeError, EOFError):
+        pass  # missing or unreadable: compute (and store) them again
+    logits = compute_teacher_logits(teacher, images, batch_size=batch_size)
+    atomic_save(logits.cpu(), path)
+    return logits
 
 
 def objective(ctx: RunContext, student: nn.Module, teacher: nn.Module | None):
