@@ -122,6 +122,21 @@ def _torchvision(cls_name: str, root: str, download: bool, **kwargs) -> tuple[Da
         ) from err
 
 
+def _from_torchvision(
+    train: Dataset, test: Dataset, val_size: int | float, split_seed: int
+) -> Splits:
+    """Splits from a torchvision data set pair whose `.data` holds uint8 images."""
+    targets = [torch.as_tensor(d.targets) for d in (train, test)]
+    return _tensor_splits(
+        _to_nchw_float(train.data),
+        targets[0],
+        _to_nchw_float(test.data),
+        targets[1],
+        val_size,
+        split_seed,
+    )
+
+
 def fashion_mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Splits:
     """Fashion-MNIST (70k 28x28 grey images, 10 classes) from Debian's package or torchvision."""
     staged = _stage_debian_fashion_mnist(Path(root) / "FashionMNIST" / "raw")
@@ -133,39 +148,18 @@ def fashion_mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) 
             "(`make data`, i.e. apt-get install -y dataset-fashion-mnist) "
             f"or let torchvision download it into {root} (needs internet): {err}"
         ) from err
-    return _tensor_splits(
-        _to_nchw_float(train.data),
-        train.targets,
-        _to_nchw_float(test.data),
-        test.targets,
-        val_size,
-        split_seed,
-    )
+    return _from_torchvision(train, test, val_size, split_seed)
 
 
 def mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Splits:
     """MNIST (70k 28x28 grey digits) through torchvision (downloads once into root)."""
     train, test = _torchvision("MNIST", root, download=True)
-    return _tensor_splits(
-        _to_nchw_float(train.data),
-        train.targets,
-        _to_nchw_float(test.data),
-        test.targets,
-        val_size,
-        split_seed,
-    )
+    return _from_torchvision(train, test, val_size, split_seed)
 
 
 def _cifar(cls_name: str, root: str, val_size: int | float, split_seed: int) -> Splits:
     train, test = _torchvision(cls_name, root, download=True)
-    return _tensor_splits(
-        _to_nchw_float(train.data),
-        torch.tensor(train.targets),
-        _to_nchw_float(test.data),
-        torch.tensor(test.targets),
-        val_size,
-        split_seed,
-    )
+    return _from_torchvision(train, test, val_size, split_seed)
 
 
 def cifar10(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Splits:
