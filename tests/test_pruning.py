@@ -316,6 +316,23 @@ def test_unknown_ignored_layer_is_rejected() -> None:
         make_pruner("l1", build("resnet20"), ignored_layers=["layer9"])
 
 
+def test_rounded_macs_target_is_found_where_the_cap_would_round_to_nothing() -> None:
+    # With round_to=16 a 16-channel layer can only stay whole, and a 32-channel one cut at the cap
+    # (keeping 3.2 channels) rounds to nothing and stays whole too: the reduction is not monotone
+    # in the channel ratio, and a check at the cap alone would call 45% out of reach.
+    dense, model, _ = prune("l1", "resnet20", unit="macs", ratio=0.45, round_to=16)
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 16 == 0 for w in widths)
+    before, after = (count_macs_params(m, example())[0] for m in (dense, model))
+    assert abs((1 - after / before) - 0.45) <= TOLERANCE
+    assert_runs(model)
+
+
+def test_rounded_macs_target_out_of_reach_names_the_rounding() -> None:
+    with pytest.raises(ConfigError, match=r"round_to=16 removes at most 4\d\.\d%"):
+        make_pruner("l1", build("resnet20"), unit="macs", ratio=0.75, round_to=16)
+
+
 def test_unreachable_params_target_is_rejected_before_pruning() -> None:
     model = build("resnet20")
     with pytest.raises(ConfigError, match="cannot be reached"):

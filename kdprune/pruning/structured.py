@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from itertools import pairwise
 from typing import Any
 
 import torch_pruning as tp
@@ -25,6 +26,7 @@ from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_
 from kdprune.pruning.masks import clone_model, has_masks
 
 ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
+SCAN_POINTS = 20  # channel ratios tried when `round_to` is set
 
 
 def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[Any]]) -> None:
@@ -172,15 +174,34 @@ class StructuredPruning:
                 f"{type(self.model).__name__} (BN-scale importance needs BatchNorm layers)."
             )
         if self.unit != "channels":
-            # Magnitude importance gives the same layer widths as any criterion when allocation is
-            # uniform, so one cheap cut at the cap bounds what the search can reach.
-            cut, _ = self._prune_copy(self.max_layer_ratio, tp.importance.MagnitudeImportance())
-            reach = 1.0 - self._count(cut) / self._count(self.model)
+            reach = self._reach()
             if self.ratio > reach + self.tolerance:
                 raise ConfigError(
                     f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
-                    f"layer to max_layer_ratio={self.max_layer_ratio} removes {reach:.1%}."
+                    f"layer by up to max_layer_ratio={self.max_layer_ratio}"
+                    + (f" with round_to={self.round_to}" if self.round_to else "")
+                    + f" removes at most {reach:.1%}."
                 )
+
+    def _grid(self) -> list[float]:
+        """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
+        if not self.round_to:
+            return []
+        return [self.max_layer_ratio * i / SCAN_POINTS for i in range(1, SCAN_POINTS + 1)]
+
+    def _reach(self) -> float:
+        """The largest params/macs reduction the channel ratios up to the cap can give.
+
+        Magnitude importance gives the same layer widths as any criterion when allocation is
+        uniform, so cheap cuts bound what the search can reach: one at the cap, or, with
+        rounding, one at each point of the scan grid.
+        """
+        dense = self._count(self.model)
+        magnitude = tp.importance.MagnitudeImportance()
+        return max(
+            1.0 - self._count(self._prune_copy(ratio, magnitude)[0]) / dense
+            for ratio in self._grid() or [self.max_layer_ratio]
+        )
 
     def _count(self, model: nn.Module) -> float:
         if self.unit == "params":  # Torch-Pruning's own definition, without a forward pass
@@ -212,28 +233,52 @@ class StructuredPruning:
         return candidate, _plain_history(pruner.pruning_history())
 
     def _search(self) -> tuple[list[list[Any]], float]:
-        """Bisect the channel ratio until the params/macs reduction is within tolerance."""
+        """Find the channel ratio whose params/macs reduction is within tolerance of the target.
+
+        Without rounding the reduction grows with the ratio and is bisected. With `round_to` a
+        layer whose kept width rounds down to zero is left whole (Torch-Pruning's rule), so the
+        reduction can fall as the ratio grows: a grid is scanned first and bisection refines the
+        grid interval that brackets the target.
+        """
+        dense = self._count(self.model)
+        tried: dict[float, tuple[float, list[list[Any]]]] = {}
+
+        def reduction_at(ratio: float) -> float:
+            candidate, history = self._prune_copy(ratio)
+            tried[ratio] = (1.0 - self._count(candidate) / dense, history)
+            return tried[ratio][0]
+
+        def error(ratio: float) -> float:
+            return abs(tried[ratio][0] - self.ratio)
+
         low, high = 0.0, self.max_layer_ratio
         # Params and MACs fall roughly with the square of the kept width: a good first guess.
         ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
-        dense = self._count(self.model)
-        best: tuple[float, list[list[Any]], float] | None = None
+        if self.round_to:
+            points = [(0.0, 0.0)] + [(r, reduction_at(r)) for r in self._grid()]
+            target = self.ratio
+            brackets = [(r0, r1) for (r0, c0), (r1, c1) in pairwise(points) if c0 < target <= c1]
+            low, high = brackets[0] if brackets else (low, high)
+            ratio = (low + high) / 2 if brackets else high
         for _ in range(self.max_search_steps):
-            candidate, history = self._prune_copy(ratio)
-            reduction = 1.0 - self._count(candidate) / dense
-            if best is None or abs(reduction - self.ratio) < abs(best[0] - self.ratio):
-                best = (reduction, history, ratio)
+            best = min(tried, key=error) if tried else None
             # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
             # on small layers the count moves in steps and may never land closer.
-            error, width = abs(reduction - self.ratio), high - low
-            if error <= self.tolerance / 2 or (error <= self.tolerance and width < 0.05):
+            if best is not None and (
+                error(best) <= self.tolerance / 2
+                or (error(best) <= self.tolerance and high - low < 0.05)
+            ):
                 break
+            if ratio in tried:
+                break
+            reduction = reduction_at(ratio)
             low, high = (ratio, high) if reduction < self.ratio else (low, ratio)
             ratio = (low + high) / 2
-        reduction, history, ratio = best
+        best = min(tried, key=error)
+        reduction, history = tried[best]
         if abs(reduction - self.ratio) > self.tolerance:
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
-                f"(closest: {reduction:.1%} at channel ratio {ratio:.3f})."
+                f"(closest: {reduction:.1%} at channel ratio {best:.3f})."
             )
-        return history, ratio
+        return history, best
