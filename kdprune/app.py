@@ -18,7 +18,7 @@ from kdprune.checks import validate
 from kdprune.cli import CONF_DIR
 from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
 from kdprune.data import Augment, make_loaders
-from kdprune.engine import pick_device
+from kdprune.engine import keep_freed_memory, pick_device
 from kdprune.errors import KdpruneError
 from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
@@ -40,6 +40,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     validate(cfg)
     if cfg.trainer.get("threads"):
         torch.set_num_threads(int(cfg.trainer.threads))
+    keep_freed_memory(cfg.trainer.get("keep_freed_memory_mb"))
     device = pick_device(cfg.device)
     tracker = instantiate(cfg.logger)(
         cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)

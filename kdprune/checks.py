@@ -33,6 +33,10 @@ def check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key} must be a whole number >= 1, got {t[key]!r}")
     if t.max_batches is not None and (not isinstance(t.max_batches, int) or t.max_batches < 1):
         raise ConfigError(f"trainer.max_batches must be null or >= 1, got {t.max_batches!r}")
+    for key in ("threads", "keep_freed_memory_mb"):
+        value = t.get(key)
+        if value is not None and (type(value) is not int or value < 1):
+            raise ConfigError(f"trainer.{key} must be null or a whole number >= 1, got {value!r}")
     if not 0 <= float(t.label_smoothing) < 1:
         raise ConfigError(f"trainer.label_smoothing must lie in [0, 1), got {t.label_smoothing}")
 

@@ -87,6 +87,8 @@ def test_saved_model_reloads_and_scores_the_same(make_cfg, tmp_path: Path) -> No
         ("kd.temperature=0", "temperature"),
         ("kd.alpha=1.5", "alpha"),
         ("trainer.batch_size=0", "batch_size"),
+        ("trainer.keep_freed_memory_mb=0", "keep_freed_memory_mb"),
+        ("trainer.threads=two", "threads"),
     ],
 )
 def test_bad_values_fail_before_any_work(

@@ -1,6 +1,6 @@
 """The training engine: one train / evaluate loop, device choice, seeding and lr schedules."""
 
-from kdprune.engine.runtime import pick_device, seed_everything
+from kdprune.engine.runtime import keep_freed_memory, pick_device, seed_everything
 from kdprune.engine.train import Stage, build_optimizer, evaluate, fit, train_epoch
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "build_optimizer",
     "evaluate",
     "fit",
+    "keep_freed_memory",
     "pick_device",
     "seed_everything",
     "train_epoch",
