@@ -73,9 +73,15 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, inputs: torch.T
     return float(np.abs(got - expected).max())
 
 
-def _export(
-    model: nn.Module, example: torch.Tensor, path: Path, dynamic: bool, opset: int | None
+def export_module(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | os.PathLike,
+    dynamic: bool = False,
+    opset: int | None = DEFAULT_OPSET,
 ) -> None:
+    """Write `model` traced on `example` to ONNX at `path` (input `input`, output `logits`),
+    unchecked: `export_onnx` is the checked, atomic export of a model file."""
     import onnx
 
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
@@ -127,7 +133,7 @@ def export_onnx(
     tmp = Path(name)
     try:
         try:
-            _export(model, example, tmp, dynamic=batch_size is None, opset=opset)
+            export_module(model, example, tmp, dynamic=batch_size is None, opset=opset)
         except KdpruneError:
             raise
         except Exception as err:  # the exporter raises many types; all mean the same to a user
