@@ -81,9 +81,29 @@ def test_sweep_overhead_is_wall_time_minus_stage_timings(bench: ModuleType) -> N
 def test_fixed_cost_is_the_intercept_of_latency_against_macs(bench: ModuleType) -> None:
     dense, floor = (100.0, 2.0 + 0.05 * 100), (2.0, 2.0 + 0.05 * 2)
     assert bench.fixed_cost_ms(dense, floor) == pytest.approx(2.0)
-    # half the dense latency fixed: a 4x MACs cut gives 1 / (0.5 + 0.5 / 4) = 1.6x, ratio 0.4
-    assert bench.ratio_bound(0.5, 4.0) == pytest.approx(0.4)
-    assert bench.ratio_bound(0.0, 4.0) == pytest.approx(1.0)
+    # half of a 10 ms dense call fixed: a 4x MACs cut leaves 5 + 5 / 4 ms (1.6x, ratio 0.4)
+    assert bench.expected_ms((100.0, 10.0), 5.0, 25.0, 0.0, 3.0) == pytest.approx(6.25)
+    assert bench.expected_ms((100.0, 10.0), 0.0, 25.0, 0.0, 3.0) == pytest.approx(2.5)
+    # 10 of the 25 MACs left in narrow convs that run 3x slower per MAC: 5 + 0.05 * (25 + 20)
+    assert bench.expected_ms((100.0, 10.0), 5.0, 25.0, 10.0, 3.0) == pytest.approx(7.25)
+
+
+def test_narrowed_macs_count_convs_pruned_below_a_vector_block(bench: ModuleType) -> None:
+    dense = bench.build("resnet20", 3, 32).eval()
+    example = torch.randn(1, 3, 32, 32)
+    assert bench.narrowed_macs(dense, dense, example) == 0
+    half = bench.compress(dense, example, 0.75, (8,))[0]  # 16-wide stage cut to 8
+    narrow = bench.narrowed_macs(dense, half, example)
+    convs, before = bench.conv_macs(half, example), bench.conv_macs(dense, example)
+    # every conv now under 16 wide, but the 3-channel stem, which was under 16 already
+    expected = sum(m for name, (m, c_in, c_out, _) in convs.items() if min(c_in, c_out) < 16)
+    assert narrow == expected - convs["conv1"][0]
+    assert before["conv1"][1] == 3
+    assert 0 < narrow < sum(m for m, *_ in convs.values())
+    # No conv cut below 16 channels: ResNet-20 keeps its 16-wide stage, so fewer than 60% go.
+    floor = bench.wide_floor_macs(dense, example)
+    total = sum(m for m, *_ in bench.conv_macs(dense, example).values())
+    assert 0.4 < floor / total < 0.5
 
 
 def test_merge_keeps_figures_not_rerun(bench: ModuleType) -> None:
