@@ -251,6 +251,12 @@ class StructuredPruning:
         def error(ratio: float) -> float:
             return abs(tried[ratio][0] - self.ratio)
 
+        def choice() -> float | None:
+            # Among ratios that hit the aim, the smallest: with rounding, larger ratios leave
+            # thin layers whole and cut the others harder, an uneven and slower network.
+            hits = [r for r in tried if error(r) <= self.tolerance / 2]
+            return min(hits) if hits else min(tried, key=error) if tried else None
+
         low, high = 0.0, self.max_layer_ratio
         # Params and MACs fall roughly with the square of the kept width: a good first guess.
         ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
@@ -261,7 +267,7 @@ class StructuredPruning:
             low, high = brackets[0] if brackets else (low, high)
             ratio = (low + high) / 2 if brackets else high
         for _ in range(self.max_search_steps):
-            best = min(tried, key=error) if tried else None
+            best = choice()
             # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
             # on small layers the count moves in steps and may never land closer.
             if best is not None and (
@@ -274,7 +280,7 @@ class StructuredPruning:
             reduction = reduction_at(ratio)
             low, high = (ratio, high) if reduction < self.ratio else (low, ratio)
             ratio = (low + high) / 2
-        best = min(tried, key=error)
+        best = choice()
         reduction, history = tried[best]
         if abs(reduction - self.ratio) > self.tolerance:
             raise ConfigError(
