@@ -83,6 +83,18 @@ def test_concatenated_histories_of_repeated_pruning_round_trip(tmp_path: Path) -
         assert torch.equal(loaded(x), model(x))
 
 
+def test_loading_inside_inference_mode_gives_a_trainable_model(tmp_path: Path) -> None:
+    model, cfg, history = pruned("resnet20", "l1")
+    path = save_model(tmp_path / "model.pt", model, cfg, history)
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.inference_mode():
+        loaded = load_model(path)
+        assert torch.equal(loaded(x), model(x))
+    assert not any(p.is_inference() for p in loaded.parameters())
+    loaded.train()(x).sum().backward()  # weights made in inference mode could not do this
+    assert all(p.grad is not None for p in loaded.parameters())
+
+
 def test_saving_does_not_touch_a_masked_model(tmp_path: Path) -> None:
     model, cfg, _ = pruned("lenet5", "l1_unstructured")
     save_model(tmp_path / "model.pt", model, cfg)

@@ -104,6 +104,13 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
     The model is returned in eval mode, on `map_location` when that names a device.
     """
     payload = read_model_file(path, map_location)
+    # Replaying a history traces the model with autograd, and weights made inside a caller's
+    # inference_mode could never be trained again: build outside both.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _rebuild(payload, path, map_location)
+
+
+def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any) -> nn.Module:
     try:
         model = instantiate(payload["model_cfg"])
         if payload["history"]:
