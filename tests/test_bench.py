@@ -127,3 +127,26 @@ def test_quick_bench_writes_markdown_and_json(bench: ModuleType, tmp_path: Path)
         finite_ratios(results["figures"][name])
     text = md.read_text()
     assert "teacher trainings in the 3-run orders sweep" in text and "| 1 |" in text
+
+
+def test_rows_missing_against_their_expectation_say_where_the_time_went(bench: ModuleType) -> None:
+    split = bench.op_split(
+        {"aten::conv": 6.0, "aten::bn": 2.0, "aten::add": 0.5, "aten::x": 0.25},
+        {"aten::conv": 3.0, "aten::bn": 1.0, "aten::x": 0.5, "aten::y": 0.1},
+        top=2,
+    )
+    assert split == {
+        "aten::conv": [6.0, 3.0],
+        "aten::bn": [2.0, 1.0],
+        "other ops": [0.75, pytest.approx(0.6)],
+    }
+    row = {"model": "m", "compression": "4x", "batch": 64, "runtime": "eager"}
+    rows = [
+        {**row, "ratio": 0.6, "ratio_bound": 0.8, "macs_speedup": 4.0, "op_ms": split},
+        {**row, "ratio": 0.6, "ratio_bound": 0.5, "macs_speedup": 4.0},  # explained: left out
+        {**row, "ratio": 0.9, "ratio_bound": 0.8, "macs_speedup": 4.0},  # met: left out
+    ]
+    lines = bench._unexplained(rows)
+    assert len([line for line in lines if line.startswith("- ")]) == 1
+    assert "conv 6.00 → 3.00 (2.00×)" in lines[2]
+    assert bench._unexplained(rows[1:]) == []
