@@ -925,7 +925,18 @@ def commit() -> dict[str, Any]:
     """The commit measured, and whether the working tree differed from it."""
     return {
         "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # The bench's own outputs do not count: an earlier `--only` run leaves them modified.
+        "dirty": bool(
+            _git(
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":!BENCHMARKS.md",
+                ":!benchmarks/results.json",
+            )
+        ),
     }
 
 
