@@ -99,3 +99,8 @@ def test_killed_study_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     assert len(set(run_dirs)) == 4  # job folders were not reused
     assert all((Path(d) / "metrics.json").exists() for d in run_dirs)
     assert "resuming study" in out
+    # Whatever order and fine-tune share a trial draws, its student trains for the sweep's
+    # budget.student_epochs (3): the search moves epochs between stages, never adds them.
+    histories = [read_metrics(Path(d))["history"] for d in run_dirs]
+    assert {sum(h["stage"] != "teacher" for h in history) for history in histories} == {3}
+    assert {t.params["budget.finetune_epochs"] for t in complete} <= {1, 2}
