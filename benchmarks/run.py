@@ -548,24 +548,16 @@ NARROW = 16  # channels per vector block of the AVX-512 kernels (ORT's NCHWc, on
 
 
 def conv_macs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, int, int, int]]:
-    """MACs per image, in channels, out channels and groups of every conv, by module name."""
-    found: dict[str, tuple[int, int, int, int]] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
+    """MACs per image (Torch-Pruning's layer-wise count), in channels, out channels and groups of
+    every conv, by module name."""
+    import torch_pruning as tp
 
-            def hook(m: nn.Conv2d, _args: Any, out: torch.Tensor, name: str = name) -> None:
-                per_output = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-                found[name] = (out[0].numel() * per_output, m.in_channels, m.out_channels, m.groups)
-
-            hooks.append(m.register_forward_hook(hook))
-    try:
-        with torch.inference_mode():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return found
+    _, _, layer_macs, _ = tp.utils.count_ops_and_params(model.eval(), example, layer_wise=True)
+    return {
+        name: (int(layer_macs[m]), m.in_channels, m.out_channels, m.groups)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    }
 
 
 def narrowed_macs(dense: nn.Module, compressed: nn.Module, example: torch.Tensor) -> int:
@@ -607,12 +599,16 @@ def narrow_rate_penalty(
             path = folder / f"conv{width}-{size}-bs{batch}.onnx"
             export_module(conv, x, path)
             call = _ort_call(ort_session(path, sizes.threads), x)
-        calls = sizes.latency_calls if batch == 1 else max(3, sizes.latency_calls // 4)
-        sides[str(width)] = functools.partial(_forward_ms, call, calls)
+        sides[str(width)] = functools.partial(_forward_ms, call, _calls(sizes, batch))
     interleaved(sides, 1)  # warm-up
     ms = medians(interleaved(sides, sizes.latency_reps))
     # The wide conv does 4x the MACs of the narrow one.
     return 4.0 * ms[str(NARROW // 2)] / ms[str(NARROW)], ms
+
+
+def _calls(sizes: Sizes, batch: int) -> int:
+    """Forwards per timed sample: `latency_calls` at batch 1, a quarter (at least 3) above."""
+    return sizes.latency_calls if batch == 1 else max(3, sizes.latency_calls // 4)
 
 
 def _forward_ms(call: Callable[[], Any], calls: int) -> float:
@@ -661,10 +657,9 @@ def time_variants(vs: list[Variant], runtime: str, batch: int, sizes: Sizes) -> 
     c, s = vs[0].input
     x = torch.randn(batch, c, s, s)
     make = _eager_call if runtime == "eager" else _ort_call
-    calls = sizes.latency_calls if batch == 1 else max(3, sizes.latency_calls // 4)
     sides = {
         v.name: functools.partial(
-            _forward_ms, make(v.model if runtime == "eager" else v.session, x), calls
+            _forward_ms, make(v.model if runtime == "eager" else v.session, x), _calls(sizes, batch)
         )
         for v in vs
     }
@@ -778,7 +773,7 @@ def bench_latency(sizes: Sizes) -> dict[str, Any]:
         f"eager PyTorch under inference_mode and ONNX Runtime {_ort_version()} (CPU provider, "
         f"graph optimisations on) on the `kdprune.export.export_onnx` file; {sizes.threads} "
         f"thread(s); median of {sizes.latency_reps} interleaved samples of "
-        f"{sizes.latency_calls} calls' median (batch 1; {max(3, sizes.latency_calls // 4)} "
+        f"{sizes.latency_calls} calls' median (batch 1; {_calls(sizes, 64)} "
         f"at larger batches)",
         command=MAKE.format("latency"),
     )
