@@ -15,11 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.checks import validate
-from kdprune.cli import CONF_DIR
 from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.engine import keep_freed_memory, pick_device
 from kdprune.errors import KdpruneError
+from kdprune.paths import CONF_DIR
 from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
 from kdprune.schedules.context import RunContext, model_name, train_teacher

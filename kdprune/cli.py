@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
-def _choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+from kdprune.paths import config_groups, group_options
 
 
 def check_group_overrides(argv: list[str]) -> str | None:
@@ -17,7 +12,7 @@ def check_group_overrides(argv: list[str]) -> str | None:
 
     Hydra reports these itself, but over several lines; this says the same in one, before any work.
     """
-    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    groups = set(config_groups())
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -25,7 +20,7 @@ def check_group_overrides(argv: list[str]) -> str | None:
         key = key.lstrip("+~")
         if key not in groups or "(" in value or not value:
             continue  # not a group choice, or a sweep expression Hydra checks
-        choices = _choices(key)
+        choices = group_options(key)
         for option in value.split(","):
             if option not in choices and option != "null":
                 return f"unknown {key} {option!r}; choose from: {', '.join(choices)}"

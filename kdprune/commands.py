@@ -10,8 +10,8 @@ from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune.cli import CONF_DIR
 from kdprune.errors import KdpruneError
+from kdprune.paths import group_options, option_file, sqlite_file
 from kdprune.results import METRICS_FILE
 
 
@@ -84,8 +84,8 @@ def _report(args: argparse.Namespace) -> int:
     study = None
     if args.storage is not None:
         runs, study = collect_study(args.storage, args.study)
-        db = args.storage.removeprefix("sqlite:///")
-        default_out = Path(db).parent if args.storage.startswith("sqlite:///") else Path.cwd()
+        db = sqlite_file(args.storage)
+        default_out = db.parent if db is not None else Path.cwd()
         source = f"study {study.name} in {args.storage}"
     else:
         runs = collect_runs(args.source)
@@ -118,9 +118,9 @@ def _dataset_cfg(args: argparse.Namespace) -> DictConfig:
             raise KdpruneError(
                 f"pass --dataset: {run_dir} has no .hydra/config.yaml or metrics.json to say which."
             )
-        path = CONF_DIR / "dataset" / f"{name}.yaml"
-        if not path.is_file():
-            choices = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        path = option_file("dataset", name)
+        if path is None:
+            choices = ", ".join(group_options("dataset"))
             raise KdpruneError(f"unknown dataset {name!r}; choose from: {choices}")
         cfg.dataset = OmegaConf.load(path)
     if args.data_dir is not None:

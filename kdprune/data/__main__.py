@@ -4,16 +4,16 @@ import sys
 
 from omegaconf import OmegaConf
 
-from kdprune.cli import CONF_DIR
 from kdprune.config import instantiate
 from kdprune.errors import KdpruneError
+from kdprune.paths import group_options, option_file
 
 
 def main(argv: list[str]) -> int:
     name = argv[0] if argv else "fashion_mnist"
-    path = CONF_DIR / "dataset" / f"{name}.yaml"
-    if not path.exists():
-        choices = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+    path = option_file("dataset", name)
+    if path is None:
+        choices = ", ".join(group_options("dataset"))
         print(f"kdprune: error: unknown dataset {name!r}; choose from: {choices}", file=sys.stderr)
         return 2
     cfg = OmegaConf.create({"paths": {"data_dir": argv[1] if len(argv) > 1 else "data"}})

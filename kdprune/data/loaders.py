@@ -14,6 +14,11 @@ from kdprune.data.datasets import Splits, TensorSplit
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling and augmentation: a pure function of (seed, epoch)."""
+    return seed * 100_003 + epoch
+
+
 @dataclass(frozen=True)
 class Augment:
     """Batch augmentation on tensors: random crop after zero padding, random horizontal flip."""
@@ -85,7 +90,7 @@ class TensorLoader:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.labels)
         gen = torch.Generator(device=self.images.device)
-        gen.manual_seed(self.seed * 100_003 + self.epoch)
+        gen.manual_seed(epoch_seed(self.seed, self.epoch))
         order = (
             torch.randperm(n, generator=gen, device=self.images.device)
             if self.shuffle
@@ -138,10 +143,10 @@ class StreamLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.loader.generator.manual_seed(self.seed * 100_003 + epoch)
+        self.loader.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __iter__(self) -> Iterator[Batch]:
-        gen = torch.Generator(device=self.device).manual_seed(self.seed * 100_003 + self.epoch)
+        gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch))
         for x, y, idx in self.loader:
             x = x.to(self.device, non_blocking=True)
             if self.augment is not None:

@@ -22,6 +22,8 @@ import yaml
 from matplotlib.figure import Figure
 
 from kdprune.errors import ConfigError
+from kdprune.paths import sqlite_file
+from kdprune.reporting.markdown import md_table
 from kdprune.results import METRICS_FILE, atomic_write, read_metrics
 
 CSV_FILE = "pruning_comparison.csv"
@@ -195,10 +197,6 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
     return _frame(rows)
 
 
-def _sqlite_path(storage: str) -> Path | None:
-    return Path(storage[len("sqlite:///") :]) if storage.startswith("sqlite:///") else None
-
-
 def _objective_names(study: Any, runs: list[tuple[list[float], dict[str, Any], Path]]) -> list[str]:
     """Names of the objectives: the study's metric names, else the `objective` of the trials' run
     config, else the metric every run's value equals, else value_i."""
@@ -245,7 +243,7 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    db = _sqlite_path(storage)
+    db = sqlite_file(storage)
     if db is not None and not db.is_file():
         raise ConfigError(f"study database {db} does not exist.")  # Optuna would create it
     try:
@@ -529,11 +527,6 @@ def plot_pareto(runs: pd.DataFrame, path: Path, study: StudyInfo | None = None) 
     return _save_figure(fig, path)
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
-
-
 def _values(runs: pd.DataFrame, col: str) -> str:
     vals = sorted(runs[col].dropna().unique(), key=_order_rank if col == "order" else str)
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals) or "n/a"
@@ -612,7 +605,7 @@ def markdown(
                 _pm(row, "cpu_speedup_bs64", "{:.2f}") + "×",
             ]
         )
-    out += _md_table(header, rows)
+    out += md_table(header, rows)
     out += [
         "",
         "## Best configuration per order",
@@ -633,7 +626,7 @@ def markdown(
             + [_pm(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
             + [_pm(row, "macs_speedup", "{:.2f}") + "×"]
         )
-    out += _md_table(header, rows)
+    out += md_table(header, rows)
     if study is not None:
         out += ["", *_study_lines(study)]
     out += ["", "## Figures", ""]
@@ -670,7 +663,7 @@ def _study_lines(study: StudyInfo) -> list[str]:
         + [str(b["params"].get(p, "")) for p in params]
         for b in study.best
     ]
-    return out + _md_table(header, rows)
+    return out + md_table(header, rows)
 
 
 def write_report(

@@ -28,15 +28,16 @@ from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 from optuna.trial import TrialState
 
+from kdprune.paths import sqlite_file
+
 log = logging.getLogger(__name__)
 
 
 def ensure_sqlite_dir(storage: Any) -> None:
     """Create the folder of a relative or absolute `sqlite:///path.db` URL (SQLAlchemy will not)."""
-    if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(
-            parents=True, exist_ok=True
-        )
+    db = sqlite_file(storage)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
