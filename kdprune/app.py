@@ -17,12 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 from kdprune.checks import validate
 from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
 from kdprune.data import Augment, make_loaders
-from kdprune.engine import keep_freed_memory, pick_device
+from kdprune.engine import pick_device, process_settings
 from kdprune.errors import KdpruneError
+from kdprune.models import model_name
 from kdprune.paths import CONF_DIR
 from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
-from kdprune.schedules.context import RunContext, model_name, train_teacher
+from kdprune.schedules.context import RunContext
+from kdprune.schedules.teacher import train_teacher
 from kdprune.sweeping import register as register_sweeper
 
 log = logging.getLogger("kdprune")
@@ -38,55 +40,55 @@ def run(cfg: DictConfig, run_dir: str | Path = ".") -> dict[str, Any]:
 def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
-    if cfg.trainer.get("threads"):
-        torch.set_num_threads(int(cfg.trainer.threads))
-    keep_freed_memory(cfg.trainer.get("keep_freed_memory_mb"))
-    device = pick_device(cfg.device)
-    tracker = instantiate(cfg.logger)(
-        cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)
-    )
-    failed = True
-    try:
-        t = cfg.trainer
-        data_start = time.perf_counter()
-        splits = instantiate(cfg.dataset.splits)
-        loaders = make_loaders(
-            splits,
-            int(t.batch_size),
-            int(t.eval_batch_size),
-            device,
-            Augment(**cfg.dataset.augment),
-            int(cfg.seed),
-            int(t.num_workers),
+    t = cfg.trainer
+    with process_settings(t.get("threads"), t.get("keep_freed_memory_mb")):
+        device = pick_device(cfg.device)
+        tracker = instantiate(cfg.logger)(
+            cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)
         )
-        ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
-        ctx.timings["data"] = time.perf_counter() - data_start
-        teacher, teacher_metrics = train_teacher(ctx)
-        result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
-        metrics = {
-            "order": cfg.schedule.name,
-            "model": model_name(cfg.model),
-            "dataset": cfg.dataset.name,
-            "seed": int(cfg.seed),
-            "device": str(device),
-            **result,
-            "teacher_val_acc": teacher_metrics["val_acc"],
-            "teacher_test_acc": teacher_metrics["test_acc"],
-            "teacher_source": teacher_metrics["source"],
-            "timings": {**ctx.timings, "total": time.perf_counter() - start},
-            "history": ctx.history,
-        }
-        write_metrics(run_dir, metrics)
-        tracker.summary({k: v for k, v in metrics.items() if k != "history"})
-        failed = False
-        return metrics
-    finally:
-        tracker.finish(failed=failed)
+        failed = True
+        try:
+            metrics = _experiment(cfg, device, tracker, run_dir)
+            metrics["timings"]["total"] = time.perf_counter() - start
+            write_metrics(run_dir, metrics)
+            tracker.summary({k: v for k, v in metrics.items() if k != "history"})
+            failed = False
+            return metrics
+        finally:
+            tracker.finish(failed=failed)
+
+
+def _experiment(cfg: DictConfig, device: torch.device, tracker, run_dir: Path) -> dict[str, Any]:
+    """Data, teacher, the configured order: the run's metrics (metrics.json's keys)."""
+    t = cfg.trainer
+    data_start = time.perf_counter()
+    splits = instantiate(cfg.dataset.splits)
+    augment = Augment(**cfg.dataset.augment)
+    loaders = make_loaders(
+        splits, t.batch_size, t.eval_batch_size, device, augment, cfg.seed, t.num_workers
+    )
+    ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
+    ctx.timings["data"] = time.perf_counter() - data_start
+    teacher = train_teacher(ctx)
+    result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
+    return {
+        "order": cfg.schedule.name,
+        "model": model_name(cfg.model),
+        "dataset": cfg.dataset.name,
+        "seed": int(cfg.seed),
+        "device": str(device),
+        **result,
+        "teacher_val_acc": teacher.metrics["val_acc"],
+        "teacher_test_acc": teacher.metrics["test_acc"],
+        "teacher_source": teacher.metrics["source"],
+        "timings": dict(ctx.timings),
+        "history": ctx.history,
+    }
 
 
 def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | tuple[float, ...]:
-    """What a sweeper optimises: `objective` names a metric or a list of them (never test)."""
-    names = cfg.get("objective", "val_acc")
+    """What a sweeper optimises: `sweep_metric` names a metric or a list of them (never test)."""
+    names = cfg.get("sweep_metric", "val_acc")
     if isinstance(names, str):
         return float(metrics[names])
     return tuple(float(metrics[n]) for n in names)

@@ -1,49 +1,108 @@
-"""Checks of a composed config that run before any data is loaded or any model is trained."""
+"""Checks of a composed config that run before any data is loaded or any model is trained.
+
+Each check raises ConfigError with one sentence naming the key, the value and what is allowed.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from omegaconf import DictConfig
 
-from kdprune.config import instantiate
 from kdprune.distillation import validate_kd
+from kdprune.engine import pick_device
 from kdprune.errors import ConfigError
+from kdprune.models import build
+from kdprune.pruning import pruner_class
 from kdprune.pruning import validate as validate_prune_method
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+# Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
+SWEEP_METRICS_EXCLUDED_PREFIX = "test_"
 
 
-def _non_negative_int(value, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{key} must be a whole number >= 0, got {value!r}")
+def whole_number(value: Any, key: str, minimum: int = 0) -> int:
+    """`value` as an int, or ConfigError unless it is a whole number >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def number(value: Any, key: str, low: float | None = None, high: float | None = None) -> float:
+    """`value` as a float, or ConfigError unless it is a number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{key} must lie in {bounds}, got {value!r}")
+    return float(value)
+
+
+def check_run(cfg: DictConfig) -> None:
+    """The run's own keys: seed, device, measurement settings."""
+    whole_number(cfg.seed, "seed")
+    whole_number(cfg.teacher.seed, "teacher.seed")
+    pick_device(str(cfg.device))
+    whole_number(cfg.measure.repeats, "measure.repeats", 1)
+    whole_number(cfg.measure.warmup, "measure.warmup")
+    if cfg.measure.get("threads") is not None:
+        whole_number(cfg.measure.threads, "measure.threads", 1)
 
 
 def check_epochs(cfg: DictConfig) -> None:
-    """Every epoch count (teacher.epochs, schedule.*_epochs) is a whole number >= 0."""
-    _non_negative_int(cfg.teacher.epochs, "teacher.epochs")
+    """Every epoch count is a whole number >= 0, and the fine-tune share fits the budget."""
+    whole_number(cfg.teacher.epochs, "teacher.epochs")
+    total = whole_number(cfg.budget.student_epochs, "budget.student_epochs")
+    finetune = whole_number(cfg.budget.finetune_epochs, "budget.finetune_epochs")
+    if finetune > total:
+        raise ConfigError(
+            f"budget.finetune_epochs ({finetune}) exceeds budget.student_epochs ({total}), "
+            "the student's whole budget"
+        )
     for key, value in cfg.schedule.items():
         if str(key).endswith("_epochs"):
-            _non_negative_int(value, f"schedule.{key}")
+            whole_number(value, f"schedule.{key}")
 
 
 def check_trainer(cfg: DictConfig) -> None:
-    """Batch sizes and caps are positive."""
+    """Batch sizes, caps, threads and the progress setting."""
     t = cfg.trainer
-    for key in ("batch_size", "eval_batch_size"):
-        if not isinstance(t[key], int) or t[key] < 1:
-            raise ConfigError(f"trainer.{key} must be a whole number >= 1, got {t[key]!r}")
-    if t.max_batches is not None and (not isinstance(t.max_batches, int) or t.max_batches < 1):
-        raise ConfigError(f"trainer.max_batches must be null or >= 1, got {t.max_batches!r}")
-    for key in ("threads", "keep_freed_memory_mb"):
-        value = t.get(key)
-        if value is not None and (type(value) is not int or value < 1):
-            raise ConfigError(f"trainer.{key} must be null or a whole number >= 1, got {value!r}")
-    if not 0 <= float(t.label_smoothing) < 1:
-        raise ConfigError(f"trainer.label_smoothing must lie in [0, 1), got {t.label_smoothing}")
+    whole_number(t.batch_size, "trainer.batch_size", 1)
+    whole_number(t.eval_batch_size, "trainer.eval_batch_size", 1)
+    whole_number(t.num_workers, "trainer.num_workers")
+    for key in ("max_batches", "threads", "keep_freed_memory_mb"):
+        if t.get(key) is not None:
+            whole_number(t[key], f"trainer.{key}", 1)
+    number(t.label_smoothing, "trainer.label_smoothing", 0.0, 0.999)
+    if t.get("progress") not in (True, False, None, "auto"):
+        raise ConfigError(f"trainer.progress must be true, false or auto, got {t.progress!r}")
+
+
+def check_optimizers(cfg: DictConfig) -> None:
+    """Build each optimizer on a dummy parameter and each lr schedule: bad values fail here."""
+    from kdprune.config import instantiate
+
+    for key, node in (("optimizer", cfg.optimizer), ("teacher.optimizer", cfg.teacher.optimizer)):
+        for name, value in node.items():
+            if isinstance(value, str) and not str(name).startswith("_"):
+                raise ConfigError(f"{key}.{name} must be a number, got {value!r}")
+        try:
+            instantiate(node)([torch.zeros(1, requires_grad=True)])
+        except (TypeError, ValueError) as err:  # torch checks lr, momentum, betas, ...
+            raise ConfigError(f"{key} cannot be built: {str(err).splitlines()[0]}") from None
+    for key, node in (("lr_scheduler", cfg.lr_scheduler), ("teacher", cfg.teacher.lr_scheduler)):
+        try:
+            instantiate(node)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"{key} cannot be built: {str(err).splitlines()[0]}") from None
 
 
 def check_schedule(cfg: DictConfig) -> None:
     """Options of the order that the order functions would only notice late."""
     s = cfg.schedule
+    if s.name not in ORDERS:
+        raise ConfigError(f"schedule.name must be one of {', '.join(ORDERS)}, got {s.name!r}")
     if s.get("prune_target", "student") not in ("student", "teacher"):
         raise ConfigError(
             f"schedule.prune_target must be student or teacher, got {s.prune_target!r}"
@@ -57,25 +116,63 @@ def check_schedule(cfg: DictConfig) -> None:
         raise ConfigError(
             "schedule.student_init=teacher needs the teacher to share the student's architecture"
         )
-    if s.name == "joint" and cfg.kd.name == "fitnet" and cfg.prune_method.kind == "structured":
+    if s.name == "joint":
+        check_joint(cfg)
+
+
+def check_joint(cfg: DictConfig) -> None:
+    """The joint order prunes while training: it needs training steps and a channel target."""
+    s, structured = cfg.schedule, pruner_class(cfg.prune_method).kind == "structured"
+    whole_number(s.joint_epochs, "schedule.joint_epochs", 1)
+    whole_number(s.pruning_steps, "schedule.pruning_steps", 1)
+    start = number(s.pruning_start, "schedule.pruning_start", 0.0, 1.0)
+    if number(s.pruning_end, "schedule.pruning_end", 0.0, 1.0) <= start:
+        raise ConfigError(
+            f"schedule.pruning_end ({s.pruning_end}) must come after pruning_start ({start})"
+        )
+    if structured and cfg.prune_method.unit != "channels":
+        raise ConfigError(
+            "schedule=joint prunes gradually by channel ratio; use prune_method.unit=channels"
+        )
+    if cfg.kd.name == "fitnet" and structured:
         raise ConfigError(
             "kd=fitnet cannot follow channels that schedule=joint removes while training; "
             "use kd=hinton or kd=attention"
         )
 
 
+def check_sweep_metric(cfg: DictConfig) -> None:
+    """What a sweep optimises is one metric or a list of them, none on the test set."""
+    names = cfg.get("sweep_metric", "val_acc")
+    for name in [names] if isinstance(names, str) else list(names):
+        if not isinstance(name, str) or name.startswith(SWEEP_METRICS_EXCLUDED_PREFIX):
+            raise ConfigError(
+                f"sweep_metric {name!r} is not allowed: a sweep selects on validation or cost "
+                "metrics, never on test ones"
+            )
+
+
 def check_models(cfg: DictConfig) -> None:
-    """Build the student and teacher architectures (cheap) and check the KD layer paths on them."""
-    student = instantiate(cfg.model)
-    teacher = instantiate(cfg.teacher.model) if cfg.teacher.model is not None else student
+    """Build the student and teacher (cheap), load any checkpoint into them, check KD layers."""
+    from kdprune.schedules.context import load_state_dict_file
+
+    student = build(cfg.model)
+    teacher = build(cfg.teacher.model) if cfg.teacher.model is not None else build(cfg.model)
+    if cfg.schedule.get("student_checkpoint"):
+        load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
+    if cfg.teacher.get("checkpoint"):
+        load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
     validate_kd(cfg.kd, student=student, teacher=teacher)
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
+    check_run(cfg)
     check_epochs(cfg)
     check_trainer(cfg)
+    check_optimizers(cfg)
     validate_kd(cfg.kd)
     validate_prune_method(cfg.prune_method)
     check_schedule(cfg)
+    check_sweep_metric(cfg)
     check_models(cfg)

@@ -13,7 +13,7 @@ from torch import nn
 from kdprune.data import Augment, digits, make_loaders
 from kdprune.distillation import CrossEntropyObjective
 from kdprune.engine import Stage, evaluate, fit, keep_freed_memory, seed_everything
-from kdprune.engine.schedules import cosine, step
+from kdprune.engine.lr_schedules import cosine, step
 from kdprune.errors import NonFiniteLossError
 from kdprune.models import lenet5
 

@@ -10,7 +10,7 @@ import torch_pruning as tp
 from kdprune import load_model
 from kdprune.errors import KdpruneError
 from kdprune.export import export_onnx, ort_session
-from kdprune.pruning import StructuredPruning, save_model
+from kdprune.pruning import StructuredPruner, save_model
 
 CFG = {
     "_target_": "kdprune.models.lenet5",
@@ -29,7 +29,7 @@ def pruned_file(tmp_path: Path) -> Path:
 
     torch.manual_seed(0)
     model = instantiate(CFG)
-    pruner = StructuredPruning(
+    pruner = StructuredPruner(
         model,
         torch.randn(1, 1, 8, 8),
         importance=tp.importance.GroupMagnitudeImportance(p=1),

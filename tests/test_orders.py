@@ -11,9 +11,9 @@ import torch_pruning as tp
 from kdprune.data import Augment, digits, make_loaders
 from kdprune.distillation import CrossEntropyObjective
 from kdprune.engine import Stage, fit, seed_everything
-from kdprune.engine.schedules import constant
+from kdprune.engine.lr_schedules import constant
 from kdprune.models import lenet5
-from kdprune.pruning import StructuredPruning
+from kdprune.pruning import StructuredPruner
 from kdprune.schedules import cubic_sparsity
 
 CPU = torch.device("cpu")
@@ -37,7 +37,7 @@ def test_every_parameter_still_updates_after_a_joint_prune_step() -> None:
     def prune_at_step_5(m: torch.nn.Module, step: int) -> bool:
         if step != 5:
             return False
-        StructuredPruning(
+        StructuredPruner(
             m, example, importance=tp.importance.GroupMagnitudeImportance(p=1), ratio=0.5
         ).apply()
         after_prune.update({n: p.detach().clone() for n, p in m.named_parameters()})

@@ -32,7 +32,7 @@ from kdprune.pruning import (
     GradientCalibration,
     PruneResult,
     SquaredGradientCalibration,
-    UnstructuredPruning,
+    UnstructuredPruner,
     clone_model,
     has_masks,
     make_permanent,
@@ -219,7 +219,7 @@ def test_every_other_masks_half_of_each_weight(model_name: str) -> None:
 
 def test_foobar_method_plugs_in_as_a_class() -> None:
     model = build("lenet5")
-    UnstructuredPruning(model, method=FooBarPruningMethod, ratio=0.5).apply()
+    UnstructuredPruner(model, method=FooBarPruningMethod, ratio=0.5).apply()
     assert model.fc1.weight.flatten()[::2].abs().sum() == 0
 
 

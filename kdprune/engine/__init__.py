@@ -1,6 +1,11 @@
 """The training engine: one train / evaluate loop, device choice, seeding and lr schedules."""
 
-from kdprune.engine.runtime import keep_freed_memory, pick_device, seed_everything
+from kdprune.engine.runtime import (
+    keep_freed_memory,
+    pick_device,
+    process_settings,
+    seed_everything,
+)
 from kdprune.engine.train import Stage, build_optimizer, evaluate, fit, train_epoch
 
 __all__ = [
@@ -10,6 +15,7 @@ __all__ = [
     "fit",
     "keep_freed_memory",
     "pick_device",
+    "process_settings",
     "seed_everything",
     "train_epoch",
 ]

@@ -7,6 +7,8 @@ import ctypes.util
 import os
 import random
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -41,8 +43,9 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-# glibc's mallopt parameters (malloc.h).
+# glibc's mallopt parameters (malloc.h), and the documented default of both thresholds.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_GLIBC_DEFAULT_BYTES = 128 * 1024
 
 
 def keep_freed_memory(megabytes: int | None) -> bool:
@@ -57,12 +60,37 @@ def keep_freed_memory(megabytes: int | None) -> bool:
     LD_PRELOAD do the same. Returns whether the setting was applied
     (False off glibc, or for `megabytes=None`, which leaves glibc's defaults).
     """
-    if megabytes is None or not sys.platform.startswith("linux"):
+    if megabytes is None:
+        return False
+    return _set_malloc_thresholds(int(megabytes) << 20)
+
+
+def _set_malloc_thresholds(size: int) -> bool:
+    if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # musl and other libcs have no mallopt
         return False
-    size = int(megabytes) << 20
     return bool(mallopt(_M_MMAP_THRESHOLD, size)) and bool(mallopt(_M_TRIM_THRESHOLD, size))
+
+
+@contextmanager
+def process_settings(threads: int | None, keep_freed_memory_mb: int | None) -> Iterator[None]:
+    """Torch's CPU thread count and glibc's allocator thresholds for one run, restored after it.
+
+    A sweep runs many trials in one process: one trial's settings must not leak into the next.
+    glibc has no getter for its thresholds, so they go back to its documented 128 KiB defaults
+    (its dynamic mmap threshold stays off once a threshold was set by hand).
+    """
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    kept = keep_freed_memory(keep_freed_memory_mb)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+        if kept:
+            _set_malloc_thresholds(_GLIBC_DEFAULT_BYTES)

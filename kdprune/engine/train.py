@@ -41,7 +41,7 @@ class Stage:
     device: torch.device
     amp: bool = True
     select_on_val: bool = True
-    progress: bool = True
+    progress: bool | None = True  # None: a bar only on a terminal (tqdm's own check)
     max_batches: int | None = None
     after_backward: Callable[[nn.Module], None] | None = None
     step_hooks: list[StepHook] = field(default_factory=list)
@@ -121,7 +121,7 @@ def train_epoch(
         total=steps,
         desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
         leave=False,
-        disable=not stage.progress,
+        disable=None if stage.progress is None else not stage.progress,
         dynamic_ncols=True,
     )
     for step, (x, y, idx) in enumerate(loader):

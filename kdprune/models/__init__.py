@@ -8,6 +8,7 @@ Hydra 1.4 checks instantiated targets against an execution whitelist, including 
 returned object (an nn.Module is callable); `EXECUTION_WHITELIST` lists what model configs need.
 """
 
+from kdprune.models.build import build, model_name
 from kdprune.models.cnn import CNN5, cnn5
 from kdprune.models.common import classifier_path
 from kdprune.models.lenet import LeNet5, lenet5
@@ -24,10 +25,12 @@ __all__ = [
     "BasicBlock",
     "CifarResNet",
     "LeNet5",
+    "build",
     "classifier_path",
     "cnn5",
     "lenet5",
     "mobilenet_v2",
+    "model_name",
     "resnet18",
     "resnet20",
     "resnet34",

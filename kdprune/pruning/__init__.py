@@ -1,4 +1,4 @@
-"""Pruning: the `prune_method` config group's compressors, mask helpers and model files.
+"""Pruning: the `prune_method` config group's pruners, mask helpers and model files.
 
 Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | params | macs) and a
 `pruner` node (`_target_` + `_partial_: true`). The run completes that node with the model:
@@ -11,7 +11,7 @@ Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | param
     result = pruner.apply()                             # in place -> PruneResult
     save_model(path, model, model_cfg, result.history)  # rebuilt from config + history, no pickle
 
-That is the `Compressor` interface (kdprune.pruning.base): a constructor taking the model,
+That is the `Pruner` interface (kdprune.pruning.base): a constructor taking the model,
 `example_inputs` and optional `calibration` batches of (inputs, targets) and `loss_fn`, plus
 `regularize(model)`, `apply() -> PruneResult` and a static `check_options(**options)`.
 Pluggable parts are objects built from YAML: a Torch-Pruning importance criterion, a calibration
@@ -27,8 +27,9 @@ Structured pruning replaces parameters (new nn.Parameter objects): build the opt
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
-    Compressor,
+    Pruner,
     PruneResult,
+    pruner_class,
     validate,
 )
 from kdprune.pruning.calibration import (
@@ -38,25 +39,26 @@ from kdprune.pruning.calibration import (
 )
 from kdprune.pruning.io import load_model, read_model_file, save_model
 from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_state_dict
-from kdprune.pruning.structured import StructuredPruning, replay_history
-from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruning
+from kdprune.pruning.structured import StructuredPruner, replay_history
+from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
 
 __all__ = [
     "ALLOCATIONS",
     "UNITS",
     "BNScaleSparsity",
-    "Compressor",
+    "Pruner",
     "FooBarPruningMethod",
     "GradientCalibration",
     "PruneResult",
     "SquaredGradientCalibration",
-    "StructuredPruning",
-    "UnstructuredPruning",
+    "StructuredPruner",
+    "UnstructuredPruner",
     "clone_model",
     "has_masks",
     "load_model",
     "make_permanent",
     "plain_state_dict",
+    "pruner_class",
     "read_model_file",
     "replay_history",
     "save_model",

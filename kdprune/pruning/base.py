@@ -35,8 +35,11 @@ class PruneResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class Compressor(Protocol):
-    """A compression step bound to one model: the object a `prune_method.pruner` node builds.
+class Pruner(Protocol):
+    """A pruning step bound to one model: the object a `prune_method.pruner` node builds.
+
+    The class attribute `kind` says what pruning does to the model: `structured` (channels are
+    removed: fewer MACs, a real speed-up) or `masked` (weights are zeroed in place, shapes stay).
 
     Built as `instantiate(cfg.prune_method.pruner)(model=..., example_inputs=..., calibration=...,
     loss_fn=...)`; the constructor checks everything it can (raising ConfigError) before any long
@@ -44,6 +47,8 @@ class Compressor(Protocol):
     methods); `apply()` compresses the bound model in place and says what it did. The static
     `check_options(**options)` checks the node's arguments without a model (`validate` calls it).
     """
+
+    kind: str
 
     @staticmethod
     def check_options(**options: Any) -> None:
@@ -101,22 +106,32 @@ def move_inputs(example_inputs: Tensor, model: nn.Module) -> Tensor:
     return example_inputs if param is None else example_inputs.to(param.device)
 
 
+def _pruner_factory(prune_cfg: Mapping[str, Any]) -> Any:
+    node = prune_cfg.get("pruner")
+    if node is None or "_target_" not in node:
+        raise ConfigError("prune_method.pruner needs a _target_ naming the pruner class.")
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        raise ConfigError(f"prune_method.pruner cannot be built: {err}") from None
+
+
+def pruner_class(prune_cfg: Mapping[str, Any]) -> type:
+    """The class a `prune_method.pruner` node builds (ConfigError if the node cannot be built)."""
+    factory = _pruner_factory(prune_cfg)
+    return getattr(factory, "func", factory)
+
+
 def validate(prune_cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError if a `prune_method` config is out of range; cheap, needs no model.
 
     Checks the top-level `ratio` and `unit`, builds the `pruner` node (a partial, so this imports
     its classes and builds its importance criterion without touching a model) and runs the
-    compressor class's own `check_options` on the node's arguments.
+    pruner class's own `check_options` on the node's arguments.
     """
     check_ratio(prune_cfg.get("ratio"))
     check_choice(prune_cfg.get("unit"), UNITS, "unit")
-    node = prune_cfg.get("pruner")
-    if node is None or "_target_" not in node:
-        raise ConfigError("prune_method.pruner needs a _target_ naming the compressor class.")
-    try:
-        factory = instantiate(node)
-    except InstantiationException as err:
-        raise ConfigError(f"prune_method.pruner cannot be built: {err}") from None
+    factory = _pruner_factory(prune_cfg)
     check_options = getattr(getattr(factory, "func", factory), "check_options", None)
     if check_options is not None:
         check_options(**getattr(factory, "keywords", {}))

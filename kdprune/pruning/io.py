@@ -24,8 +24,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError, KdpruneError
+from kdprune.models import build
 from kdprune.pruning.masks import plain_state_dict
 from kdprune.pruning.structured import replay_history
 from kdprune.results import atomic_write
@@ -112,7 +112,7 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
 
 def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any) -> nn.Module:
     try:
-        model = instantiate(payload["model_cfg"])
+        model = build(payload["model_cfg"])
         if payload["history"]:
             replay_history(model, torch.zeros(payload["input_shape"]), payload["history"])
         model.load_state_dict(payload["state_dict"])

@@ -65,7 +65,7 @@ def _takes_amount(cls: type[prune.BasePruningMethod]) -> bool:
     return "amount" in inspect.signature(cls.__init__).parameters
 
 
-class UnstructuredPruning:
+class UnstructuredPruner:
     """Mask conv and linear weights with a `torch.nn.utils.prune` method, in place.
 
     `allocation: uniform` applies the method layer by layer; `global` ranks all weights together
@@ -74,6 +74,8 @@ class UnstructuredPruning:
     `channels` for structured ones such as LnStructured. Masks stay attached (so fine-tuning keeps
     pruned weights at zero); call `make_permanent` before export, `save_model` folds them itself.
     """
+
+    kind = "masked"  # weights are zeroed in place; shapes, params and MACs stay
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
-"""What every stage of a run shares: config, device, data, tracker, timings; the teacher."""
+"""What every stage of a run shares: config, device, data, tracker, the timings and history it
+records. Stages return what they measure; nothing is left here for a later stage to find."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Iterator
@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.cache import TeacherCache
 from kdprune.config import instantiate
 from kdprune.data import Loaders
-from kdprune.engine import Stage, evaluate, fit, seed_everything
+from kdprune.engine import Stage, evaluate, seed_everything
 from kdprune.errors import ConfigError
+from kdprune.models import build
 from kdprune.tracking import Tracker
 
 log = logging.getLogger("kdprune")
@@ -27,20 +27,15 @@ log = logging.getLogger("kdprune")
 
 @dataclass
 class RunContext:
-    """The shared state of one run, passed explicitly to every stage (no globals)."""
+    """The shared settings of one run, passed explicitly to every stage (no globals)."""
 
     cfg: DictConfig
     device: torch.device
     loaders: Loaders
     tracker: Tracker
     run_dir: Path
-    timings: dict[str, float] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    teacher_logits: torch.Tensor | None = None  # cached teacher outputs on the training set
-    teacher_logits_of: nn.Module | None = None  # ... and the teacher they came from
-    cached_teacher: nn.Module | None = None  # the teacher loaded from / written to the cache ...
-    teacher_file: Path | None = None  # ... and its cache file (its logits are stored beside it)
-    after_prune_val_acc: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, recorded
+    history: list[dict] = field(default_factory=list)  # one record per epoch, recorded
 
     @property
     def example_inputs(self) -> torch.Tensor:
@@ -49,6 +44,7 @@ class RunContext:
         return torch.randn(1, d.in_channels, d.image_size, d.image_size, device=self.device)
 
     def record(self, entry: dict[str, Any]) -> None:
+        """Keep one epoch's record, send it to the tracker, and log it as one line."""
         self.history.append(entry)
         self.tracker.log(entry)
         log.info(
@@ -97,7 +93,7 @@ class RunContext:
             ),
             device=self.device,
             amp=bool(t.amp),
-            progress=bool(t.progress),
+            progress=progress_setting(t.progress),
             max_batches=t.max_batches,
             log=self.record,
             **kwargs,
@@ -115,112 +111,70 @@ class RunContext:
         return evaluate(model, loader, self.device, bool(t.amp), t.max_batches)
 
 
-def model_name(model_cfg: DictConfig) -> str:
-    """A model config's short name: the last part of its `_target_`."""
-    return str(model_cfg._target_).rsplit(".", 1)[-1]
+def progress_setting(value: Any) -> bool | None:
+    """`trainer.progress`: true / false, or auto (None: bars on a terminal, one log line per
+    epoch otherwise — a file or CI log gets no bar redraws)."""
+    return None if value in (None, "auto") else bool(value)
 
 
 def build_model(
     model_cfg: DictConfig, device: torch.device, channels_last: bool = True
 ) -> nn.Module:
     """Instantiate a model config on the device (channels_last memory format on CUDA)."""
-    model = instantiate(model_cfg).to(device)
+    model = build(model_cfg).to(device)
     if channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def teacher_model_cfg(cfg: DictConfig) -> DictConfig:
-    """The teacher's architecture: `teacher.model`, or the student's when that is null."""
-    return cfg.teacher.model if cfg.teacher.model is not None else cfg.model
+def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
+    """A user's state_dict file, read as data only (weights_only), with one-line errors."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"{what} checkpoint {str(file)!r} does not exist or is not a file")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise ConfigError(f"{what} checkpoint {str(file)!r} is empty or cut short") from None
+    except Exception as err:  # torch.load raises many types for the same user-level problem
+        if "Weights only load failed" in str(err):
+            raise ConfigError(
+                f"{what} checkpoint {str(file)!r} holds pickled Python objects (a whole saved "
+                "model?); kdprune reads weights only: save model.state_dict() instead"
+            ) from None
+        raise ConfigError(f"{what} checkpoint {str(file)!r} is not a PyTorch file") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(
+            f"{what} checkpoint {str(file)!r} holds a {type(state).__name__}, not a state_dict"
+        )
+    return state
 
 
-def teacher_spec(cfg: DictConfig) -> dict[str, Any]:
-    """Everything a trained teacher depends on, and nothing else (not paths, device or logging)."""
-    splits = OmegaConf.to_container(cfg.dataset.splits, resolve=True)
-    splits.pop("root", None)
-    return {
-        "model": OmegaConf.to_container(teacher_model_cfg(cfg), resolve=True),
-        "dataset": {
-            "name": cfg.dataset.name,
-            "splits": splits,
-            "augment": OmegaConf.to_container(cfg.dataset.augment, resolve=True),
-        },
-        "epochs": int(cfg.teacher.epochs),
-        "optimizer": OmegaConf.to_container(cfg.teacher.optimizer, resolve=True),
-        "lr_scheduler": OmegaConf.to_container(cfg.teacher.lr_scheduler, resolve=True),
-        "batch_size": int(cfg.trainer.batch_size),
-        "label_smoothing": float(cfg.trainer.label_smoothing),
-        "max_batches": cfg.trainer.max_batches,
-        "seed": int(cfg.teacher.seed),
-    }
+def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """How `state` does not fit `model` (missing / unexpected keys, shapes), or None."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing:
+        return f"{len(missing)} of the model's weights are missing (first: {missing[0]})"
+    if unexpected:
+        return f"{len(unexpected)} weights the model does not have (first: {unexpected[0]})"
+    if shapes:
+        k = shapes[0]
+        return (
+            f"{len(shapes)} weights differ in shape (first: {k}, "
+            f"{list(state[k].shape)} in the file, {list(own[k].shape)} in the model)"
+        )
+    return None
 
 
 def load_state_dict_file(model: nn.Module, path: str, what: str) -> None:
     """Load a user's state_dict file (data only) into a model, with one-line errors."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ConfigError(f"{what} checkpoint {str(file)!r} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        model.load_state_dict(state)
-    except Exception as err:  # a wrong file shows as many error types; all mean the same to a user
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    state = read_state_dict(path, what)
+    mismatch = state_dict_mismatch(model, state)
+    if mismatch:
         raise ConfigError(
-            f"{what} checkpoint {str(file)!r} does not fit the configured model: {first}"
-        ) from err
-
-
-def train_teacher(ctx: RunContext) -> tuple[nn.Module, dict[str, Any]]:
-    """The frozen teacher: loaded from a checkpoint, from the cache, or trained (then cached)."""
-    cfg = ctx.cfg
-    model_cfg = teacher_model_cfg(cfg)
-    seed_everything(int(cfg.teacher.seed) * 1000 + 1)
-    teacher = build_model(model_cfg, ctx.device, cfg.trainer.channels_last)
-    with ctx.timed("teacher"):
-        if cfg.teacher.checkpoint:
-            load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
-            metrics = {
-                "val_acc": ctx.score(teacher, "val")["acc"],
-                "test_acc": ctx.score(teacher, "test")["acc"],
-                "source": "checkpoint",
-            }
-        else:
-            name = f"{model_name(model_cfg)}-{cfg.dataset.name}"
-            cache, spec = TeacherCache(cfg.paths.cache_dir), teacher_spec(cfg)
-            metrics, hit = cache.get_or_train(name, spec, teacher, lambda m: _fit_teacher(ctx, m))
-            ctx.cached_teacher, ctx.teacher_file = teacher, cache.path(name, spec)
-            metrics = {**metrics, "source": "cache" if hit else "trained"}
-    teacher.eval().requires_grad_(False)
-    log.info(
-        "teacher (%s): val acc %.4f, test acc %.4f",
-        metrics["source"],
-        metrics["val_acc"],
-        metrics["test_acc"],
-    )
-    return teacher, metrics
-
-
-def _fit_teacher(ctx: RunContext, teacher: nn.Module) -> dict[str, Any]:
-    from kdprune.distillation import CrossEntropyObjective
-
-    t = ctx.cfg.teacher
-    stage = ctx.stage(
-        "teacher",
-        t.epochs,
-        CrossEntropyObjective(ctx.cfg.trainer.label_smoothing),
-        t.optimizer,
-        t.lr_scheduler,
-    )
-    start = time.perf_counter()
-    train = copy.copy(ctx.loaders.train)  # the same batches, shuffled by the teacher's own seed
-    train.seed = int(ctx.cfg.teacher.seed)
-    history = fit(teacher, train, ctx.loaders.val, stage)
-    return {
-        "val_acc": ctx.score(teacher, "val")["acc"],
-        "test_acc": ctx.score(teacher, "test")["acc"],
-        "epochs": int(t.epochs),
-        "train_seconds": time.perf_counter() - start,
-        "history": history,
-    }
+            f"{what} checkpoint {path!r} does not fit {type(model).__name__}: {mismatch}"
+        )
+    model.load_state_dict(state)

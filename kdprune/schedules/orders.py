@@ -12,16 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from kdprune.errors import ConfigError
 from kdprune.models import classifier_path
+from kdprune.pruning import pruner_class
 from kdprune.schedules.context import RunContext
-from kdprune.schedules.stages import compressor, finish, new_student, prune, train
+from kdprune.schedules.stages import build_pruner, finish, new_student, prune, train
+from kdprune.schedules.teacher import Teacher
 
 log = logging.getLogger("kdprune")
-
-
-def _kd_teacher(ctx: RunContext, teacher: nn.Module) -> nn.Module | None:
-    return None if ctx.cfg.kd.name == "none" else teacher
 
 
 def _regularizer(pruner):
@@ -31,7 +28,7 @@ def _regularizer(pruner):
 
 def prune_then_distill(
     ctx: RunContext,
-    teacher: nn.Module,
+    teacher: Teacher,
     finetune_epochs: int,
     prune_target: str = "student",
 ) -> dict[str, Any]:
@@ -42,47 +39,49 @@ def prune_then_distill(
     teacher` is the other reading: prune the teacher, then distill a fresh student from it.
     """
     if prune_target == "teacher":
-        pruned_teacher = copy.deepcopy(teacher).requires_grad_(True)
-        history = prune(ctx, pruned_teacher).history
-        pruned_teacher.eval().requires_grad_(False)
-        student = new_student(ctx, teacher, init="scratch")
-        dense = copy.deepcopy(student)
-        train(ctx, "distill", student, _kd_teacher(ctx, pruned_teacher), finetune_epochs)
-        result = finish(ctx, dense, student, None)
-        return {
-            **result,
-            "prune_target": "teacher",
-            "pruned_teacher_history_len": len(history or []),
-        }
+        return _prune_teacher_then_distill(ctx, teacher, finetune_epochs)
     student = new_student(ctx, teacher, init="teacher" if _same_arch(ctx) else "scratch")
     dense = copy.deepcopy(student)
-    history = prune(ctx, student).history
-    train(ctx, "distill", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return {**finish(ctx, dense, student, history), "prune_target": "student"}
+    step = prune(ctx, student)
+    train(ctx, "distill", student, teacher, finetune_epochs)
+    result = finish(ctx, dense, student, step.result.history, step.val_acc_after)
+    return {**result, "prune_target": "student"}
+
+
+def _prune_teacher_then_distill(
+    ctx: RunContext, teacher: Teacher, finetune_epochs: int
+) -> dict[str, Any]:
+    """Prune a copy of the teacher, then distill a fresh student from the pruned teacher."""
+    pruned = copy.deepcopy(teacher.module).requires_grad_(True)
+    step = prune(ctx, pruned)
+    pruned.eval().requires_grad_(False)
+    pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after})
+    student = new_student(ctx, teacher, init="scratch")
+    dense = copy.deepcopy(student)
+    train(ctx, "distill", student, pruned_teacher, finetune_epochs)
+    return {
+        **finish(ctx, dense, student, None, None),
+        "prune_target": "teacher",
+        "pruned_teacher_val_acc": step.val_acc_after,
+        "pruned_teacher_history_len": len(step.result.history or []),
+    }
 
 
 def distill_then_prune(
     ctx: RunContext,
-    teacher: nn.Module,
+    teacher: Teacher,
     distill_epochs: int,
     finetune_epochs: int,
     student_init: str = "scratch",
 ) -> dict[str, Any]:
     """Train the student with KD, prune it to the target, then fine-tune (with KD unless none)."""
     student = new_student(ctx, teacher, init=student_init)
-    pruner = compressor(ctx, student)
-    train(
-        ctx,
-        "distill",
-        student,
-        _kd_teacher(ctx, teacher),
-        distill_epochs,
-        after_backward=_regularizer(pruner),
-    )
+    pruner = build_pruner(ctx, student)
+    train(ctx, "distill", student, teacher, distill_epochs, after_backward=_regularizer(pruner))
     dense = copy.deepcopy(student)
-    history = prune(ctx, student, pruner).history
-    train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return finish(ctx, dense, student, history)
+    step = prune(ctx, student, pruner)
+    train(ctx, "finetune", student, teacher, finetune_epochs)
+    return finish(ctx, dense, student, step.result.history, step.val_acc_after)
 
 
 def _units(model: nn.Module) -> int:
@@ -130,7 +129,7 @@ class GradualPruning:
         steps: int,
     ):
         self.ctx, self.dense, self.target = ctx, dense, float(ctx.cfg.prune_method.ratio)
-        self.structured = ctx.cfg.prune_method.kind == "structured"
+        self.structured = pruner_class(ctx.cfg.prune_method).kind == "structured"
         self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
         span = max(self.last - self.first, 1)
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
@@ -145,7 +144,7 @@ class GradualPruning:
         if relative <= 1e-6:
             return False
         cap = float(self.ctx.cfg.prune_method.get("max_layer_ratio", 0.9))
-        result = compressor(self.ctx, model, ratio=min(relative, cap)).apply()
+        result = build_pruner(self.ctx, model, ratio=min(relative, cap)).apply()
         self.history += result.history or []
         self.sparsity, self.seconds = scheduled, self.seconds + result.seconds
         log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
@@ -154,7 +153,7 @@ class GradualPruning:
 
 def joint(
     ctx: RunContext,
-    teacher: nn.Module,
+    teacher: Teacher,
     joint_epochs: int,
     finetune_epochs: int,
     pruning_start: float = 0.0,
@@ -163,14 +162,6 @@ def joint(
     student_init: str = "scratch",
 ) -> dict[str, Any]:
     """Train with KD while sparsity rises from 0 to the target (cubic schedule), then fine-tune."""
-    if ctx.cfg.prune_method.unit != "channels" and ctx.cfg.prune_method.kind == "structured":
-        raise ConfigError(
-            "schedule=joint prunes gradually by channel ratio; use prune_method.unit=channels"
-        )
-    if joint_epochs < 1:
-        raise ConfigError(
-            "schedule.joint_epochs must be >= 1: joint pruning happens while training"
-        )
     student = new_student(ctx, teacher, init=student_init)
     dense = copy.deepcopy(student)
     steps_per_epoch = len(ctx.loaders.train)
@@ -179,19 +170,11 @@ def joint(
     gradual = GradualPruning(
         ctx, dense, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
     )
-    train(
-        ctx,
-        "joint",
-        student,
-        _kd_teacher(ctx, teacher),
-        joint_epochs,
-        step_hooks=[gradual],
-        select_on_val=False,
-    )
+    train(ctx, "joint", student, teacher, joint_epochs, step_hooks=[gradual], select_on_val=False)
     ctx.timings["prune"] = gradual.seconds
-    ctx.after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
-    train(ctx, "finetune", student, _kd_teacher(ctx, teacher), finetune_epochs)
-    return finish(ctx, dense, student, gradual.history)
+    after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
+    train(ctx, "finetune", student, teacher, finetune_epochs)
+    return finish(ctx, dense, student, gradual.history, after_prune_val_acc)
 
 
 def _same_arch(ctx: RunContext) -> bool:

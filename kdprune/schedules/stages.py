@@ -1,22 +1,25 @@
-"""The stages orders are made of: build a student, distill / fine-tune it, prune it, measure it."""
+"""The stages orders are made of: build a student, distill / fine-tune it, prune it, measure it.
+
+Each stage returns what it measured; the order passes it on to the next stage that needs it.
+"""
 
 from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdprune.cache import atomic_save
 from kdprune.config import instantiate
-from kdprune.distillation import compute_teacher_logits
 from kdprune.engine import fit
 from kdprune.metrics import file_size_bytes, ledger
-from kdprune.pruning import PruneResult, make_permanent, save_model
+from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
 from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
+from kdprune.schedules.teacher import Teacher
 
 log = logging.getLogger("kdprune")
 
@@ -24,7 +27,16 @@ MODEL_FILE = "model.pt"
 DENSE_FILE = "dense.pt"
 
 
-def new_student(ctx: RunContext, teacher: nn.Module, init: str) -> nn.Module:
+@dataclass(frozen=True)
+class PruneStep:
+    """What the prune stage did: the pruner's result and the validation accuracy around it."""
+
+    result: PruneResult
+    val_acc_before: float
+    val_acc_after: float
+
+
+def new_student(ctx: RunContext, teacher: Teacher, init: str) -> nn.Module:
     """The student: a copy of the teacher's weights (`init: teacher`, same architecture only),
     the user's checkpoint (`student_checkpoint`), or freshly initialised (`init: scratch`)."""
     cfg = ctx.cfg
@@ -33,51 +45,30 @@ def new_student(ctx: RunContext, teacher: nn.Module, init: str) -> nn.Module:
     if cfg.schedule.get("student_checkpoint"):
         load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
     elif init == "teacher":
-        student.load_state_dict(teacher.state_dict())
+        student.load_state_dict(teacher.module.state_dict())
     return student.train().requires_grad_(True)
 
 
-def teacher_logits(ctx: RunContext, teacher: nn.Module) -> torch.Tensor | None:
+def teacher_logits(ctx: RunContext, teacher: Teacher) -> torch.Tensor | None:
     """The teacher's logits for every training sample, computed once — when inputs are
     deterministic (no augmentation) and the data sit in memory; else None (run the teacher)."""
     train = ctx.loaders.train
     if not (train.deterministic and hasattr(train, "images")):
         return None
-    if ctx.teacher_logits is None or ctx.teacher_logits_of is not teacher:
-        with ctx.timed("teacher_logits"):
-            ctx.teacher_logits = _stored_teacher_logits(ctx, teacher, train.images)
-            ctx.teacher_logits_of = teacher
-    return ctx.teacher_logits
+    with ctx.timed("teacher_logits"):
+        return teacher.train_logits(train.images, int(ctx.cfg.trainer.eval_batch_size))
 
 
-def _stored_teacher_logits(
-    ctx: RunContext, teacher: nn.Module, images: torch.Tensor
-) -> torch.Tensor:
-    """Logits of a cached teacher are stored beside it, so every run of a sweep reuses them."""
-    batch_size = int(ctx.cfg.trainer.eval_batch_size)
-    if teacher is not ctx.cached_teacher or ctx.teacher_file is None:
-        return compute_teacher_logits(teacher, images, batch_size=batch_size)
-    path = ctx.teacher_file.with_suffix(".logits.pt")
-    try:
-        logits = torch.load(path, map_location=ctx.device, weights_only=True)
-        if isinstance(logits, torch.Tensor) and logits.shape[0] == len(images):
-            return logits
-    except (FileNotFoundError, RuntimeError, EOFError):
-        pass  # missing or unreadable: compute (and store) them again
-    logits = compute_teacher_logits(teacher, images, batch_size=batch_size)
-    atomic_save(logits.cpu(), path)
-    return logits
-
-
-def objective(ctx: RunContext, student: nn.Module, teacher: nn.Module | None):
-    """The configured KD objective (or plain CE for `kd: none` / no teacher) for this student."""
+def objective(ctx: RunContext, student: nn.Module, teacher: Teacher | None):
+    """The configured KD objective for this student; its class says whether it uses the teacher
+    (plain cross-entropy for `kd: none` does not)."""
     factory = instantiate(ctx.cfg.kd.objective)
     uses_teacher = teacher is not None and getattr(factory.func, "needs_teacher", True)
     cached = teacher_logits(ctx, teacher) if uses_teacher else None
     x, _, _ = next(iter(ctx.loaders.val))
     return factory(
         student=student,
-        teacher=teacher if uses_teacher else None,
+        teacher=teacher.module if uses_teacher else None,
         teacher_logits=cached,
         label_smoothing=float(ctx.cfg.trainer.label_smoothing),
         example_input=x[:2],
@@ -94,8 +85,8 @@ def calibration_batches(ctx: RunContext, count: int = 8) -> list[tuple[torch.Ten
     return batches
 
 
-def compressor(ctx: RunContext, model: nn.Module, **overrides: Any):
-    """The configured `prune_method` bound to `model` (overrides replace config values)."""
+def build_pruner(ctx: RunContext, model: nn.Module, **overrides: Any):
+    """The configured `prune_method` pruner bound to `model` (overrides replace config values)."""
     return instantiate(ctx.cfg.prune_method.pruner, **overrides)(
         model=model,
         example_inputs=ctx.example_inputs,
@@ -108,7 +99,7 @@ def train(
     ctx: RunContext,
     name: str,
     model: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teacher | None,
     epochs: int,
     after_backward=None,
     step_hooks=(),
@@ -129,22 +120,22 @@ def train(
         return fit(model, ctx.loaders.train, ctx.loaders.val, stage)
 
 
-def prune(ctx: RunContext, model: nn.Module, pruner=None) -> PruneResult:
-    """Prune `model` in place to the configured target and log its accuracy right after."""
+def prune(ctx: RunContext, model: nn.Module, pruner=None) -> PruneStep:
+    """Prune `model` in place to the configured target; measure val accuracy before and after."""
     before = ctx.evaluate(model, "val")["acc"]
     with ctx.timed("prune"):
-        result = (pruner or compressor(ctx, model)).apply()
-    ctx.after_prune_val_acc = ctx.evaluate(model, "val")["acc"]
+        result = (pruner or build_pruner(ctx, model)).apply()
+    after = ctx.evaluate(model, "val")["acc"]
     log.info(
         "pruned (%s, ratio %s %s): val acc %.4f -> %.4f in %.2fs",
         ctx.cfg.prune_method.name,
         ctx.cfg.prune_method.ratio,
         ctx.cfg.prune_method.unit,
         before,
-        ctx.after_prune_val_acc,
+        after,
         result.seconds,
     )
-    return result
+    return PruneStep(result, before, after)
 
 
 def finish(
@@ -152,6 +143,7 @@ def finish(
     dense: nn.Module,
     compressed: nn.Module,
     history: list[list[Any]] | None,
+    after_prune_val_acc: float | None,
 ) -> dict[str, Any]:
     """Save the compressed model, measure the ledger and the final val / test accuracy."""
     cfg = ctx.cfg
@@ -177,14 +169,14 @@ def finish(
     val, test = ctx.evaluate(compressed, "val"), ctx.evaluate(compressed, "test")
     return {
         "method": cfg.prune_method.name,
-        "kind": cfg.prune_method.kind,
+        "kind": pruner_class(cfg.prune_method).kind,
         "kd": cfg.kd.name,
         "target_ratio": float(cfg.prune_method.ratio),
         "unit": cfg.prune_method.unit,
         **sizes,
         "file_size_bytes": file_size_bytes(path),
         "dense_file_size_bytes": file_size_bytes(dense_path),
-        "after_prune_val_acc": ctx.after_prune_val_acc,
+        "after_prune_val_acc": after_prune_val_acc,
         "val_acc": val["acc"],
         "test_acc": test["acc"],
         "val_loss": val["loss"],

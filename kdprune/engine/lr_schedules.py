@@ -1,4 +1,4 @@
-"""Learning-rate multipliers as pure functions of training progress in [0, 1]."""
+"""Learning-rate schedules: multipliers as pure functions of training progress in [0, 1]."""
 
 from __future__ import annotations
 
