@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from kdprune.reporting.report import collect_runs, collect_study, write_report
+    from kdprune.reporting import collect_runs, collect_study, write_report
 
     if args.storage is None and args.study is not None:
         raise KdpruneError("--study needs --storage.")

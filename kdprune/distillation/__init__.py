@@ -24,24 +24,23 @@ are created on the student's device for its current channel counts. The class at
 Bad hyperparameters or layer paths raise `ConfigError` in the constructor, before training.
 """
 
+from kdprune.distillation.checks import validate_kd
+from kdprune.distillation.feature_objectives import AttentionObjective, FitNetObjective
 from kdprune.distillation.features import (
     capture_features,
     check_layers,
     probe_feature_shapes,
+)
+from kdprune.distillation.logit_objectives import (
+    CrossEntropyObjective,
+    HintonObjective,
+    Objective,
 )
 from kdprune.distillation.losses import (
     AttentionTransferLoss,
     FitNetLoss,
     KDLoss,
     validate_kd_params,
-)
-from kdprune.distillation.objective import (
-    AttentionObjective,
-    CrossEntropyObjective,
-    FitNetObjective,
-    HintonObjective,
-    Objective,
-    validate_kd,
 )
 from kdprune.distillation.teacher import check_distinct, compute_teacher_logits, freeze_teacher
 

@@ -31,6 +31,12 @@ def check_distinct(student: nn.Module | None, teacher: nn.Module | None) -> None
         )
 
 
+def frozen_teacher(student: nn.Module | None, teacher: nn.Module | None) -> nn.Module | None:
+    """Check student and teacher are distinct; return the teacher frozen (None stays None)."""
+    check_distinct(student, teacher)
+    return None if teacher is None else freeze_teacher(teacher)
+
+
 def _device_of(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return torch.device("cpu") if param is None else param.device

@@ -1,18 +1,10 @@
 """Human-readable summaries of runs: the end-of-run table and the sweep report."""
 
-from kdprune.reporting.report import (
-    Report,
-    StudyInfo,
-    best_per_order,
-    collect_runs,
-    collect_study,
-    ledger_row,
-    pareto_mask,
-    plot_accuracy,
-    plot_pareto,
-    summarise,
-    write_report,
-)
+from kdprune.reporting.plots import plot_accuracy, plot_pareto
+from kdprune.reporting.report import Report, write_report
+from kdprune.reporting.runs import collect_runs, ledger_row
+from kdprune.reporting.statistics import best_per_order, pareto_mask, summarise
+from kdprune.reporting.study import StudyInfo, collect_study
 from kdprune.reporting.table import comparison_table
 
 __all__ = [

@@ -115,6 +115,65 @@ def is_multi_objective(objective: Any) -> bool:
     return isinstance(objective, list | tuple) and len(objective) > 1
 
 
+def _start_summary_run(
+    rows: Sequence[Mapping[str, Any]],
+    sweep_dir: str | Path,
+    sweep_name: str | None,
+    **init: Any,
+) -> Any | None:
+    """Start the sweep's summary run (`init` goes to `init_run`), or None when W&B cannot."""
+    label = sweep_name or Path(sweep_dir).name
+    return init_run(
+        dir=sweep_dir,
+        **init,
+        group=sweep_name,
+        job_type="sweep-summary",
+        name=f"{label} summary",
+        tags=["sweep-summary"],
+        config={"sweep_name": sweep_name, "sweep_dir": str(sweep_dir), "runs": len(rows)},
+    )
+
+
+def _curve_charts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The runs table and the test-accuracy-vs-sparsity line chart."""
+    import wandb
+
+    curve = wandb.Table(columns=list(CURVE_COLUMNS), data=curve_data(rows))
+    return {
+        "runs": wandb.Table(columns=list(TABLE_COLUMNS), data=table_data(rows)),
+        "test_acc_vs_sparsity": wandb.plot.line(
+            curve,
+            x="params_removed_fraction",
+            y="test_acc",
+            stroke="series",
+            title="Test accuracy vs parameter sparsity",
+        ),
+    }
+
+
+def _pareto_charts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validation accuracy vs MACs speed-up of the runs that have one, and their Pareto front."""
+    import wandb
+
+    points = [r for r in rows if r.get("macs_speedup") is not None]
+    if not points:
+        return {}
+    front = pareto_front(points)
+    scatter = wandb.Table(columns=list(TABLE_COLUMNS), data=table_data(points))
+    return {
+        "val_acc_vs_macs_speedup": wandb.plot.scatter(
+            scatter, x="macs_speedup", y="val_acc", title="Validation accuracy vs MACs speed-up"
+        ),
+        "pareto_front": wandb.Table(columns=list(TABLE_COLUMNS), data=table_data(front)),
+    }
+
+
+def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary run's headline numbers: how many runs, the best validation accuracy."""
+    accuracies = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
+    return {"runs": len(rows), "best_val_acc": max(accuracies) if accuracies else None}
+
+
 def log_sweep_summary(
     rows: Sequence[Mapping[str, Any]],
     sweep_dir: str | Path,
@@ -128,51 +187,24 @@ def log_sweep_summary(
 ) -> Any | None:
     """Log one W&B run (job_type `sweep-summary`) with the sweep's table and charts; return the
     finished run, or None when W&B could not start."""
-    import wandb
-
-    label = sweep_name or Path(sweep_dir).name
-    run = init_run(
+    run = _start_summary_run(
+        rows,
+        sweep_dir,
+        sweep_name,
         mode=mode,
-        dir=sweep_dir,
         init_timeout=init_timeout,
         settings=settings,
         project=project,
         entity=entity,
-        group=sweep_name,
-        job_type="sweep-summary",
-        name=f"{label} summary",
-        tags=["sweep-summary"],
-        config={"sweep_name": sweep_name, "sweep_dir": str(sweep_dir), "runs": len(rows)},
     )
     if run is None:
         return None
     try:
-        curve = wandb.Table(columns=list(CURVE_COLUMNS), data=curve_data(rows))
-        charts: dict[str, Any] = {
-            "runs": wandb.Table(columns=list(TABLE_COLUMNS), data=table_data(rows)),
-            "test_acc_vs_sparsity": wandb.plot.line(
-                curve,
-                x="params_removed_fraction",
-                y="test_acc",
-                stroke="series",
-                title="Test accuracy vs parameter sparsity",
-            ),
-        }
-        if multi_objective and any(r.get("macs_speedup") is not None for r in rows):
-            points = [r for r in rows if r.get("macs_speedup") is not None]
-            front = pareto_front(points)
-            scatter = wandb.Table(columns=list(TABLE_COLUMNS), data=table_data(points))
-            charts["val_acc_vs_macs_speedup"] = wandb.plot.scatter(
-                scatter, x="macs_speedup", y="val_acc", title="Validation accuracy vs MACs speed-up"
-            )
-            charts["pareto_front"] = wandb.Table(
-                columns=list(TABLE_COLUMNS), data=table_data(front)
-            )
+        charts = _curve_charts(rows)
+        if multi_objective:
+            charts.update(_pareto_charts(rows))
         run.log(charts)
-        accuracies = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
-        run.summary.update(
-            {"runs": len(rows), "best_val_acc": max(accuracies) if accuracies else None}
-        )
+        run.summary.update(_summary(rows))
         describe_run(run)
     finally:
         run.finish()

@@ -1,136 +1,22 @@
-"""Training objectives: callables `objective(model, x, y, idx) -> (loss, logits)` for the engine."""
+"""Feature-map objectives for the engine: attention transfer and FitNet hints on hooked layers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdprune.distillation.features import (
     capture_features,
     check_layers,
     collect,
+    layer_paths,
     probe_feature_shapes,
 )
-from kdprune.distillation.losses import (
-    AttentionTransferLoss,
-    FitNetLoss,
-    KDLoss,
-    validate_kd_params,
-)
-from kdprune.distillation.teacher import check_distinct, freeze_teacher
+from kdprune.distillation.losses import AttentionTransferLoss, FitNetLoss, KDLoss
+from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
-
-
-@runtime_checkable
-class Objective(Protocol):
-    """What the engine trains with: returns the scalar loss and the student's logits."""
-
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None
-    ) -> tuple[Tensor, Tensor]: ...
-
-    def extra_parameters(self) -> list[nn.Parameter]: ...
-
-
-class CrossEntropyObjective:
-    """Plain cross-entropy with optional label smoothing (`kd: none`); ignores any teacher."""
-
-    needs_teacher = False
-
-    def __init__(
-        self,
-        label_smoothing: float = 0.0,
-        *,
-        student: nn.Module | None = None,
-        teacher: nn.Module | None = None,
-        teacher_logits: Tensor | None = None,
-        example_input: Tensor | None = None,
-    ) -> None:
-        validate_kd_params(label_smoothing=label_smoothing)
-        self.label_smoothing = float(label_smoothing)
-
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Return (CE(model(x), y), logits)."""
-        logits = model(x)
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), logits
-
-    def extra_parameters(self) -> list[nn.Parameter]:
-        """Return no parameters: plain CE learns nothing besides the model."""
-        return []
-
-
-def _frozen(student: nn.Module | None, teacher: nn.Module | None) -> nn.Module | None:
-    check_distinct(student, teacher)
-    return None if teacher is None else freeze_teacher(teacher)
-
-
-def _check_cache(teacher_logits: Tensor | None) -> Tensor | None:
-    if teacher_logits is not None and teacher_logits.dim() != 2:
-        raise ValueError(
-            f"teacher_logits must be (num_samples, num_classes), got {tuple(teacher_logits.shape)}"
-        )
-    return teacher_logits
-
-
-class HintonObjective:
-    """Hinton KD on logits (see `KDLoss`), from a running teacher or from cached teacher logits."""
-
-    needs_teacher = True
-
-    def __init__(
-        self,
-        *,
-        temperature: float,
-        alpha: float,
-        student: nn.Module | None = None,
-        teacher: nn.Module | None = None,
-        teacher_logits: Tensor | None = None,
-        label_smoothing: float = 0.0,
-        example_input: Tensor | None = None,
-    ) -> None:
-        self.kd_loss = KDLoss(temperature, alpha, label_smoothing)
-        if teacher is None and teacher_logits is None and self.kd_loss.alpha > 0:
-            raise ConfigError(
-                f"kd.alpha={alpha} distills from a teacher, but no teacher or cached teacher "
-                f"logits were given."
-            )
-        self.teacher = _frozen(student, teacher)
-        self.teacher_logits = _check_cache(teacher_logits)
-
-    def _teacher_logits(self, x: Tensor, idx: Tensor | None, like: Tensor) -> Tensor | None:
-        if self.kd_loss.alpha == 0.0:
-            return None  # the loss is exactly CE; skip the teacher
-        if self.teacher_logits is not None:
-            if idx is None:
-                raise ValueError("cached teacher logits need the batch's sample indices (idx)")
-            return self.teacher_logits[idx.to(self.teacher_logits.device)].to(like.device)
-        assert self.teacher is not None  # guaranteed by __init__
-        self.teacher.eval()  # in case someone called .train() on it since
-        with torch.no_grad():
-            return self.teacher(x)
-
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Return (alpha * T^2 * KL + (1 - alpha) * CE, student logits)."""
-        logits = model(x)
-        return self.kd_loss(logits, self._teacher_logits(x, idx, logits), y), logits
-
-    def extra_parameters(self) -> list[nn.Parameter]:
-        """Return no parameters: logit KD learns nothing besides the student."""
-        return []
-
-
-def _layer_paths(paths: Sequence[str] | None, key: str) -> list[str]:
-    if paths is None or isinstance(paths, str) or len(paths) == 0:
-        raise ConfigError(f"{key} must be a non-empty list of module paths, got {paths!r}.")
-    return [str(p) for p in paths]
 
 
 class _FeatureObjective:
@@ -154,8 +40,8 @@ class _FeatureObjective:
         label_smoothing: float,
     ) -> None:
         self.kd_loss = KDLoss(temperature, alpha, label_smoothing)
-        self.student_layers = _layer_paths(student_layers, "kd.student_layers")
-        self.teacher_layers = _layer_paths(teacher_layers, "kd.teacher_layers")
+        self.student_layers = layer_paths(student_layers, "kd.student_layers")
+        self.teacher_layers = layer_paths(teacher_layers, "kd.teacher_layers")
         if len(self.student_layers) != len(self.teacher_layers):
             raise ConfigError(
                 f"kd.student_layers and kd.teacher_layers must pair up one to one, got "
@@ -165,7 +51,7 @@ class _FeatureObjective:
             raise ConfigError(f"{type(self).__name__} needs a teacher, but none was given.")
         check_layers(student, self.student_layers, "kd.student_layers")
         check_layers(teacher, self.teacher_layers, "kd.teacher_layers")
-        self.teacher = _frozen(student, teacher)
+        self.teacher = frozen_teacher(student, teacher)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None
@@ -280,23 +166,3 @@ class FitNetObjective(_FeatureObjective):
     def adapters(self) -> nn.ModuleList:
         """The 1x1 conv adapters, one per layer pair."""
         return self.feature_loss.adapters
-
-
-def validate_kd(
-    cfg_kd: Mapping[str, Any],
-    student: nn.Module | None = None,
-    teacher: nn.Module | None = None,
-) -> None:
-    """Check a `kd` config node's hyperparameters and, given the models, its layer paths."""
-    validate_kd_params(cfg_kd.get("temperature"), cfg_kd.get("alpha"))
-    beta, p = cfg_kd.get("beta"), cfg_kd.get("p")
-    if beta is not None and not float(beta) >= 0:
-        raise ConfigError(f"kd.beta must be >= 0, got {beta}.")
-    if p is not None and not float(p) > 0:
-        raise ConfigError(f"kd.p must be > 0, got {p}.")
-    for key, model in (("student_layers", student), ("teacher_layers", teacher)):
-        paths = cfg_kd.get(key)
-        if paths is not None:
-            paths = _layer_paths(paths, f"kd.{key}")
-            if model is not None:
-                check_layers(model, paths, f"kd.{key}")

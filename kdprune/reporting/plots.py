@@ -1,0 +1,214 @@
+"""The report's figures: test accuracy against sparsity (or MACs speed-up), and the Pareto front."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from kdprune.reporting.statistics import CONFIG_KEYS, ORDERS, order_rank, pareto_mask
+from kdprune.reporting.study import StudyInfo
+from kdprune.results import atomic_write
+
+X_AXES = {
+    "sparsity": ("params_removed_fraction", "parameters removed (sparsity)"),
+    "macs_speedup": ("macs_speedup", "MACs speed-up (dense MACs / pruned MACs)"),
+}
+# One line per series: a configuration without its target ratio (the x axis runs over those).
+SERIES_KEYS = ["model", "dataset", "order", "kd", "method", "unit"]
+ORDER_COLOURS = dict(zip(ORDERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+OTHER_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+KD_STYLES = ["-", "-.", (0, (1, 1.5)), (0, (3, 1, 1, 1, 1, 1))]  # "--" is the teacher's
+NO_KD_STYLE = (0, (1, 1.5))  # dotted: without distillation
+TEACHER_STYLE = (0, (6, 3))
+MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+AXIS_NAMES = {
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "macs_speedup": "MACs speed-up (×)",
+    "params_removed_fraction": "parameters removed (fraction)",
+    "cpu_speedup_bs1": "CPU speed-up, batch 1 (×)",
+    "cpu_speedup_bs64": "CPU speed-up, batch 64 (×)",
+    "cpu_latency_ms_bs1_after": "CPU latency, batch 1 (ms)",
+    "cpu_latency_ms_bs64_after": "CPU latency, batch 64 (ms)",
+}
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write the figure as a PNG at 150 dpi, atomically."""
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
+
+
+def _series_label(key: tuple, varying: list[str]) -> str:
+    parts = dict(zip(SERIES_KEYS, key, strict=True))
+    label = parts["order"]
+    extra = [f"kd={parts['kd']}" if k == "kd" else parts[k] for k in varying if k != "order"]
+    return label + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _accuracy_points(runs: pd.DataFrame, x_col: str) -> pd.DataFrame:
+    """Per configuration: the mean of `x_col`, mean and std of test accuracy, number of seeds."""
+    return (
+        runs.groupby(CONFIG_KEYS, dropna=False)
+        .agg(
+            x=(x_col, "mean"),
+            mean=("test_acc", "mean"),
+            std=("test_acc", "std"),
+            n=("test_acc", "size"),
+        )
+        .reset_index()
+    )
+
+
+def _order_colours(runs: pd.DataFrame) -> dict[str, str]:
+    """A colour per order: the natural orders their own, any other the next spare colour."""
+    others = iter(OTHER_COLOURS * 10)
+    return {o: ORDER_COLOURS.get(o) or next(others) for o in sorted(runs["order"].unique())}
+
+
+def _draw_series(ax: Axes, runs: pd.DataFrame, points: pd.DataFrame) -> None:
+    """A line per series: colour by order, dashes by kd, marker by method; ±1 std bands."""
+    varying = [k for k in SERIES_KEYS if runs[k].nunique() > 1]
+    kds = sorted(k for k in runs["kd"].unique() if k != "none")
+    methods = sorted(runs["method"].unique())
+    colours = _order_colours(runs)
+    series = sorted(points.groupby(SERIES_KEYS, sort=True), key=lambda kg: order_rank(kg[0][2]))
+    for key, group in series:
+        group = group.sort_values("x")
+        xs, mean = group["x"].to_numpy(float), group["mean"].to_numpy(float)
+        std = np.nan_to_num(group["std"].to_numpy(float))
+        order, kd, method = key[2], key[3], key[4]
+        colour = colours[order]
+        ax.plot(
+            xs,
+            mean,
+            color=colour,
+            linestyle=NO_KD_STYLE if kd == "none" else KD_STYLES[kds.index(kd) % len(KD_STYLES)],
+            marker=MARKERS[methods.index(method) % len(MARKERS)],
+            linewidth=2,
+            markersize=6,
+            label=_series_label(key, varying),
+        )
+        if (group["n"] > 1).any():
+            ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+
+
+def _draw_teachers(ax: Axes, runs: pd.DataFrame) -> pd.Series:
+    """A dashed grey line at each dense teacher's test accuracy; return those by (model, data)."""
+    teachers = runs.groupby(["model", "dataset"])["teacher_test_acc"].mean().dropna()
+    for i, ((model, dataset), acc) in enumerate(teachers.items()):
+        name = f"teacher {model} on {dataset}" if len(teachers) > 1 else "dense teacher"
+        grey = str(min(0.2 + 0.2 * i, 0.7))
+        ax.axhline(acc, color=grey, linestyle=TEACHER_STYLE, linewidth=1.4, zorder=1)
+        ax.plot([], [], color=grey, linestyle=TEACHER_STYLE, label=f"{name} ({acc:.3f})")
+    return teachers
+
+
+def _label_accuracy_plot(fig: Figure, ax: Axes, x: str, n_seeds: int, teachers: pd.Series) -> None:
+    """Tick format, axis labels, title (subject and seeds) and the legend beside the axes."""
+    if x == "sparsity":
+        ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    else:
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:.1f}×")
+    ax.set_xlabel(X_AXES[x][1])
+    ax.set_ylabel("test accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.04)
+    what = "parameter sparsity" if x == "sparsity" else "MACs speed-up"
+    fig.suptitle(f"Test accuracy vs {what}", fontsize=13, fontweight="bold")
+    subject = " / ".join(f"{m} on {d}" for m, d in teachers.index) or "runs"
+    note = f"mean ± std over {n_seeds} seeds (bands)" if n_seeds > 1 else "one seed per point"
+    ax.set_title(f"{subject}; {note}", fontsize=9, color="0.3")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+
+
+def plot_accuracy(runs: pd.DataFrame, path: Path, x: str = "sparsity") -> Path:
+    """Test accuracy against sparsity (or MACs speed-up): a line per order, bands of ±1 std."""
+    points = _accuracy_points(runs, X_AXES[x][0])
+    fig = Figure(figsize=(10, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_series(ax, runs, points)
+    teachers = _draw_teachers(ax, runs)
+    _label_accuracy_plot(fig, ax, x, int(points["n"].max()), teachers)
+    return save_figure(fig, path)
+
+
+def _pareto_axes(runs: pd.DataFrame, study: StudyInfo | None) -> tuple[str, str, bool, bool]:
+    """(x column, y column, maximise x, maximise y) for the Pareto plot."""
+    if study is not None and len(study.objective_names) == 2:
+        cols = ["value_0", "value_1"]
+        maxi = [d == "maximize" for d in study.directions]
+        iy = next((i for i, n in enumerate(study.objective_names) if "acc" in n), 0)
+        return cols[1 - iy], cols[iy], maxi[1 - iy], maxi[iy]
+    return "macs_speedup", "val_acc", True, True
+
+
+def _pareto_points(
+    runs: pd.DataFrame, study: StudyInfo | None, x_col: str, y_col: str
+) -> pd.DataFrame:
+    """The points to draw: every completed trial when the study holds the x column, else runs."""
+    data = runs
+    if study is not None and x_col in study.trials:  # every finished trial, with metrics or not
+        data = study.trials[study.trials["trial_state"] == "COMPLETE"]
+    return data.dropna(subset=[x_col, y_col])
+
+
+def _front_tag(row: pd.Series) -> str:
+    """A Pareto point's annotation: its trial number, else its order, kd and ratio."""
+    if "trial_number" in row:
+        return f"#{int(row['trial_number'])}"
+    return f"{row['order']}, kd={row['kd']}, ratio {row['target_ratio']:g}"
+
+
+def _draw_front(
+    ax: Axes, data: pd.DataFrame, front: pd.DataFrame, cols: tuple[str, str], what: str
+) -> None:
+    """Every point in grey, the Pareto-optimal ones in red, connected and annotated."""
+    x_col, y_col = cols
+    ax.scatter(data[x_col], data[y_col], color="0.65", s=28, label=f"all {what} ({len(data)})")
+    ax.plot(
+        front[x_col],
+        front[y_col],
+        color="tab:red",
+        marker="o",
+        markersize=8,
+        linewidth=1.8,
+        label=f"Pareto-optimal ({len(front)})",
+    )
+    for _, row in front.iterrows():
+        ax.annotate(
+            _front_tag(row),
+            (row[x_col], row[y_col]),
+            xytext=(5, 5),
+            textcoords="offset points",
+            fontsize=8,
+        )
+
+
+def _pareto_label(col: str, maximise: bool, study: StudyInfo | None) -> str:
+    """An axis label: the objective's name in words and which way is better."""
+    name = col
+    if study is not None and col.startswith("value_"):
+        name = study.objective_names[int(col.removeprefix("value_"))]
+    return f"{AXIS_NAMES.get(name, name)} ({'higher' if maximise else 'lower'} is better)"
+
+
+def plot_pareto(runs: pd.DataFrame, path: Path, study: StudyInfo | None = None) -> Path:
+    """Accuracy vs cost of every run in grey; the Pareto-optimal ones highlighted and connected."""
+    x_col, y_col, max_x, max_y = _pareto_axes(runs, study)
+    data = _pareto_points(runs, study, x_col, y_col)
+    mask = pareto_mask(data[x_col], data[y_col], (max_x, max_y))
+    front = data[mask].sort_values(x_col)
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    _draw_front(ax, data, front, (x_col, y_col), "trials" if study else "runs")
+    ax.set_xlabel(_pareto_label(x_col, max_x, study))
+    ax.set_ylabel(_pareto_label(y_col, max_y, study))
+    title = f"Pareto front: study {study.name}" if study else "Pareto front of the runs"
+    ax.set_title(title, fontsize=12)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    return save_figure(fig, path)

@@ -1,0 +1,122 @@
+"""The ledger of runs: one row per `metrics.json` below a folder, and its CSV file.
+
+Runs are read only through `kdprune.results.read_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kdprune.errors import ConfigError
+from kdprune.reporting.statistics import CONFIG_KEYS, STAT_COLUMNS, sort_runs
+from kdprune.results import METRICS_FILE, atomic_write, read_metrics
+
+CSV_FILE = "pruning_comparison.csv"
+# Derived and trial columns, in this sequence after the ledger keys and timings.
+TAIL_COLUMNS = [
+    "student_epochs",
+    "student_stages",
+    "trial_number",
+    "trial_state",
+    "overrides",
+    "run_dir",
+]
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML file's content, or None when it is missing or unreadable."""
+    try:
+        with open(path) as fh:
+            return yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
+    """One CSV row: the scalar keys of a metrics dict, `time_<stage>`, `student_epochs`, run_dir."""
+    row = {k: v for k, v in metrics.items() if k not in ("timings", "history") and _is_scalar(v)}
+    for stage, seconds in (metrics.get("timings") or {}).items():
+        row[f"time_{stage}"] = seconds
+    epochs: dict[str, int] = {}
+    for entry in metrics.get("history") or []:
+        if entry.get("stage") != "teacher":
+            epochs[entry.get("stage", "?")] = epochs.get(entry.get("stage", "?"), 0) + 1
+    row["student_epochs"] = sum(epochs.values())
+    row["student_stages"] = " + ".join(f"{s} {n}" for s, n in epochs.items()) or "none"
+    overrides = read_yaml(Path(run_dir) / ".hydra" / "overrides.yaml")
+    if isinstance(overrides, list):
+        row["overrides"] = " ".join(str(o) for o in overrides)
+    row["run_dir"] = str(run_dir)
+    return row
+
+
+def _column_order(df: pd.DataFrame) -> list[str]:
+    """Ledger keys first (as they appear in metrics.json), then timings, derived, trial columns."""
+    keys = [c for c in df.columns if not c.startswith(("time_", "value_", "param_"))]
+    columns = [c for c in keys if c not in TAIL_COLUMNS]
+    columns += [c for c in df.columns if c.startswith("time_")]
+    columns += [c for c in TAIL_COLUMNS if c in df and c not in ("overrides", "run_dir")]
+    columns += [c for c in df.columns if c.startswith(("value_", "param_"))]
+    columns += [c for c in ("overrides", "run_dir") if c in df]
+    return columns
+
+
+def ledger_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The ledger rows as a DataFrame: every configuration and statistic column present, sorted."""
+    df = pd.DataFrame(rows)
+    for key in CONFIG_KEYS:
+        if key not in df:
+            df[key] = "?" if key != "target_ratio" else np.nan
+        elif key != "target_ratio":
+            df[key] = df[key].fillna("?").astype(str)
+    for key in [*STAT_COLUMNS, "teacher_test_acc", "seed"]:
+        if key not in df:
+            df[key] = np.nan
+    return sort_runs(df[_column_order(df)], [*CONFIG_KEYS, "seed", "run_dir"])
+
+
+def load_run(path: Path) -> dict[str, Any] | None:
+    """A run's metrics, or None (with a warning) for a file that is not a finished run's."""
+    try:
+        metrics = read_metrics(path)
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"kdprune: warning: skipping {path}: {err}", file=sys.stderr)
+        return None
+    if not isinstance(metrics, dict) or "order" not in metrics or "val_acc" not in metrics:
+        print(f"kdprune: warning: skipping {path}: not a run's metrics", file=sys.stderr)
+        return None
+    return metrics
+
+
+def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
+    """One row per `metrics.json` found below `folder` (a multirun, or any tree of runs)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder.")
+    rows = []
+    for path in sorted(folder.rglob(METRICS_FILE)):
+        metrics = load_run(path)
+        if metrics is not None:
+            rows.append(ledger_row(metrics, path.parent))
+    if not rows:
+        raise ConfigError(f"no {METRICS_FILE} found below {folder}.")
+    return ledger_frame(rows)
+
+
+def write_csv(runs: pd.DataFrame, path: Path) -> Path:
+    """The ledger CSV: one row per run, run_dir last."""
+    columns = [c for c in runs.columns if c != "run_dir"] + ["run_dir"]
+    text = runs[columns].to_csv(index=False)
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
