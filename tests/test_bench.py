@@ -3,6 +3,8 @@
 import importlib
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -167,3 +169,29 @@ def test_rows_missing_against_their_expectation_say_where_the_time_went(
     assert len([line for line in lines if line.startswith("- ")]) == 1
     assert "conv 6.00 → 3.00 (2.00×)" in lines[2]
     assert bench.latency_report._unexplained(rows[1:]) == []
+
+
+def test_targets_are_defined_once_recorded_and_shown(bench: SimpleNamespace) -> None:
+    targets, cell = bench.targets, bench.markdown.target_cell
+    record = bench.measure.figure("training", {"engine_vs_bare_throughput": 0.9})
+    assert record["targets"] == targets.TARGETS["training"]
+    assert record["targets"] == {"engine_vs_bare_throughput": ">= 0.95"}
+    assert record["met"] == {"engine_vs_bare_throughput": False}
+    assert record["command"] == "make bench ARGS='--only training'"
+    latency = bench.measure.figure("latency", {"m/2x/bs1/eager": 0.8, "m/4x/bs1/eager": 0.5})
+    assert set(latency["targets"].values()) == {targets.LATENCY}
+    assert latency["met"] == {"m/2x/bs1/eager": True, "m/4x/bs1/eager": False}
+    assert targets.LATENCY_RATIO == 0.7
+    assert cell(targets.TARGETS["kd"]["kd_cached_vs_ce_epoch"], "×") == "≤ 1.15×"
+    assert cell(targets.TARGETS["sweep"]["teacher_trainings"]) == "1"
+    assert cell(targets.TARGETS["sweep"]["overhead_share"], "%") == "< 5%"
+    assert cell(targets.LATENCY) == "≥ 0.7"
+
+
+def test_make_bench_entry_point_runs_from_the_repository_root() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m benchmarks")
+    assert "--only" in proc.stdout and "--quick" in proc.stdout
