@@ -88,4 +88,4 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 bench: data
-	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) -m benchmarks $(ARGS)

@@ -1,26 +1,42 @@
 """`make bench` code on tiny sizes: every figure comes out as a finite ratio, and is reported."""
 
-import importlib.util
+import importlib
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = (
+    "cli",
+    "compression",
+    "cuda",
+    "figures",
+    "fixtures",
+    "latency",
+    "latency_report",
+    "markdown",
+    "measure",
+    "report",
+    "sizes",
+    "sweep",
+    "targets",
+)
 
 
 @pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    """benchmarks/run.py, a script outside the package, loaded from its file."""
-    spec = importlib.util.spec_from_file_location("kdprune_bench_run", RUN_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+def bench() -> SimpleNamespace:
+    """The modules of `benchmarks/`, a package beside kdprune that is not installed, imported
+    from the repository root as `python -m benchmarks` does."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(ROOT))
+        modules = {name: importlib.import_module(f"benchmarks.{name}") for name in MODULES}
+    return SimpleNamespace(**modules)
 
 
 def finite_ratios(record: dict) -> dict[str, float]:
@@ -31,9 +47,9 @@ def finite_ratios(record: dict) -> dict[str, float]:
     return ratios
 
 
-def test_training_kd_and_latency_figures_are_finite_ratios(bench: ModuleType) -> None:
-    sizes = bench.Sizes.quick()
-    results = bench.run_figures(sizes, ["training", "kd", "latency"])
+def test_training_kd_and_latency_figures_are_finite_ratios(bench: SimpleNamespace) -> None:
+    sizes = bench.sizes.Sizes.quick()
+    results = bench.figures.run_figures(sizes, ["training", "kd", "latency"])
     figures = results["figures"]
     assert finite_ratios(figures["training"]).keys() == {"engine_vs_bare_throughput"}
     assert finite_ratios(figures["kd"]).keys() >= {
@@ -48,78 +64,79 @@ def test_training_kd_and_latency_figures_are_finite_ratios(bench: ModuleType) ->
         assert row["ratio"] == pytest.approx(row["measured_speedup"] / row["macs_speedup"])
     meta = results["meta"]
     assert meta["machine"]["threads"] == sizes.threads and meta["commit"]
-    text = bench.render(results)
+    text = bench.report.render(results)
     assert "(a) training images/s" in text and "(d) measured / MACs speed-up" in text
     assert f"`{meta['commit']}`" in text and "make bench ARGS='--only latency'" in text
 
 
-def test_cuda_figure_is_skipped_without_a_device_and_runs_on_cpu(bench: ModuleType) -> None:
-    sizes = bench.Sizes.quick()
+def test_cuda_figure_is_skipped_without_a_device_and_runs_on_cpu(bench: SimpleNamespace) -> None:
+    sizes = bench.sizes.Sizes.quick()
     if not torch.cuda.is_available():
-        skipped = bench.bench_cuda(sizes)
+        skipped = bench.cuda.measure(sizes)
         assert skipped["skipped"] == "no CUDA device" and skipped["ratios"] == {}
-        assert "skipped: no CUDA device" in "\n".join(bench.section_cuda(skipped))
-    on_cpu = bench.bench_cuda(sizes, device=torch.device("cpu"))  # the same code, CPU tensors
+        assert "skipped: no CUDA device" in "\n".join(bench.cuda.section(skipped))
+    on_cpu = bench.cuda.measure(sizes, device=torch.device("cpu"))  # the same code, CPU tensors
     assert finite_ratios(on_cpu).keys() == {
         "resident_amp_cl_vs_dataloader",
         "dataloader_amp_cl_vs_dataloader",
     }
 
 
-def test_sweep_overhead_is_wall_time_minus_stage_timings(bench: ModuleType) -> None:
+def test_sweep_overhead_is_wall_time_minus_stage_timings(bench: SimpleNamespace) -> None:
     runs = [
         {"timings": {"teacher": 3.0, "distill": 5.0, "total": 9.0}},
         {"timings": {"teacher": 0.0, "distill": 6.0, "measure": 1.0, "total": 7.5}},
     ]
-    split = bench.sweep_overhead(20.0, runs)
+    split = bench.sweep.sweep_overhead(20.0, runs)
     assert split["stages_s"] == pytest.approx(15.0)
     assert split["overhead_s"] == pytest.approx(5.0)
     assert split["outside_runs_s"] == pytest.approx(3.5)
     assert split["untimed_in_runs_s"] == pytest.approx(1.5)
 
 
-def test_fixed_cost_is_the_intercept_of_latency_against_macs(bench: ModuleType) -> None:
+def test_fixed_cost_is_the_intercept_of_latency_against_macs(bench: SimpleNamespace) -> None:
     dense, floor = (100.0, 2.0 + 0.05 * 100), (2.0, 2.0 + 0.05 * 2)
-    assert bench.fixed_cost_ms(dense, floor) == pytest.approx(2.0)
+    assert bench.latency.fixed_cost_ms(dense, floor) == pytest.approx(2.0)
     # half of a 10 ms dense call fixed: a 4x MACs cut leaves 5 + 5 / 4 ms (1.6x, ratio 0.4)
-    assert bench.expected_ms((100.0, 10.0), 5.0, 25.0, 0.0, 3.0) == pytest.approx(6.25)
-    assert bench.expected_ms((100.0, 10.0), 0.0, 25.0, 0.0, 3.0) == pytest.approx(2.5)
+    assert bench.latency.expected_ms((100.0, 10.0), 5.0, 25.0, 0.0, 3.0) == pytest.approx(6.25)
+    assert bench.latency.expected_ms((100.0, 10.0), 0.0, 25.0, 0.0, 3.0) == pytest.approx(2.5)
     # 10 of the 25 MACs left in narrow convs that run 3x slower per MAC: 5 + 0.05 * (25 + 20)
-    assert bench.expected_ms((100.0, 10.0), 5.0, 25.0, 10.0, 3.0) == pytest.approx(7.25)
+    assert bench.latency.expected_ms((100.0, 10.0), 5.0, 25.0, 10.0, 3.0) == pytest.approx(7.25)
 
 
-def test_narrowed_macs_count_convs_pruned_below_a_vector_block(bench: ModuleType) -> None:
-    dense = bench.build("resnet20", 3, 32).eval()
+def test_narrowed_macs_count_convs_pruned_below_a_vector_block(bench: SimpleNamespace) -> None:
+    compression = bench.compression
+    dense = bench.fixtures.build("resnet20", 3, 32).eval()
     example = torch.randn(1, 3, 32, 32)
-    assert bench.narrowed_macs(dense, dense, example) == 0
-    half = bench.compress(dense, example, 0.75, (8,))[0]  # 16-wide stage cut to 8
-    narrow = bench.narrowed_macs(dense, half, example)
-    convs, before = bench.conv_macs(half, example), bench.conv_macs(dense, example)
+    assert compression.narrowed_macs(dense, dense, example) == 0
+    half = compression.compress(dense, example, 0.75, (8,))[0]  # 16-wide stage cut to 8
+    narrow = compression.narrowed_macs(dense, half, example)
+    convs, before = compression.conv_macs(half, example), compression.conv_macs(dense, example)
     # every conv now under 16 wide, but the 3-channel stem, which was under 16 already
     expected = sum(m for name, (m, c_in, c_out, _) in convs.items() if min(c_in, c_out) < 16)
     assert narrow == expected - convs["conv1"][0]
     assert before["conv1"][1] == 3
     assert 0 < narrow < sum(m for m, *_ in convs.values())
     # No conv cut below 16 channels: ResNet-20 keeps its 16-wide stage, so fewer than 60% go.
-    floor = bench.wide_floor_macs(dense, example)
-    total = sum(m for m, *_ in bench.conv_macs(dense, example).values())
+    floor = compression.wide_floor_macs(dense, example)
+    total = sum(m for m, *_ in compression.conv_macs(dense, example).values())
     assert 0.4 < floor / total < 0.5
 
 
-def test_merge_keeps_figures_not_rerun(bench: ModuleType) -> None:
+def test_merge_keeps_figures_not_rerun(bench: SimpleNamespace) -> None:
     old = {"meta": {"commit": "a"}, "figures": {"training": {"x": 1}, "kd": {"x": 2}}}
     new = {"meta": {"commit": "b"}, "figures": {"kd": {"x": 3}}}
-    merged = bench.merge(old, new)
+    merged = bench.figures.merge(old, new)
     assert merged["meta"]["commit"] == "b"
     assert merged["figures"] == {"training": {"x": 1}, "kd": {"x": 3}}
 
 
 @pytest.mark.slow
-def test_quick_bench_writes_markdown_and_json(bench: ModuleType, tmp_path: Path) -> None:
+def test_quick_bench_writes_markdown_and_json(bench: SimpleNamespace, tmp_path: Path) -> None:
     md, js = tmp_path / "BENCHMARKS.md", tmp_path / "results.json"
-    assert bench.main(["--quick", "--json", str(js), "--markdown", str(md)]) == 0
+    assert bench.cli.main(["--quick", "--json", str(js), "--markdown", str(md)]) == 0
     results = json.loads(js.read_text())
-    assert list(results["figures"]) == list(bench.FIGURES)
+    assert list(results["figures"]) == list(bench.figures.FIGURES)
     sweep = results["figures"]["sweep"]
     assert sweep["runs"] == 3 and sweep["ratios"]["teacher_trainings"] == 1
     assert 0 < sweep["ratios"]["overhead_share"] < 1
@@ -129,8 +146,10 @@ def test_quick_bench_writes_markdown_and_json(bench: ModuleType, tmp_path: Path)
     assert "teacher trainings in the 3-run orders sweep" in text and "| 1 |" in text
 
 
-def test_rows_missing_against_their_expectation_say_where_the_time_went(bench: ModuleType) -> None:
-    split = bench.op_split(
+def test_rows_missing_against_their_expectation_say_where_the_time_went(
+    bench: SimpleNamespace,
+) -> None:
+    split = bench.latency.op_split(
         {"aten::conv": 6.0, "aten::bn": 2.0, "aten::add": 0.5, "aten::x": 0.25},
         {"aten::conv": 3.0, "aten::bn": 1.0, "aten::x": 0.5, "aten::y": 0.1},
         top=2,
@@ -146,7 +165,33 @@ def test_rows_missing_against_their_expectation_say_where_the_time_went(bench: M
         {**row, "ratio": 0.6, "ratio_bound": 0.5, "macs_speedup": 4.0},  # explained: left out
         {**row, "ratio": 0.9, "ratio_bound": 0.8, "macs_speedup": 4.0},  # met: left out
     ]
-    lines = bench._unexplained(rows)
+    lines = bench.latency_report._unexplained(rows)
     assert len([line for line in lines if line.startswith("- ")]) == 1
     assert "conv 6.00 → 3.00 (2.00×)" in lines[2]
-    assert bench._unexplained(rows[1:]) == []
+    assert bench.latency_report._unexplained(rows[1:]) == []
+
+
+def test_targets_are_defined_once_recorded_and_shown(bench: SimpleNamespace) -> None:
+    targets, cell = bench.targets, bench.markdown.target_cell
+    record = bench.measure.figure("training", {"engine_vs_bare_throughput": 0.9})
+    assert record["targets"] == targets.TARGETS["training"]
+    assert record["targets"] == {"engine_vs_bare_throughput": ">= 0.95"}
+    assert record["met"] == {"engine_vs_bare_throughput": False}
+    assert record["command"] == "make bench ARGS='--only training'"
+    latency = bench.measure.figure("latency", {"m/2x/bs1/eager": 0.8, "m/4x/bs1/eager": 0.5})
+    assert set(latency["targets"].values()) == {targets.LATENCY}
+    assert latency["met"] == {"m/2x/bs1/eager": True, "m/4x/bs1/eager": False}
+    assert targets.LATENCY_RATIO == 0.7
+    assert cell(targets.TARGETS["kd"]["kd_cached_vs_ce_epoch"], "×") == "≤ 1.15×"
+    assert cell(targets.TARGETS["sweep"]["teacher_trainings"]) == "1"
+    assert cell(targets.TARGETS["sweep"]["overhead_share"], "%") == "< 5%"
+    assert cell(targets.LATENCY) == "≥ 0.7"
+
+
+def test_make_bench_entry_point_runs_from_the_repository_root() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m benchmarks")
+    assert "--only" in proc.stdout and "--quick" in proc.stdout

@@ -1,0 +1,71 @@
+"""BENCHMARKS.md from a results dict: the header, the summary table, each figure's section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.figures import REGISTRY
+from benchmarks.markdown import load_cell
+from kdprune.reporting.markdown import md_table
+
+SUMMARY_HEADER = ["figure", "measured", "target", "met", "load avg", "reproduce"]
+
+
+def render(results: dict[str, Any]) -> str:
+    """BENCHMARKS.md from a results dict."""
+    meta, figures = results["meta"], results["figures"]
+    lines = [
+        *header(meta),
+        "",
+        "## Summary",
+        "",
+        *md_table(SUMMARY_HEADER, summary_rows(figures)),
+    ]
+    for name, fig in REGISTRY.items():
+        if name in figures:
+            record = figures[name]
+            lines += ["", *fig.section(record)]
+            if record["commit"] != meta["commit"] or record["measured"] != meta["date"]:
+                lines.append(
+                    f"\n(Measured earlier: {record['measured']}, commit {record['commit']}.)"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def header(meta: dict[str, Any]) -> list[str]:
+    """The title, how the figures are measured, and the commit, date and machine."""
+    m = meta["machine"]
+    return [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (`python -m benchmarks`); the same numbers, with every sample, "
+        "are in `benchmarks/results.json`. Each figure is a ratio of two measurements taken in "
+        "one run: the two sides are measured interleaved (A, B, A, B, ...) and compared by their "
+        "medians. CPU timings run with `torch.set_num_threads(N)` and ONNX Runtime with N "
+        "intra-op threads, N given below. The load average (1 / 5 / 15 min, before → after each "
+        "figure) shows what else ran on the machine meanwhile.",
+        "",
+        f"- **commit** `{meta['commit']}`"
+        + (" (plus uncommitted changes)" if meta["dirty"] else ""),
+        f"- **measured** {meta['date']}",
+        f"- **machine** {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"{m['threads']} torch thread(s), onnxruntime {m['onnxruntime']}, Python {m['python']}, "
+        + (f"CUDA device {m['cuda']}" if m["cuda"] else "no CUDA device")
+        + (
+            f", glibc keeps freed blocks up to {m['keep_freed_memory_mb']} MiB "
+            "(`trainer.keep_freed_memory_mb`, as in every kdprune run)"
+            if m.get("keep_freed_memory_mb")
+            else ""
+        ),
+    ]
+
+
+def summary_rows(figures: dict[str, Any]) -> list[list[str]]:
+    """The summary table's rows: figure, measured, target, met, load, how to reproduce."""
+    rows = []
+    for name, fig in REGISTRY.items():
+        if name in figures:
+            record = figures[name]
+            tail = [load_cell(record), f"`{record['command']}`"]
+            rows += [[*row, *tail] for row in fig.summary(record)]
+    return rows
