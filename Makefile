@@ -6,6 +6,20 @@ STAMP := $(VENV)/.kdprune-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
+# The script interface: these variables, from the environment or the make command line, become
+# overrides of `make run` and the sweep targets (ARGS come after them and win).
+#   PRUNE_RATIO=0.7 PRUNE_METHOD=taylor make run
+#   STUDENT_CKPT=student.pt TEACHER_CKPT=teacher.pt FINETUNE_EPOCHS=2 make run
+# STUDENT_CKPT prunes that trained state_dict once and fine-tunes it (prune_then_distill), whose
+# epochs are all fine-tuning; TEACHER_CKPT is used instead of training a teacher.
+SCRIPT_OVERRIDES := \
+  $(if $(PRUNE_METHOD),prune_method=$(PRUNE_METHOD)) \
+  $(if $(PRUNE_RATIO),prune_method.ratio=$(PRUNE_RATIO)) \
+  $(if $(STUDENT_CKPT),schedule=prune_then_distill 'schedule.student_checkpoint=$(STUDENT_CKPT)') \
+  $(if $(TEACHER_CKPT),'teacher.checkpoint=$(TEACHER_CKPT)') \
+  $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
+  $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
+
 .PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto report report-optuna report-pareto bench
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
@@ -42,7 +56,7 @@ data: setup
 	$(PY) -m kdprune.data fashion_mnist
 
 run: data
-	$(PY) -m kdprune $(ARGS)
+	$(PY) -m kdprune $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 
 test: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -55,14 +69,14 @@ PARETO_DB := outputs/sweeps/pareto/study.db
 REPORT_SRC ?= $(shell ls -dt outputs/sweeps/orders/*/ 2>/dev/null | head -n 1)
 
 sweep-orders: data
-	$(PY) -m kdprune -m +sweep=orders $(ARGS)
+	$(PY) -m kdprune -m +sweep=orders $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 
 sweep-optuna: data
-	$(PY) -m kdprune -m +sweep=optuna $(ARGS)
+	$(PY) -m kdprune -m +sweep=optuna $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
 
 sweep-pareto: data
-	$(PY) -m kdprune -m +sweep=pareto $(ARGS)
+	$(PY) -m kdprune -m +sweep=pareto $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report --storage sqlite:///$(PARETO_DB) --study kdprune-pareto
 
 report: setup

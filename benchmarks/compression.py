@@ -45,10 +45,10 @@ def _prune_macs(
 ) -> tuple[nn.Module, list]:
     import torch_pruning as tp
 
-    from kdprune.pruning import StructuredPruning
+    from kdprune.pruning import StructuredPruner
 
     pruned = copy.deepcopy(model)
-    result = StructuredPruning(
+    result = StructuredPruner(
         pruned,
         example,
         importance=tp.importance.GroupMagnitudeImportance(p=1),
@@ -86,11 +86,11 @@ def floor_model(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, lis
     what a call of this graph costs when almost no arithmetic is left."""
     import torch_pruning as tp
 
-    from kdprune.pruning import StructuredPruning
+    from kdprune.pruning import StructuredPruner
 
     floor = copy.deepcopy(model)
     importance = tp.importance.GroupMagnitudeImportance(p=1)
-    history = StructuredPruning(floor, example, importance=importance, ratio=0.9).apply().history
+    history = StructuredPruner(floor, example, importance=importance, ratio=0.9).apply().history
     return floor.eval(), history
 
 

@@ -30,10 +30,10 @@ def model_cfg(name: str, in_channels: int, image_size: int, classes: int = 10) -
 
 def build(name: str, in_channels: int, image_size: int, seed: int = 0) -> nn.Module:
     """A freshly initialised model from its config."""
-    from kdprune.config import instantiate
+    from kdprune.models import build as build_from_cfg
 
     torch.manual_seed(seed)
-    return instantiate(model_cfg(name, in_channels, image_size))
+    return build_from_cfg(model_cfg(name, in_channels, image_size))
 
 
 def build_as_run(name: str, in_channels: int, image_size: int, seed: int = 0) -> nn.Module:
@@ -59,7 +59,7 @@ def dims(split) -> tuple[int, int]:
 def epoch_stage(name: str, objective, steps: int | None, device: torch.device, amp: bool = False):
     """A one-epoch engine `Stage` (AdamW, cosine schedule, no progress bar) of at most `steps`."""
     from kdprune.engine import Stage
-    from kdprune.engine.schedules import cosine
+    from kdprune.engine.lr_schedules import cosine
 
     return Stage(
         name=name,

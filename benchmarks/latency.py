@@ -217,7 +217,7 @@ def measure(sizes: Sizes) -> dict[str, Any]:
 def setup(sizes: Sizes) -> str:
     """How (d) was measured, for BENCHMARKS.md."""
     return (
-        f"StructuredPruning(unit='macs', ratio={list(sizes.latency_reductions)}, L1 "
+        f"StructuredPruner(unit='macs', ratio={list(sizes.latency_reductions)}, L1 "
         f"importance, uniform allocation, channels rounded to multiples of the first of "
         f"{list(sizes.latency_roundings)} that still reaches the target, else not rounded; "
         f"the target met within {sizes.latency_default_tolerance:.0%} of the MACs, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kdprune.distillation import validate_kd
 from kdprune.engine import pick_device
@@ -37,6 +37,13 @@ def number(value: Any, key: str, low: float | None = None, high: float | None = 
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{key} must lie in {bounds}, got {value!r}")
     return float(value)
+
+
+def check_required(cfg: DictConfig) -> None:
+    """Every `???` value (e.g. dataset.num_classes of an image folder) is set."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} must be set, e.g. on the command line: {missing[0]}=...")
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -167,6 +174,7 @@ def check_models(cfg: DictConfig) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
+    check_required(cfg)
     check_run(cfg)
     check_epochs(cfg)
     check_trainer(cfg)

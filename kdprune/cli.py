@@ -3,10 +3,9 @@ Hydra (runs and sweeps) or to a subcommand (report, evaluate, export-onnx)."""
 
 from __future__ import annotations
 
-import re
 import sys
 
-from kdprune.paths import CONF_DIR, config_groups, group_options
+from kdprune.paths import config_groups, group_options
 
 SUBCOMMANDS = ("report", "evaluate", "export-onnx")
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
@@ -33,38 +32,23 @@ def check_group_overrides(argv: list[str]) -> str | None:
     return None
 
 
-def _one_line(err: Exception) -> str:
-    """Hydra's several-line composition errors as one sentence."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
-    if lines and lines[0].startswith("Could not override") and len(lines) > 1:
-        return f"{lines[0].rstrip('.')}: no such key ({lines[1][0].lower()}{lines[1][1:]})"
-    parsed = re.match(
-        r"Error when parsing index: \d+, string: (.*) out of \[", lines[0] if lines else ""
-    )
-    if parsed and len(lines) > 1:
-        return f"cannot parse the override {parsed.group(1)!r}: {lines[1]}"
-    return lines[0] if lines else type(err).__name__
-
-
 def check_command_line(argv: list[str]) -> str | None:
     """Compose the run as Hydra will (sweep values aside) and validate it: a one-line error, or
     None. Command lines with other Hydra flags (--cfg, --help, ...) are left to Hydra."""
     if any(a.startswith("-") and a not in PASS_THROUGH_FLAGS for a in argv):
         return None
-    from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
 
     from kdprune.checks import validate
-    from kdprune.config import trusted
-    from kdprune.errors import KdpruneError
+    from kdprune.config import compose_run, trusted
+    from kdprune.errors import KdpruneError, one_line
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-        with initialize_config_dir(config_dir=str(CONF_DIR)):
-            cfg = compose("config", overrides=fixed, return_hydra_config=True)
+        cfg = compose_run(fixed, with_hydra=True)
         with open_dict(cfg):
             del cfg["hydra"]
         with trusted(cfg.get("trusted_targets") or ()):
@@ -72,7 +56,7 @@ def check_command_line(argv: list[str]) -> str | None:
     except KdpruneError as err:
         return str(err)
     except Exception as err:  # Hydra's parse and composition errors: a user's typo
-        return _one_line(err)
+        return one_line(err)
     return None
 
 

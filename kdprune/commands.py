@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.errors import KdpruneError
-from kdprune.paths import group_options, option_file, sqlite_file
+from kdprune.paths import sqlite_file
 from kdprune.results import METRICS_FILE
 
 
@@ -52,9 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("model_file")
     evaluate.add_argument(
-        "--dataset", help="conf/dataset/NAME.yaml (default: the config of the model's run folder)"
+        "overrides",
+        nargs="*",
+        help="Hydra overrides on the run's config, e.g. dataset=imagefolder dataset.splits.root=D",
     )
-    evaluate.add_argument("--data-dir", help="where data sets live (default: the run's, or data)")
+    evaluate.add_argument("--dataset", help="shorthand for the override dataset=NAME")
+    evaluate.add_argument("--data-dir", help="shorthand for the override paths.data_dir=DIR")
     evaluate.add_argument("--split", choices=["test", "val"], default="test")
     evaluate.add_argument("--batch-size", type=int, default=1024)
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
@@ -65,8 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Export a model file to ONNX: input `input` [batch, C, H, W], output `logits`.",
     )
     onnx.add_argument("model_file")
+    onnx.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides on the run's config (its data set gives the input size)",
+    )
     onnx.add_argument("--out", help="the .onnx file (default: MODEL_FILE with suffix .onnx)")
-    onnx.add_argument("--input-shape", help="C,H,W when the model file does not record it")
+    onnx.add_argument(
+        "--input-shape", help="C,H,W (default: the overrides' data set, else the file's)"
+    )
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     onnx.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
     return parser
@@ -99,33 +109,43 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_cfg(args: argparse.Namespace) -> DictConfig:
-    """The data set's config: --dataset, else the model's run config, else its metrics' name."""
-    run_dir = Path(args.model_file).resolve().parent
-    cfg = OmegaConf.create({"paths": {"data_dir": "data"}})
-    run_cfg_path = run_dir / ".hydra" / "config.yaml"
-    if args.dataset is None and run_cfg_path.is_file():
-        run_cfg = OmegaConf.load(run_cfg_path)
-        cfg.paths.data_dir = run_cfg.get("paths", {}).get("data_dir", "data")
-        cfg.dataset = run_cfg.dataset
-    else:
-        name = args.dataset
-        if name is None and (run_dir / METRICS_FILE).is_file():
-            from kdprune.results import read_metrics
+def _run_overrides(model_file: str) -> list[str]:
+    """The overrides a saved model's run was composed with: its `.hydra/overrides.yaml`, else
+    `dataset=<name>` from its metrics.json, else none."""
+    run_dir = Path(model_file).resolve().parent
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if saved.is_file():
+        return [str(o) for o in OmegaConf.load(saved)]
+    if (run_dir / METRICS_FILE).is_file():
+        from kdprune.results import read_metrics
 
-            name = read_metrics(run_dir).get("dataset")
-        if name is None:
-            raise KdpruneError(
-                f"pass --dataset: {run_dir} has no .hydra/config.yaml or metrics.json to say which."
-            )
-        path = option_file("dataset", name)
-        if path is None:
-            choices = ", ".join(group_options("dataset"))
-            raise KdpruneError(f"unknown dataset {name!r}; choose from: {choices}")
-        cfg.dataset = OmegaConf.load(path)
-    if args.data_dir is not None:
-        cfg.paths.data_dir = args.data_dir
-    return cfg
+        name = read_metrics(run_dir).get("dataset")
+        return [f"dataset={name}"] if name else []
+    return []
+
+
+def run_config(model_file: str, overrides: list[str]) -> DictConfig:
+    """The config a saved model came from, with the user's overrides on top: conf/ composed with
+    the run's own overrides (those the user sets again are dropped), then the user's."""
+    from kdprune.config import compose_run, override_keys
+    from kdprune.errors import one_line
+
+    try:
+        mine = set(override_keys(overrides))
+        inherited = _run_overrides(model_file)
+        kept = [
+            o for o, k in zip(inherited, override_keys(inherited), strict=True) if k not in mine
+        ]
+        return compose_run([*kept, *overrides])
+    except Exception as err:  # Hydra's parse and composition errors: a user's typo
+        raise KdpruneError(one_line(err)) from None
+
+
+def _shorthands(args: argparse.Namespace) -> list[str]:
+    """The overrides the --dataset / --data-dir shorthands stand for, then the user's own."""
+    extra = [] if getattr(args, "dataset", None) is None else [f"dataset={args.dataset}"]
+    extra += [] if getattr(args, "data_dir", None) is None else [f"paths.data_dir={args.data_dir}"]
+    return [*extra, *args.overrides]
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -137,8 +157,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise KdpruneError(f"--batch-size must be at least 1, got {args.batch_size}.")
     device = pick_device(args.device)
+    cfg = run_config(args.model_file, _shorthands(args))
     model = load_model(args.model_file, map_location=device)
-    cfg = _dataset_cfg(args)
     splits = instantiate(cfg.dataset.splits)
     workers = 0 if splits.in_memory else min(4, os.cpu_count() or 1)
     loaders = make_loaders(
@@ -164,7 +184,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from kdprune.export import export_onnx
 
-    shape = None
+    shape = None  # the file's own input size
+    if args.overrides:  # the data set the user names decides the input size
+        d = run_config(args.model_file, args.overrides).dataset
+        shape = [int(d.in_channels), int(d.image_size), int(d.image_size)]
     if args.input_shape:
         try:
             shape = [int(n) for n in args.input_shape.split(",")]
@@ -190,9 +213,15 @@ COMMANDS: dict[str, Any] = {"report": _report, "evaluate": _evaluate, "export-on
 def main(argv: list[str]) -> int:
     """Run a subcommand (argv starts with its name); return the exit code."""
     try:
-        args = _parser().parse_args(argv)
+        args, extra = _parser().parse_known_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error already printed (2)
         return int(exit_.code or 0)
+    unknown = [a for a in extra if a.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        print(f"kdprune: error: unrecognized arguments: {' '.join(unknown)}", file=sys.stderr)
+        return 2
+    if extra:  # overrides after an option: `evaluate model.pt --split val dataset=digits`
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except (KdpruneError, OSError) as err:  # OSError: an output folder that cannot be written

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
 from hydra.utils import instantiate as _instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from kdprune.paths import CONF_DIR
 
 # Packages whose callables a config's `_target_` may name. A user's own plug-in (a custom
 # BasePruningMethod, say) is allowed by adding its package to the `trusted_targets` config key.
@@ -25,7 +28,20 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
         return _instantiate(config, *args, **kwargs)
 
 
-def _minus(a: int, b: int) -> int:
+def compose_run(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
+    """conf/ composed with `overrides` as `kdprune` composes a run (plus Hydra's own node)."""
+    with initialize_config_dir(config_dir=str(CONF_DIR)):
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def override_keys(overrides: Sequence[str]) -> list[str]:
+    """The key (or config group) each command-line override sets, in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))]
+
+
+def _minus(a: Any, b: Any) -> int:
     return int(a) - int(b)
 
 

@@ -1,5 +1,7 @@
 """Errors that the command line reports as one line and a non-zero exit."""
 
+import re
+
 
 class KdpruneError(Exception):
     """Base class for errors a user can fix (bad config, missing data): no traceback."""
@@ -15,3 +17,17 @@ class DataError(KdpruneError):
 
 class NonFiniteLossError(KdpruneError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+def one_line(err: Exception) -> str:
+    """An error's message as one sentence: Hydra's several-line composition and override-parsing
+    errors shortened to what a user needs; others cut to their first line."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].startswith("Could not override") and len(lines) > 1:
+        return f"{lines[0].rstrip('.')}: no such key ({lines[1][0].lower()}{lines[1][1:]})"
+    parsed = re.match(r"Error when parsing index: \d+, string: (.*) out of \[", lines[0])
+    if parsed and len(lines) > 1:
+        return f"cannot parse the override {parsed.group(1)!r}: {lines[1]}"
+    return lines[0]

@@ -8,29 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_cfg
 from omegaconf import DictConfig, open_dict
-
-from kdprune import paths
-
-CONF_DIR = str(paths.CONF_DIR)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-
-# Small defaults for every test run: digits, a few epochs, no progress bars, outputs in tmp.
-TINY = [
-    "dataset=digits",
-    "model=lenet5",
-    "device=cpu",
-    "teacher.epochs=3",
-    "trainer.batch_size=64",
-    "trainer.progress=false",
-    "trainer.num_workers=0",
-    "measure.repeats=2",
-    "measure.warmup=1",
-    "logger=none",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -47,8 +29,7 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose conf/ with TINY plus the given overrides; cache and data under tmp_path."""
 
     def _make(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=CONF_DIR):
-            cfg = compose("config", overrides=[*TINY, *overrides])
+        cfg = compose_cfg(*overrides)
         with open_dict(cfg):
             if "paths.cache_dir" not in " ".join(overrides):
                 cfg.paths.cache_dir = str(tmp_path / "cache")

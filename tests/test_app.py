@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from compose import run_args
+from omegaconf import OmegaConf
 
 from kdprune.app import run
 from kdprune.errors import ConfigError
@@ -138,3 +141,67 @@ def test_metrics_json_is_valid_json(make_cfg, tmp_path: Path) -> None:
     run(make_cfg(*FAST, "kd=none"), tmp_path / "run")
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert data["kd"] == "none" and data["order"] == "distill_then_prune"
+
+
+def test_the_model_config_name_is_recorded_everywhere(make_cfg, tmp_path: Path) -> None:
+    from kdprune.pruning import read_model_file
+    from kdprune.tracking.wandb_tracker import run_tags
+
+    cfg = make_cfg("model=lenet5_wide", *FAST)
+    metrics = run(cfg, tmp_path / "run")
+    assert metrics["model"] == "lenet5_wide"
+    files = sorted(p.name for p in (tmp_path / "cache" / "teachers").iterdir())
+    assert files and all(name.startswith("lenet5_wide-digits-") for name in files)
+    assert read_model_file(metrics["model_file"])["model_cfg"]["name"] == "lenet5_wide"
+    assert "lenet5_wide" in run_tags(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_process_settings_of_a_run_do_not_outlive_it(make_cfg, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    run(make_cfg(*FAST, "trainer.threads=2", "trainer.keep_freed_memory_mb=64"), tmp_path / "r")
+    assert torch.get_num_threads() == before
+
+
+def _tiny_run(tmp_path: Path, stderr) -> subprocess.Popen:
+    args = run_args(tmp_path, *FAST, "trainer.progress=auto", f"hydra.run.dir={tmp_path}/run")
+    return subprocess.Popen([sys.executable, "-m", "kdprune", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)  # fmt: skip
+
+
+def test_a_log_file_gets_one_line_per_epoch_and_no_bars(tmp_path: Path) -> None:
+    proc = _tiny_run(tmp_path, subprocess.STDOUT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-2000:]
+    assert "\r" not in out and "it/s" not in out
+    epochs = [line for line in out.splitlines() if re.search(r"\] - \w+ epoch \d+: ", line)]
+    assert len(epochs) == len(read_metrics(tmp_path / "run")["history"]) > 0
+
+
+def test_a_terminal_gets_progress_bars(tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    # A terminal of 24 x 100 characters (a new pty is 0 x 0, where tqdm draws nothing).
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = _tiny_run(tmp_path, follower)
+    os.close(follower)
+    seen = b""
+    while chunk := _read(leader):  # read while it runs: a full terminal buffer would block it
+        seen += chunk
+    os.close(leader)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    assert b"it/s" in seen and b"\r" in seen
+
+
+def _read(fd: int) -> bytes:
+    import os
+
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:  # EIO: the other side is closed and everything was read
+        return b""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from compose import compose_cfg
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -27,8 +27,6 @@ from kdprune.distillation import (
     validate_kd,
 )
 from kdprune.errors import ConfigError
-
-KD_CONF = Path(__file__).resolve().parents[1] / "conf" / "kd"
 
 STUDENT_LOGITS = torch.tensor([[1.0, 2.0, 0.5], [0.1, -1.0, 0.3]])
 TEACHER_LOGITS = torch.tensor([[0.5, 1.5, 2.0], [1.0, 0.0, -0.5]])
@@ -453,7 +451,8 @@ def test_fitnet_objective_rejects_a_student_with_other_channels(nets, batch) -> 
 
 
 def load_kd(name: str, **overrides: object):
-    cfg = OmegaConf.create({"kd": OmegaConf.load(KD_CONF / f"{name}.yaml")})
+    """conf/ composed with kd=<name>, then `overrides` set on its kd node."""
+    cfg = compose_cfg(f"kd={name}")
     for key, value in overrides.items():
         OmegaConf.update(cfg, f"kd.{key}", value)
     return cfg

@@ -4,38 +4,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import compose
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from kdprune.config import instantiate
 from kdprune.errors import ConfigError, KdpruneError
+from kdprune.models import build
 from kdprune.pruning import has_masks, load_model, plain_state_dict, read_model_file, save_model
 
-CONF = Path(__file__).parents[1] / "conf"
 SIZE, CLASSES = 8, 10
 
 
 def model_cfg(name: str) -> dict:
     """conf/model/<name>.yaml resolved for a 3x8x8, 10-class data set, as the run saves it."""
-    root = OmegaConf.create(
-        {
-            "dataset": {"num_classes": CLASSES, "in_channels": 3, "image_size": SIZE},
-            "model": OmegaConf.load(CONF / "model" / f"{name}.yaml"),
-        }
-    )
-    return OmegaConf.to_container(root.model, resolve=True)
+    return compose.model_cfg(name, CLASSES, 3, SIZE)
 
 
 def pruned(name: str, method: str) -> tuple[nn.Module, dict, list | None]:
     """Build model `name`, prune it with prune_method `method`; return model, cfg, history."""
     torch.manual_seed(0)
     cfg = model_cfg(name)
-    model = instantiate(cfg)
-    root = OmegaConf.create(
-        {"prune_method": OmegaConf.load(CONF / "prune_method" / f"{method}.yaml")}
-    )
+    model = build(cfg)
+    root = compose.compose_cfg(f"prune_method={method}")
     calibration = [(torch.randn(4, 3, SIZE, SIZE), torch.randint(0, CLASSES, (4,)))]
     pruner = instantiate(root.prune_method.pruner)(
         model=model, example_inputs=torch.randn(1, 3, SIZE, SIZE), calibration=calibration
@@ -68,8 +60,8 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path, name: str, method: s
 def test_concatenated_histories_of_repeated_pruning_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
     cfg = model_cfg("resnet20")
-    model = instantiate(cfg)
-    root = OmegaConf.create({"prune_method": OmegaConf.load(CONF / "prune_method" / "l1.yaml")})
+    model = build(cfg)
+    root = compose.compose_cfg("prune_method=l1")
     history = []
     for ratio in (0.3, 0.3):  # as gradual pruning does: a fraction of what is left each time
         factory = instantiate(root.prune_method.pruner, ratio=ratio)
@@ -132,7 +124,7 @@ def test_fresh_process_loads_identical_models(tmp_path: Path) -> None:
 def test_overwrite_replaces_the_file(tmp_path: Path) -> None:
     model, cfg, history = pruned("resnet20", "l1")
     path = tmp_path / "model.pt"
-    save_model(path, instantiate(cfg), cfg)
+    save_model(path, build(cfg), cfg)
     save_model(path, model, cfg, history)
     assert read_model_file(path)["history"] == history
 

@@ -6,14 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from compose import model_cfg
 from torch import nn
 
 from kdprune.errors import ConfigError
-from kdprune.models import EXECUTION_WHITELIST, classifier_path, cnn5, lenet5, resnet20
+from kdprune.models import build as build_model
+from kdprune.models import classifier_path, cnn5, lenet5, resnet20
+from kdprune.paths import CONF_DIR
 
-MODEL_CONFIGS = sorted((Path(__file__).parents[1] / "conf" / "model").glob("*.yaml"))
+MODEL_CONFIGS = sorted((CONF_DIR / "model").glob("*.yaml"))
 HEAVY = {"resnet18", "resnet34", "resnet56", "vgg16_bn"}
 NUM_CLASSES = 7
 
@@ -32,11 +33,9 @@ DOCUMENTED_PATHS = {
 
 
 def build(path: Path, in_channels: int, image_size: int, **overrides: object) -> nn.Module:
-    """Compose a model config with a tiny dataset node, as the real run does, and instantiate it."""
-    dataset = {"num_classes": NUM_CLASSES, "in_channels": in_channels, "image_size": image_size}
-    cfg = OmegaConf.create({"dataset": dataset, "model": OmegaConf.load(path)})
-    cfg.model = OmegaConf.merge(cfg.model, overrides)
-    return instantiate(cfg.model, _execution_whitelist_=list(EXECUTION_WHITELIST))
+    """Compose a model config with a tiny dataset node, as the real run does, and build it."""
+    cfg = model_cfg(path.stem, NUM_CLASSES, in_channels, image_size)
+    return build_model({**cfg, **overrides})
 
 
 def test_every_model_has_a_config() -> None:

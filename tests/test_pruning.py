@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from compose import group_node
+from omegaconf import open_dict
 from torch import nn
 from torch.nn import functional as F
 
@@ -26,6 +27,7 @@ from kdprune.metrics import (
     nonzero_fraction,
 )
 from kdprune.models import classifier_path, lenet5, mobilenet_v2, resnet20
+from kdprune.paths import group_options
 from kdprune.pruning import (
     BNScaleSparsity,
     FooBarPruningMethod,
@@ -39,8 +41,7 @@ from kdprune.pruning import (
     validate,
 )
 
-CONF = Path(__file__).parents[1] / "conf" / "prune_method"
-METHODS = sorted(path.stem for path in CONF.glob("*.yaml"))
+METHODS = group_options("prune_method")
 STRUCTURED = ["l1", "l2", "bn_scale", "taylor", "hessian", "fpgm", "random"]
 MASKING = ["l1_unstructured", "global_unstructured", "ln_structured", "every_other"]
 SIZE, CLASSES = 8, 10
@@ -53,11 +54,8 @@ TOLERANCE = 0.02
 
 
 def compose(method: str, **overrides: Any) -> Any:
-    """The `prune_method` node of a root config holding conf/prune_method/<method>.yaml."""
-    root = OmegaConf.create({"prune_method": OmegaConf.load(CONF / f"{method}.yaml")})
-    for key, value in overrides.items():
-        root.prune_method[key] = value
-    return root.prune_method
+    """The `prune_method` node of conf/ composed with prune_method=<method>."""
+    return group_node("prune_method", method, **overrides)
 
 
 def build(name: str) -> nn.Module:
@@ -279,7 +277,8 @@ def test_bad_config_is_rejected_without_a_model(method: str, overrides: dict, ma
 
 def test_method_amount_comes_from_ratio_only() -> None:
     cfg = compose("l1_unstructured")
-    cfg.pruner.method.amount = 0.3
+    with open_dict(cfg):
+        cfg.pruner.method.amount = 0.3
     with pytest.raises(ConfigError, match="set ratio instead"):
         validate(cfg)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from kdprune import commands
@@ -268,3 +269,40 @@ def test_export_onnx_gives_the_runs_test_accuracy(make_cfg, tmp_path: Path, caps
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": test.images.numpy()})[0]
     assert (logits.argmax(1) == test.labels.numpy()).mean() == pytest.approx(metrics["test_acc"])
+
+
+def _image_folder(root: Path) -> Path:
+    """A two-class folder of 16x16 images a tiny model can tell apart (red vs blue)."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+        (root / "train" / str(c)).mkdir(parents=True)
+        for i in range(24):
+            noise = torch.randint(-25, 26, (3,), generator=gen).tolist()
+            pixel = tuple(v + n for v, n in zip(colour, noise, strict=True))
+            Image.new("RGB", (16, 16), pixel).save(root / "train" / str(c) / f"{i}.png")
+    return root
+
+
+def test_evaluate_takes_overrides_for_a_moved_image_folder(make_cfg, tmp_path, capsys) -> None:
+    import shutil
+
+    first = _image_folder(tmp_path / "images")
+    folder = ["dataset=imagefolder", "dataset.num_classes=2", "dataset.image_size=16"]
+    cfg = make_cfg(*folder, f"dataset.splits.root={first}", "teacher.epochs=1",
+                   "schedule.distill_epochs=1", "schedule.finetune_epochs=1")  # fmt: skip
+    metrics = run(cfg, tmp_path / "run")
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    capsys.readouterr()
+    argv = ["evaluate", metrics["model_file"], "--split", "test", *folder]
+    assert commands.main([*argv, f"dataset.splits.root={moved}"]) == 0
+    match = re.search(
+        r"imagefolder test accuracy ([0-9.]+) \((\d+)/(\d+)\)", capsys.readouterr().out
+    )
+    assert match and float(match[1]) == pytest.approx(metrics["test_acc"], abs=5e-5)
+    assert commands.main([*argv, f"dataset.splits.root={first}"]) == 2  # it moved
+    assert "is not a folder" in capsys.readouterr().err
+    assert commands.main(["evaluate", metrics["model_file"], "dataset.no_such_key=1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

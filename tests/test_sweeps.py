@@ -6,34 +6,68 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
+from compose import run_args
 from optuna.trial import TrialState
 
 from kdprune.results import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["dataset=digits", "model=lenet5", "device=cpu", "teacher.epochs=2", "trainer.threads=1",
-        "measure.repeats=2", "measure.warmup=1", "trainer.num_workers=0"]  # fmt: skip
+# A tracker plug-in (`logger._target_`) that holds the second trial of a sweep after its first
+# epoch: it says so on stdout and then blocks on a FIFO nobody writes to, until the test kills it.
+GATE_TRACKER = """
+import os
+from pathlib import Path
 
 
-def _kdprune(tmp_path: Path, *args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "kdprune", "-m", *args, *TINY], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            **kwargs)  # fmt: skip
+class GateTracker:
+    def __init__(self, cfg, run_dir, **_):
+        started = Path(os.environ["GATE_DIR"]) / "started"
+        started.mkdir(exist_ok=True)
+        (started / str(len(list(started.iterdir())))).touch()
+        self.hold = len(list(started.iterdir())) == 2
+
+    def log(self, record):
+        if self.hold:
+            print("GATE: holding trial", flush=True)
+            open(Path(os.environ["GATE_DIR"]) / "never", "rb").read()
+
+    def summary(self, metrics):
+        pass
+
+    def finish(self, failed=False):
+        pass
+"""
+
+
+def _kdprune(tmp_path: Path, *args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "kdprune", "-m", *run_args(tmp_path, *args)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **kwargs)  # fmt: skip
 
 
 def _optuna_args(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
-    return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}",
+    return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}", "teacher.epochs=2",
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
             f"hydra.sweep.dir={tmp_path}/runs", *extra]  # fmt: skip
 
 
 def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="kdprune-optuna", storage=f"sqlite:///{tmp_path}/study.db")
+
+
+def _gated_sweep(tmp_path: Path, n_trials: int) -> subprocess.Popen:
+    """An Optuna sweep whose second trial stops after its first epoch until it is killed."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    os.mkfifo(gate / "never")
+    (gate / "gate_tracker.py").write_text(GATE_TRACKER)
+    args = _optuna_args(tmp_path, n_trials, "logger._target_=gate_tracker.GateTracker",
+                        "trusted_targets=[gate_tracker.*]")  # fmt: skip
+    env = {"GATE_DIR": str(gate), "PYTHONPATH": str(gate)}
+    return _kdprune(tmp_path, *args, env=env, start_new_session=True)
 
 
 def test_tiny_orders_grid_runs_every_combination(tmp_path: Path) -> None:
@@ -67,25 +101,17 @@ def test_optuna_study_records_failures_and_goes_on(tmp_path: Path) -> None:
 
 
 def test_killed_study_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
-    proc = _kdprune(tmp_path, *_optuna_args(tmp_path, 4), start_new_session=True)
-    deadline = time.time() + 300
-    killed = False
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        if not (tmp_path / "study.db").exists():
-            continue
-        try:
-            states = [t.state for t in _study(tmp_path).trials]
-        except Exception:  # the study is being created
-            continue
-        if states.count(TrialState.COMPLETE) >= 1 and TrialState.RUNNING in states:
+    proc = _gated_sweep(tmp_path, 4)
+    seen = []
+    for line in proc.stdout:  # read until the second trial says it is held (no timer, no poll)
+        seen.append(line)
+        if line.startswith("GATE: holding trial"):
             os.killpg(proc.pid, signal.SIGKILL)
-            killed = True
             break
     proc.communicate(timeout=60)
-    assert killed, "the sweep finished before it could be killed mid-trial"
+    assert seen and seen[-1].startswith("GATE"), "".join(seen)[-3000:]
     first = _study(tmp_path).trials
-    assert any(t.state == TrialState.RUNNING for t in first)
+    assert [t.state for t in first] == [TrialState.COMPLETE, TrialState.RUNNING]
 
     again = _kdprune(tmp_path, *_optuna_args(tmp_path, 4))
     out, _ = again.communicate(timeout=600)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import wandb
+from compose import run_args
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
@@ -319,7 +320,7 @@ def test_sweep_callback_logs_one_summary_run(sweep, no_login) -> None:
         {
             "hydra": {"sweep": {"dir": str(sweep)}},
             "sweep_name": "pareto",
-            "objective": ["val_acc", "macs_after"],
+            "sweep_metric": ["val_acc", "macs_after"],
         }
     )
     WandbSweepCallback(project="kdprune").on_multirun_end(config=config)
@@ -366,11 +367,9 @@ def test_app_run_with_wandb_logger(make_cfg, tmp_path, no_login) -> None:
 @pytest.mark.slow  # ~30 s: two tiny runs and the teacher through the real command line
 def test_multirun_logs_each_job_and_one_sweep_summary(tmp_path) -> None:
     sweep = tmp_path / "sweep"
-    args = ["dataset=digits", "model=lenet5", "device=cpu", "teacher.epochs=1",
-            "budget.student_epochs=2", "budget.finetune_epochs=1", "trainer.progress=false",
-            "trainer.num_workers=0", "measure.repeats=2", "measure.warmup=1", "logger=wandb",
-            "prune_method.ratio=0.3,0.6", "sweep_name=tiny", f"hydra.sweep.dir={sweep}",
-            f"paths.cache_dir={tmp_path}/cache", f"paths.data_dir={tmp_path}/data"]  # fmt: skip
+    args = run_args(tmp_path, "teacher.epochs=1", "budget.student_epochs=2",
+                    "budget.finetune_epochs=1", "logger=wandb", "prune_method.ratio=0.3,0.6",
+                    "sweep_name=tiny", f"hydra.sweep.dir={sweep}")  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "kdprune", "-m", *args],
         env=clean_env(tmp_path),

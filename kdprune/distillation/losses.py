@@ -17,6 +17,9 @@ def validate_kd_params(
     label_smoothing: float | None = None,
 ) -> None:
     """Raise `ConfigError` if a given KD hyperparameter is out of range (None means not checked)."""
+    for name, value in (("kd.temperature", temperature), ("kd.alpha", alpha)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}.")
     if temperature is not None and not float(temperature) > 0:
         raise ConfigError(f"kd.temperature must be > 0, got {temperature}.")
     if alpha is not None and not 0.0 <= float(alpha) <= 1.0:

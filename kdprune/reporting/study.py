@@ -58,7 +58,7 @@ def _objective_names(study: Any, runs: list[FinishedRun]) -> list[str]:
         return names
     for _, _, run_dir in runs:
         cfg = read_yaml(run_dir / ".hydra" / "config.yaml")
-        objective = cfg.get("objective") if isinstance(cfg, dict) else None
+        objective = cfg.get("sweep_metric") if isinstance(cfg, dict) else None
         objective = [objective] if isinstance(objective, str) else objective
         if isinstance(objective, list) and len(objective) == n:
             return [str(o) for o in objective]

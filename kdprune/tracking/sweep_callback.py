@@ -239,7 +239,7 @@ class WandbSweepCallback(Callback):
             rows,
             sweep_dir,
             sweep_name=config.get("sweep_name"),
-            multi_objective=is_multi_objective(config.get("objective")),
+            multi_objective=is_multi_objective(config.get("sweep_metric")),
             project=self.project,
             entity=self.entity,
             mode=self.mode,

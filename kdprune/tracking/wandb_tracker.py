@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kdprune.errors import ConfigError
+from kdprune.models.build import model_name
 
 log = logging.getLogger("kdprune")
 
@@ -111,7 +112,7 @@ def run_tags(cfg: Mapping[str, Any], extra: Sequence[str] = ()) -> list[str]:
         cfg.get("prune_method", {}).get("name"),
         f"kd-{cfg.get('kd', {}).get('name')}",
         cfg.get("schedule", {}).get("name"),
-        str(cfg.get("model", {}).get("_target_", "")).rsplit(".", 1)[-1],
+        model_name(cfg["model"]) if cfg.get("model") else None,
         cfg.get("dataset", {}).get("name"),
         *extra,
     ]

@@ -1,0 +1,122 @@
+"""Every bad input a user types gets one line and exit code 2, before anything is trained.
+
+The command line runs in this process through `kdprune.cli.main` (as the console script does),
+from an empty folder; after it, no run wrote a metrics.json and no teacher was trained.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from compose import run_args
+
+from kdprune import cli
+from kdprune.models import lenet5, resnet20
+
+CUDA = torch.cuda.is_available()
+
+VALUES = [
+    ("typo_key=1",),
+    ("seed=not-a-number",),
+    ("seed=-1",),
+    ("optimizer.lr=-1",),
+    ("optimizer.lr=abc",),
+    ("optimizer=sgd", "optimizer.momentum=-0.5"),
+    ("teacher.epochs=-3",),
+    ("budget.finetune_epochs=99",),
+    ("budget.student_epochs=two",),
+    ("prune_method.ratio=1.5",),
+    ("prune_method.ratio=abc",),
+    ("prune_method.unit=bytes",),
+    ("prune_method.max_layer_ratio=0",),
+    ("prune_method=l1_unstructured", "prune_method.unit=channels"),
+    ("kd.temperature=0",),
+    ("kd.temperature=abc",),
+    ("kd.alpha=2",),
+    ("kd=attention", "kd.student_layers=[layer9]"),
+    ("kd.alpha=[1,",),
+    ("trainer.batch_size=0",),
+    ("trainer.threads=two",),
+    ("trainer.progress=maybe",),
+    ("trainer.label_smoothing=1.5",),
+    ("device=tpu",),
+    pytest.param(("device=cuda",), marks=pytest.mark.skipif(CUDA, reason="CUDA is here")),
+    ("model=resnet999",),
+    ("dataset=nope",),
+    ("schedule=joint", "prune_method.unit=macs"),
+    ("schedule=joint", "schedule.pruning_steps=0"),
+    ("schedule=joint", "schedule.pruning_end=0"),
+    ("schedule.prune_target=everything",),
+    ("teacher=resnet20", "schedule.student_init=teacher"),
+    ("lr_scheduler.warmup=2",),
+    ("measure.repeats=0",),
+    ("sweep_metric=test_acc",),
+    ("dataset=imagefolder",),
+    ("dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"),
+    ("logger=wandb", "logger.mode=bogus"),
+    ("-m", "seed=x", "kd=none,hinton"),
+]
+
+
+def _save(path: Path, obj: object) -> None:
+    torch.save(obj, path)
+
+
+CHECKPOINTS: dict[str, Callable[[Path], None]] = {
+    "missing": lambda path: None,
+    "folder": lambda path: path.mkdir(),
+    "empty": lambda path: path.write_bytes(b""),
+    "not-torch": lambda path: path.write_bytes(b"hello, world\n" * 20),
+    "pickled-module": lambda path: _save(path, lenet5(10, 1, 8)),
+    "a-tensor": lambda path: _save(path, torch.zeros(3)),
+    "other-architecture": lambda path: _save(path, resnet20(10, 1, 8).state_dict()),
+    "wrong-classes": lambda path: _save(path, lenet5(3, 1, 8).state_dict()),
+}
+
+
+def _kdprune(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, list[str]]:
+    """Run the command line in this process from an empty folder: (exit code, stderr lines)."""
+    monkeypatch.chdir(tmp_path)
+    argv = [a for a in args if a.startswith("-")] + run_args(tmp_path, *args)
+    argv = list(dict.fromkeys(argv))  # a flag once
+    monkeypatch.setattr(sys, "argv", ["kdprune", *argv, f"hydra.run.dir={tmp_path}/run"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    return exit_.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def _nothing_done(tmp_path: Path) -> None:
+    assert not list(tmp_path.rglob("metrics.json"))
+    assert not (tmp_path / "cache").exists()  # no teacher trained
+
+
+@pytest.mark.parametrize("args", VALUES, ids=lambda a: " ".join(a))
+def test_bad_value_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -> None:
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, *[a for a in args if a != "-m"],
+                           *(["-m"] if "-m" in args else []))  # fmt: skip
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+@pytest.mark.parametrize("key", ["schedule.student_checkpoint", "teacher.checkpoint"])
+def test_bad_checkpoint_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, key, kind) -> None:
+    path = tmp_path / f"{kind}.pt"
+    CHECKPOINTS[kind](path)
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"{key}={path}")
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    assert str(path) in lines[0] and "checkpoint" in lines[0]
+    _nothing_done(tmp_path)
+
+
+def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
+    path = tmp_path / "good.pt"
+    torch.save(lenet5(10, 1, 8).state_dict(), path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.check_command_line(run_args(tmp_path, f"schedule.student_checkpoint={path}")) is None
