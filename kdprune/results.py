@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -65,3 +66,50 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
         path = path / METRICS_FILE
     with open(path) as fh:
         return json.load(fh)
+
+
+# Keys of a run's resolved config that say where or how a run was watched, not what it computed:
+# left out of its fingerprint, so runs that differ only in them (and in their seeds) are pooled.
+NOT_CONFIGURATION = (
+    "seed",
+    "teacher.seed",
+    "paths",
+    "hydra",
+    "logger",
+    "sweep_name",
+    "sweep_metric",
+    "trusted_targets",
+    "measure",
+    "trainer.progress",
+    "trainer.num_workers",
+    "trainer.threads",
+    "trainer.keep_freed_memory_mb",
+    "dataset.splits.root",  # where the files are; `data_identity` says which files they are
+)
+
+
+def _without(config: dict[str, Any], dotted: str) -> dict[str, Any]:
+    head, _, rest = dotted.partition(".")
+    if head not in config:
+        return config
+    if not rest:
+        return {k: v for k, v in config.items() if k != head}
+    if not isinstance(config[head], dict):
+        return config
+    return {**config, head: _without(config[head], rest)}
+
+
+def configuration(config: dict[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A run's config (as in metrics.json's `config`) minus NOT_CONFIGURATION and `leave_out`."""
+    for dotted in (*NOT_CONFIGURATION, *leave_out):
+        config = _without(config, dotted)
+    return config
+
+
+def config_fingerprint(config: dict[str, Any], leave_out: tuple[str, ...] = ()) -> str:
+    """A short hash that is equal exactly for runs of the same configuration (seeds aside).
+
+    `leave_out` drops more dotted keys, e.g. ("schedule", "kd") to pair runs across orders and KD.
+    """
+    blob = json.dumps(_jsonable(configuration(config, leave_out)), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
