@@ -20,7 +20,7 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto report report-optuna report-pareto bench
+.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard report report-optuna report-pareto bench
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
@@ -29,6 +29,8 @@ help:
 	@echo "make sweep-orders   the three orders x prune ratios x KD on/off (accuracy-vs-sparsity curves)"
 	@echo "make sweep-optuna   Optuna TPE search (resumable; n_trials is the study's total)"
 	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
+	@echo "make sweep-worker   one worker of a study shared through KDPRUNE_STORAGE (start N of them; SWEEP=optuna|pareto)"
+	@echo "make dashboard      optuna-dashboard for the study on 127.0.0.1:DASHBOARD_PORT (8080)"
 	@echo "make report     report of the newest orders sweep (or REPORT_SRC=<folder>)"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove outputs (runs, cache) and build litter"
@@ -66,6 +68,13 @@ test-all: setup data
 
 OPTUNA_DB := outputs/sweeps/optuna/study.db
 PARETO_DB := outputs/sweeps/pareto/study.db
+# A study's storage: $KDPRUNE_STORAGE when set (the sweeps read it too), else the sweep's SQLite file.
+OPTUNA_STORAGE := $(or $(KDPRUNE_STORAGE),sqlite:///$(OPTUNA_DB))
+PARETO_STORAGE := $(or $(KDPRUNE_STORAGE),sqlite:///$(PARETO_DB))
+SWEEP ?= optuna
+THREADS ?=
+DASHBOARD_PORT ?= 8080
+DASHBOARD_STORAGE := $(if $(filter pareto,$(SWEEP)),$(PARETO_STORAGE),$(OPTUNA_STORAGE))
 REPORT_SRC ?= $(shell ls -dt outputs/sweeps/orders/*/ 2>/dev/null | head -n 1)
 
 sweep-orders: data
@@ -73,21 +82,33 @@ sweep-orders: data
 
 sweep-optuna: data
 	$(PY) -m kdprune -m +sweep=optuna $(strip $(SCRIPT_OVERRIDES) $(ARGS))
-	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
+	$(PY) -m kdprune report --storage $(OPTUNA_STORAGE) --study kdprune-optuna
 
 sweep-pareto: data
 	$(PY) -m kdprune -m +sweep=pareto $(strip $(SCRIPT_OVERRIDES) $(ARGS))
-	$(PY) -m kdprune report --storage sqlite:///$(PARETO_DB) --study kdprune-pareto
+	$(PY) -m kdprune report --storage $(PARETO_STORAGE) --study kdprune-pareto
+
+# One worker of a shared study: start it N times (one machine, several, a SLURM array); together
+# they run the study's n_trials. THREADS=1 when several workers share a machine's cores.
+sweep-worker: require-storage data
+	$(PY) -m kdprune -m +sweep=$(SWEEP) $(strip $(if $(THREADS),trainer.threads=$(THREADS)) $(SCRIPT_OVERRIDES) $(ARGS))
+
+require-storage:
+	@test -n "$$KDPRUNE_STORAGE" || { echo "set KDPRUNE_STORAGE to the study's URL, e.g. postgresql://user@host/kdprune or journal:///shared/study.log"; exit 2; }
+
+dashboard: setup
+	@$(PY) -c "import optuna_dashboard" 2>/dev/null || $(PY) -m pip install --quiet --disable-pip-version-check -e '.[dashboard]'
+	$(PY) -m kdprune dashboard --storage $(DASHBOARD_STORAGE) --port $(DASHBOARD_PORT)
 
 report: setup
 	@test -n "$(REPORT_SRC)" || { echo "no sweep found under outputs/sweeps/orders; run make sweep-orders or set REPORT_SRC"; exit 2; }
 	$(PY) -m kdprune report $(REPORT_SRC)
 
 report-optuna: setup
-	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
+	$(PY) -m kdprune report --storage $(OPTUNA_STORAGE) --study kdprune-optuna
 
 report-pareto: setup
-	$(PY) -m kdprune report --storage sqlite:///$(PARETO_DB) --study kdprune-pareto
+	$(PY) -m kdprune report --storage $(PARETO_STORAGE) --study kdprune-pareto
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -25,19 +25,21 @@ from kdprune.reporting import comparison_table
 from kdprune.results import write_metrics
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.teacher import train_teacher
-from kdprune.sweeping import register as register_sweeper
+from kdprune.sweeping.optuna_sweeper import register as register_sweeper
+from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 
 log = logging.getLogger("kdprune")
 register_sweeper()
 
 
-def run(cfg: DictConfig, run_dir: str | Path = ".") -> dict[str, Any]:
-    """Run one experiment as configured and write metrics.json into run_dir; return the metrics."""
+def run(cfg: DictConfig, run_dir: str | Path = ".", on_epoch: EpochHook = None) -> dict[str, Any]:
+    """Run one experiment as configured and write metrics.json into run_dir; return the metrics.
+    `on_epoch` (a sweep's trial reporter) gets each epoch's record after it is logged."""
     with trusted(cfg.get("trusted_targets") or ()):
-        return _run(cfg, Path(run_dir))
+        return _run(cfg, Path(run_dir), on_epoch)
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
     t = cfg.trainer
@@ -48,7 +50,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         )
         failed = True
         try:
-            metrics = _experiment(cfg, device, tracker, run_dir)
+            metrics = _experiment(cfg, device, tracker, run_dir, on_epoch)
             metrics["timings"]["total"] = time.perf_counter() - start
             write_metrics(run_dir, metrics)
             tracker.summary({k: v for k, v in metrics.items() if k != "history"})
@@ -58,7 +60,9 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             tracker.finish(failed=failed)
 
 
-def _experiment(cfg: DictConfig, device: torch.device, tracker, run_dir: Path) -> dict[str, Any]:
+def _experiment(
+    cfg: DictConfig, device: torch.device, tracker, run_dir: Path, on_epoch: EpochHook = None
+) -> dict[str, Any]:
     """Data, teacher, the configured order: the run's metrics (metrics.json's keys)."""
     t = cfg.trainer
     data_start = time.perf_counter()
@@ -67,7 +71,9 @@ def _experiment(cfg: DictConfig, device: torch.device, tracker, run_dir: Path) -
     loaders = make_loaders(
         splits, t.batch_size, t.eval_batch_size, device, augment, cfg.seed, t.num_workers
     )
-    ctx = RunContext(cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir)
+    ctx = RunContext(
+        cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir, on_epoch=on_epoch
+    )
     ctx.timings["data"] = time.perf_counter() - data_start
     teacher = train_teacher(ctx)
     result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
@@ -101,7 +107,10 @@ def hydra_main(cfg: DictConfig) -> float | tuple[float, ...] | None:
     """Hydra's task function: a user error ends a single run with one line and exit code 2."""
     hc = HydraConfig.get()
     try:
-        metrics = run(cfg, hc.runtime.output_dir)
+        # In a kdprune Optuna sweep, the trial's reporter: a pruned trial raises TrialPruned,
+        # which goes through to the sweeper like any job error and is recorded as PRUNED.
+        with epoch_reporter(hc) as on_epoch:
+            metrics = run(cfg, hc.runtime.output_dir, on_epoch)
     except KdpruneError as err:
         if hc.mode == RunMode.MULTIRUN:
             log.error("%s", err)

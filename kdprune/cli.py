@@ -7,7 +7,7 @@ import sys
 
 from kdprune.paths import config_groups, group_options
 
-SUBCOMMANDS = ("report", "evaluate", "export-onnx")
+SUBCOMMANDS = ("report", "evaluate", "export-onnx", "dashboard")
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
 PASS_THROUGH_FLAGS = ("-m", "--multirun")
 
@@ -43,12 +43,14 @@ def check_command_line(argv: list[str]) -> str | None:
     from kdprune.checks import validate
     from kdprune.config import compose_run, trusted
     from kdprune.errors import KdpruneError, one_line
+    from kdprune.sweeping.checks import check_sweeper
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
+        check_sweeper(cfg.hydra)
         with open_dict(cfg):
             del cfg["hydra"]
         with trusted(cfg.get("trusted_targets") or ()):

@@ -1,4 +1,5 @@
-"""The non-Hydra subcommands: `kdprune report`, `kdprune evaluate`, `kdprune export-onnx`."""
+"""The non-Hydra subcommands: `kdprune report`, `kdprune evaluate`, `kdprune export-onnx`,
+`kdprune dashboard`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.errors import KdpruneError
-from kdprune.paths import sqlite_file
+from kdprune.paths import journal_file, sqlite_file
 from kdprune.results import METRICS_FILE
 
 
@@ -62,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=1024)
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
 
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="watch an Optuna study in optuna-dashboard (pip install -e '.[dashboard]')",
+        description="Serve optuna-dashboard for a storage URL on a loopback port.",
+    )
+    dashboard.add_argument(
+        "--storage", required=True, help="sqlite:///, postgresql://, journal:///"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+
     onnx = sub.add_parser(
         "export-onnx",
         help="export a saved model to ONNX, checked against PyTorch with ONNX Runtime",
@@ -94,7 +106,7 @@ def _report(args: argparse.Namespace) -> int:
     study = None
     if args.storage is not None:
         runs, study = collect_study(args.storage, args.study)
-        db = sqlite_file(args.storage)
+        db = sqlite_file(args.storage) or journal_file(args.storage)
         default_out = db.parent if db is not None else Path.cwd()
         source = f"study {study.name} in {args.storage}"
     else:
@@ -207,7 +219,19 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Any] = {"report": _report, "evaluate": _evaluate, "export-onnx": _export_onnx}
+def _dashboard(args: argparse.Namespace) -> int:
+    from kdprune.sweeping.dashboard import serve
+
+    serve(args.storage, args.host, args.port)
+    return 0
+
+
+COMMANDS: dict[str, Any] = {
+    "report": _report,
+    "evaluate": _evaluate,
+    "export-onnx": _export_onnx,
+    "dashboard": _dashboard,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -27,6 +27,8 @@ def one_line(err: Exception) -> str:
         return type(err).__name__
     if lines[0].startswith("Could not override") and len(lines) > 1:
         return f"{lines[0].rstrip('.')}: no such key ({lines[1][0].lower()}{lines[1][1:]})"
+    if lines[0].endswith(":") and len(lines) > 1:  # Hydra: "... raised while composing config:"
+        return f"{lines[0]} {lines[1]}"
     parsed = re.match(r"Error when parsing index: \d+, string: (.*) out of \[", lines[0])
     if parsed and len(lines) > 1:
         return f"cannot parse the override {parsed.group(1)!r}: {lines[1]}"

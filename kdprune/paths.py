@@ -32,3 +32,11 @@ def sqlite_file(storage: object) -> Path | None:
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         return Path(storage.removeprefix("sqlite:///")).expanduser()
     return None
+
+
+def journal_file(storage: object) -> Path | None:
+    """The log file of a `journal:///path.log` storage URL (Optuna's journal file storage; relative
+    or absolute, as with sqlite), else None."""
+    if isinstance(storage, str) and storage.startswith("journal:///"):
+        return Path(storage.removeprefix("journal:///")).expanduser()
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -37,3 +38,24 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return cfg
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A private PostgreSQL server on a loopback port for the whole session (see postgres.py).
+
+    Skipped only where PostgreSQL's `initdb` is not installed at all; anywhere it is, a server
+    that does not start fails the tests that need it.
+    """
+    import shutil
+
+    from postgres import PostgresServer
+
+    if shutil.which("initdb") is None:
+        pytest.skip("PostgreSQL's initdb is not on PATH: install PostgreSQL 15's server binaries")
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()

@@ -49,8 +49,10 @@ def _kdprune(tmp_path: Path, *args: str, env: dict | None = None, **kwargs) -> s
 
 
 def _optuna_args(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
+    # Heartbeats every second, stale after 3 s without one: the resumed sweep reclaims quickly.
     return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}", "teacher.epochs=2",
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
+            "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
             f"hydra.sweep.dir={tmp_path}/runs", *extra]  # fmt: skip
 
 
@@ -124,7 +126,7 @@ def test_killed_study_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     run_dirs = [t.user_attrs["run_dir"] for t in complete]
     assert len(set(run_dirs)) == 4  # job folders were not reused
     assert all((Path(d) / "metrics.json").exists() for d in run_dirs)
-    assert "resuming study" in out
+    assert "1 of n_trials=4 finished, this worker joins" in out
     # Whatever order and fine-tune share a trial draws, its student trains for the sweep's
     # budget.student_epochs (3): the search moves epochs between stages, never adds them.
     histories = [read_metrics(Path(d))["history"] for d in run_dirs]

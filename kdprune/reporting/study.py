@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from kdprune.errors import ConfigError
-from kdprune.paths import sqlite_file
+from kdprune.paths import journal_file, sqlite_file
 from kdprune.reporting.runs import ledger_frame, ledger_row, load_run, read_yaml
 from kdprune.results import METRICS_FILE
 
@@ -74,17 +74,29 @@ def _resolve_run_dir(run_dir: Any, base: Path) -> Path | None:
     return path if (path / METRICS_FILE).exists() else None
 
 
-def _study_name(storage: str, study_name: str | None) -> str:
+def _open(storage: str) -> Any:
+    """The storage behind a URL (journal:/// files too); `ConfigError` if it cannot be read."""
+    from kdprune.sweeping.storage import open_storage, redacted
+
+    for path in (sqlite_file(storage), journal_file(storage)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"study file {path} does not exist.")  # Optuna would create it
+    try:
+        return open_storage(storage)
+    except ConfigError:
+        raise
+    except Exception as err:  # unreachable server, not an Optuna database
+        raise ConfigError(f"cannot open Optuna storage {redacted(storage)} ({err}).") from err
+
+
+def _study_name(storage: Any, url: str, study_name: str | None) -> str:
     """The study to read: `study_name`, or the storage's only study; `ConfigError` otherwise."""
     import optuna
 
-    db = sqlite_file(storage)
-    if db is not None and not db.is_file():
-        raise ConfigError(f"study database {db} does not exist.")  # Optuna would create it
     try:
         names = optuna.study.get_all_study_names(storage)
-    except Exception as err:  # bad URL, unreachable server, not an Optuna database
-        raise ConfigError(f"cannot open Optuna storage {storage} ({err}).") from err
+    except Exception as err:  # not an Optuna database
+        raise ConfigError(f"cannot read Optuna storage {url} ({err}).") from err
     if study_name is None:
         if len(names) != 1:
             raise ConfigError(
@@ -123,17 +135,17 @@ def _trial_rows(
 
 
 def _best_trials(study: Any, objective_names: list[str]) -> list[dict[str, Any]]:
-    try:
-        best = [study.best_trial] if len(study.directions) == 1 else study.best_trials
-    except ValueError:  # no completed trial
-        return []
+    """The best feasible trial (or Pareto front): a trial that misses the sweep's constraints
+    (e.g. MACs speed-up >= 2) is never reported as best."""
+    from kdprune.sweeping.constraints import best_trials
+
     return [
         {
             "number": t.number,
             "values": dict(zip(objective_names, t.values, strict=True)),
             "params": dict(t.params),
         }
-        for t in best
+        for t in best_trials(study)
     ]
 
 
@@ -142,8 +154,9 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_name = _study_name(storage, study_name)
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    opened = _open(storage)
+    study_name = _study_name(opened, storage, study_name)
+    study = optuna.load_study(study_name=study_name, storage=opened)
     db = sqlite_file(storage)
     trials = study.get_trials(deepcopy=False)
     rows, trial_rows, finished = _trial_rows(

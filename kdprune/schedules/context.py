@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ class RunContext:
     run_dir: Path
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, recorded
     history: list[dict] = field(default_factory=list)  # one record per epoch, recorded
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # a sweep trial's reporter, if any
 
     @property
     def example_inputs(self) -> torch.Tensor:
@@ -57,6 +58,8 @@ class RunContext:
             entry["val_acc"],
             entry["seconds"],
         )
+        if self.on_epoch is not None:  # may raise optuna.TrialPruned: the sweep stops this run
+            self.on_epoch(entry)
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:

@@ -1,10 +1,7 @@
-"""Sweeps: the resumable Optuna sweeper (sweep definitions live in `sweeps/`)."""
+"""Sweeps: Optuna studies shared by many workers (sweep definitions live in `sweeps/`).
 
-from kdprune.sweeping.optuna_sweeper import (
-    ResumableOptunaSweeper,
-    finished_trials,
-    register,
-    resume_study,
-)
+Importing this package is cheap: it registers the sweeper's Hydra config (`config.py`); the
+sweeper itself (`optuna_sweeper.py`) is imported by the app.
+"""
 
-__all__ = ["ResumableOptunaSweeper", "finished_trials", "register", "resume_study"]
+from kdprune.sweeping import config as config

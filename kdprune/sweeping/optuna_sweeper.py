@@ -1,155 +1,181 @@
-"""Hydra's Optuna sweeper, made resumable.
+"""Hydra's Optuna sweeper, made a worker of a study that any number of processes share.
 
-Hydra's `OptunaSweeper` already loads an existing study (`load_if_exists=True`), but run again
-it runs `n_trials` *more* trials, leaves trials of a killed run RUNNING forever, and numbers job
-folders from 0 again, so they overwrite the first run's. This subclass changes exactly that,
-before handing over to the stock sweep loop:
+Hydra's `OptunaSweeper` runs `n_trials` more trials per call in batches of `n_jobs` that wait for
+the slowest, numbers job folders per process, and cannot prune. This sweeper keeps its search-space
+parsing and replaces its loop with `Worker`s (`worker.py`):
 
-- `n_trials` is the study's total: finished trials (complete, or failed by their own error) count;
-- trials left RUNNING by a crash or Ctrl-C are marked FAIL (user attr `interrupted`), not counted;
-- job folders continue after the study's last trial number, so nothing is overwritten;
-- each trial gets the user attr `run_dir`, its run folder (where `metrics.json` lies), so
-  `kdprune report --storage ... --study ...` finds the ledger of every trial.
+- `n_trials` is the study's total of finished trials, shared by every worker on the same storage
+  (`budget.py`); a study that already has them says "nothing to do";
+- each worker asks for a new trial as soon as it is free (`n_jobs` loops per process, for launchers
+  that run jobs in other processes); job folders are named by trial number;
+- a running trial is failed as `interrupted` only when its worker stopped beating
+  (`heartbeat_interval`, `grace_period`; `storage.py`), and its budget is given back;
+- jobs report student epochs to their trial and stop when the pruner says so (`trial_link.py`);
+- `constraints` are attached to each trial before `tell`; the best trial is the best feasible one
+  (`constraints.py`, `summary.py`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from pathlib import Path
+import threading
 from typing import Any
 
 import optuna
 from hydra.core.plugins import Plugins
-from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_params_from_overrides,
+)
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
-from optuna.trial import TrialState
 
-from kdprune.paths import sqlite_file
+from kdprune.sweeping.budget import finished_trials
+from kdprune.sweeping.checks import check_sweeper
+from kdprune.sweeping.constraints import parse_constraints
+from kdprune.sweeping.storage import grace_seconds, open_storage, redacted
+from kdprune.sweeping.summary import log_results, study_results, write_results
+from kdprune.sweeping.worker import Plan, Worker
 
 log = logging.getLogger(__name__)
+SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+GRID_SAMPLER = "optuna.samplers.GridSampler"
+# The options Hydra's own Optuna sweeper takes (besides the sampler).
+HYDRA_OPTIONS = (
+    "direction",
+    "storage",
+    "study_name",
+    "n_trials",
+    "n_jobs",
+    "max_failure_rate",
+    "custom_search_space",
+    "params",
+)
 
 
-def ensure_sqlite_dir(storage: Any) -> None:
-    """Create the folder of a relative or absolute `sqlite:///path.db` URL (SQLAlchemy will not)."""
-    db = sqlite_file(storage)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+class SharedStudySweeper(OptunaSweeperImpl):
+    """The sweep loop: open the shared study, run `n_jobs` workers, report the best trial."""
 
-
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that used up budget: complete, or failed on their own (not interrupted)."""
-    return [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.COMPLETE
-        or (t.state == TrialState.FAIL and not t.user_attrs.get("interrupted"))
-    ]
-
-
-def resume_study(storage: Any, study_name: str | None) -> tuple[int, int]:
-    """Mark a study's RUNNING/WAITING trials failed; return (finished trials, all trials)."""
-    if storage is None or study_name is None:
-        return 0, 0
-    ensure_sqlite_dir(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        return 0, 0  # a new study
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        log.warning("trial %d was left running by an earlier run: marked failed", trial.number)
-    return len(finished_trials(study)), len(study.trials)
-
-
-def _sampler(cfg: Any, **overrides: Any) -> Any:
-    return instantiate(
-        cfg,
-        _execution_whitelist_=("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*"),
-        **overrides,
-    )
-
-
-class _RecordingLauncher(Launcher):
-    """Wraps the configured launcher; after each batch, stores each trial's run folder on it."""
-
-    def __init__(self, inner: Launcher, pending: list):
-        self.inner, self.pending = inner, pending
-
-    def setup(self, **kwargs: Any) -> None:
-        self.inner.setup(**kwargs)
-
-    def launch(self, job_overrides, initial_job_idx: int):
-        returns = self.inner.launch(job_overrides, initial_job_idx)
-        for trial, ret in zip(self.pending, returns, strict=False):
-            run_dir = getattr(getattr(ret, "hydra_cfg", None), "hydra", None)
-            if run_dir is not None:
-                trial.set_user_attr("run_dir", str(Path(run_dir.runtime.output_dir).resolve()))
-        return returns
-
-
-class _ResumableImpl(OptunaSweeperImpl):
-    sampler_cfg: Any = None
+    def __init__(self, sampler: DictConfig, pruner: DictConfig | None, options: dict[str, Any]):
+        super().__init__(None, **{key: options.get(key) for key in HYDRA_OPTIONS})
+        self.sampler_cfg, self.pruner_cfg = sampler, pruner
+        self.heartbeat_interval = options.get("heartbeat_interval")
+        self.grace_period = options.get("grace_period")
+        self.bounds = parse_constraints(options.get("constraints"))
+        self.grid: dict[str, list] | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        check_sweeper(config.hydra)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.pending: list = []
-        self.launcher = _RecordingLauncher(self.launcher, self.pending)
 
-    def _configure_trials(self, trials, *args: Any, **kwargs: Any):
-        self.pending[:] = trials
-        return super()._configure_trials(trials, *args, **kwargs)
+    def make_sampler(self, trial_number: int) -> optuna.samplers.BaseSampler:
+        """The sampler, seeded by `seed + trial_number`: workers that start together with the
+        same seed still propose different trials, and a resumed study does not repeat itself."""
+        seed = self.sampler_cfg.get("seed")
+        kwargs = {} if seed is None or self.grid else {"seed": int(seed) + trial_number}
+        sampler = instantiate(self.sampler_cfg, _execution_whitelist_=SAMPLER_TARGETS, **kwargs)
+        if isinstance(sampler, functools.partial):  # GridSampler: needs the search space
+            sampler = sampler(self.grid)  # its seed orders the grid: the same in every worker,
+            sampler.reseed_rng()  # but which unvisited point a worker takes is its own draw
+        return sampler
+
+    def _search_space(self, arguments: list[str]) -> tuple[dict, dict, list]:
+        self._process_searchspace_config()
+        space, fixed_params, fixed_overrides = create_params_from_overrides(
+            [*self._parse_sweeper_params_config(), *arguments]
+        )
+        for name in fixed_params:
+            space.pop(name, None)
+        if self.sampler_cfg.get("_target_") == GRID_SAMPLER:
+            self.grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
+            self.n_trials = min(
+                self.n_trials, len(optuna.samplers.GridSampler(self.grid)._all_grids)
+            )
+        return space, fixed_params, fixed_overrides
+
+    def _open_study(self) -> optuna.Study:
+        storage = None
+        if self.storage is not None:
+            storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period)
+        return optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.make_sampler(0),
+            directions=self._get_directions(),
+            load_if_exists=True,
+        )
 
     def sweep(self, arguments: list[str]) -> None:
-        done, total = resume_study(self.storage, self.study_name)
-        if total:
-            self.n_trials = max(self.n_trials - done, 0)
-            self.job_idx = total
-            # A seeded sampler restarted with its old seed would propose its first trials again.
-            if self.sampler_cfg is not None and self.sampler_cfg.get("seed") is not None:
-                self.sampler = _sampler(self.sampler_cfg, seed=int(self.sampler_cfg.seed) + total)
-            log.info(
-                "resuming study %s: %d trials finished, %d to go",
-                self.study_name,
-                done,
-                self.n_trials,
+        space, fixed_params, fixed_overrides = self._search_space(arguments)
+        study = self._open_study()
+        done = len(finished_trials(study))
+        where = f"study {study.study_name} in {redacted(str(self.storage))}"
+        verdict = "nothing to do" if done >= self.n_trials else "this worker joins"
+        log.info("%s: %d of n_trials=%d finished, %s", where, done, self.n_trials, verdict)
+        if done < self.n_trials:
+
+            def configure(trial: optuna.Trial) -> list[str]:
+                return list(
+                    self._configure_trials([trial], space, fixed_params, fixed_overrides)[0]
+                )
+
+            self._run_workers(study, self._plan(study, configure))
+        results = study_results(study, self.bounds)
+        log_results(results)
+        write_results(results, self.config.hydra.sweep.dir)
+
+    def _plan(self, study: optuna.Study, configure: Any) -> Plan:
+        return Plan(
+            n_trials=self.n_trials,
+            n_objectives=len(study.directions),
+            configure=configure,
+            launch=lambda overrides, number: self.launcher.launch([overrides], number)[0],
+            make_sampler=self.make_sampler,
+            bounds=self.bounds,
+            poll_seconds=float(self.heartbeat_interval or 1),
+            max_failure_rate=self.max_failure_rate,
+        )
+
+    def _run_workers(self, study: optuna.Study, plan: Plan) -> None:
+        grace = grace_seconds(self.heartbeat_interval, self.grace_period)
+        if self.n_jobs <= 1:
+            Worker(study, plan, grace, self.heartbeat_interval).run()
+            return
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            mine = optuna.load_study(
+                study_name=study.study_name, storage=study._storage, sampler=self.make_sampler(0)
             )
-        super().sweep(arguments)
+            try:
+                Worker(mine, plan, grace, self.heartbeat_interval).run()
+            except BaseException as err:  # handed to the main thread, which raises it
+                errors.append(err)
+
+        threads = [threading.Thread(target=work, name=f"worker-{i}") for i in range(self.n_jobs)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
-    """`hydra/sweeper=optuna` with `_target_: kdprune.sweeping.ResumableOptunaSweeper`."""
+    """`hydra/sweeper=kdprune_optuna` (`config.py`): Hydra's Optuna sweeper, a study's worker."""
 
     def __init__(
         self,
-        sampler: Any,
-        direction: Any,
-        storage: Any | None,
-        study_name: str | None,
-        n_trials: int,
-        n_jobs: int,
-        max_failure_rate: float,
-        custom_search_space: str | None,
-        params: DictConfig | None,
+        sampler: DictConfig,
+        pruner: DictConfig | None = None,
+        **options: Any,  # direction, storage, study_name, n_trials, n_jobs, heartbeat_interval ...
     ) -> None:
-        self.sweeper = _ResumableImpl(
-            _sampler(sampler),
-            direction,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
-            custom_search_space,
-            params,
-        )
-        self.sweeper.sampler_cfg = sampler
+        self.sweeper = SharedStudySweeper(sampler, pruner, options)
 
 
 def register() -> None:

@@ -1,0 +1,48 @@
+"""Checks of a sweep's `hydra.sweeper` node, run before any work (one line each)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from kdprune.errors import ConfigError
+from kdprune.sweeping.config import SWEEPER
+from kdprune.sweeping.constraints import parse_constraints
+from kdprune.sweeping.storage import check_storage
+
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+NO_PRUNER = (None, "optuna.pruners.NopPruner")
+
+
+def _positive_or_null(value: Any, key: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"hydra.sweeper.{key} must be a whole number >= 1 or null, got {value!r}")
+
+
+def check_sweeper(hydra_cfg: DictConfig) -> None:
+    """ConfigError for a kdprune Optuna sweep that cannot run as configured (`hydra_cfg`: the
+    composed `hydra` node); other sweepers are left to Hydra."""
+    sweeper = hydra_cfg.get("sweeper")
+    if sweeper is None or sweeper.get("_target_") != SWEEPER:
+        return
+    check_storage(sweeper.get("storage"))
+    direction = sweeper.get("direction")
+    objectives = len(direction) if isinstance(direction, list | ListConfig) else 1
+    pruner = (sweeper.get("pruner") or {}).get("_target_")
+    if objectives > 1 and pruner not in NO_PRUNER:
+        raise ConfigError(
+            f"Optuna cannot prune a study with {objectives} objectives, and {pruner} was "
+            "chosen: use hydra/sweeper/pruner=none for a multi-objective (Pareto) sweep"
+        )
+    parse_constraints(sweeper.get("constraints"))
+    for key in ("heartbeat_interval", "grace_period"):
+        _positive_or_null(sweeper.get(key), key)
+    n_jobs = sweeper.get("n_jobs", 1)
+    launcher = (hydra_cfg.get("launcher") or {}).get("_target_")
+    if isinstance(n_jobs, int) and n_jobs > 1 and launcher == BASIC_LAUNCHER:
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs={n_jobs} runs trials side by side, which needs a launcher "
+            "that runs jobs in other processes (hydra/launcher=joblib or submitit_local / "
+            "submitit_slurm); or start more workers (make sweep-worker)"
+        )

@@ -1,0 +1,75 @@
+"""A job's side of its Optuna trial: after each student epoch, report validation accuracy to the
+trial in the shared study and stop early when the study's pruner says so.
+
+The job talks to the study only through its storage URL, so it works wherever the launcher runs it
+(in the worker's process, a joblib process, a SLURM node). It finds its trial from its own Hydra
+config: `hydra.sweeper` (storage, study, pruner) and `hydra.job.num`, which the sweeper sets to
+the trial's number (job folders are named by it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig
+
+from kdprune.sweeping.config import SWEEPER
+from kdprune.sweeping.storage import close_storage, open_storage
+
+TEACHER_STAGE = "teacher"  # every other stage trains the student
+EpochHook = Callable[[dict[str, Any]], None] | None
+
+
+class EpochReporter:
+    """Called with each epoch's record: reports student epochs, raises TrialPruned when told."""
+
+    def __init__(self, trial: optuna.Trial, prune: bool):
+        self.trial, self.prune, self.step = trial, prune, 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if record.get("stage") == TEACHER_STAGE:
+            return
+        step, value = self.step, float(record["val_acc"])
+        self.step += 1
+        self.trial.report(value, step)
+        if self.prune and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after student epoch {step + 1} (val_acc {value:.4f})")
+
+
+def _single_objective(direction: Any) -> bool:
+    return not isinstance(direction, list | tuple | ListConfig) or len(direction) == 1
+
+
+@contextmanager
+def epoch_reporter(hydra_cfg: DictConfig) -> Iterator[EpochReporter | None]:
+    """The reporter of this job's trial, or None outside a kdprune Optuna sweep (and for
+    multi-objective studies, which Optuna cannot prune). `hydra_cfg`: `HydraConfig.get()`."""
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if (
+        hydra_cfg.get("mode") != RunMode.MULTIRUN
+        or sweeper.get("_target_") != SWEEPER
+        or not sweeper.get("storage")
+        or not _single_objective(sweeper.get("direction"))
+    ):
+        yield None
+        return
+    storage = open_storage(sweeper.storage)
+    try:
+        pruner = instantiate(sweeper.pruner, _execution_whitelist_=("optuna.pruners.*",))
+        study = optuna.load_study(
+            study_name=sweeper.study_name,
+            storage=storage,
+            pruner=pruner,
+            sampler=optuna.samplers.RandomSampler(),  # never samples here: the cheapest to build
+        )
+        number = int(hydra_cfg.job.num)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        prune = not isinstance(pruner, optuna.pruners.NopPruner)
+        yield EpochReporter(optuna.Trial(study, trial_id), prune)
+    finally:
+        close_storage(storage)

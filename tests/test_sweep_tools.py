@@ -1,0 +1,82 @@
+"""The tools around a shared study: `kdprune dashboard` serves it, `make sweep-worker` starts a
+worker with the storage from $KDPRUNE_STORAGE, and submitit's launcher runs its trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from compose import run_args
+from optuna.trial import TrialState
+from test_make import make_command
+
+from kdprune import commands
+from kdprune.sweeping.budget import counts
+from kdprune.sweeping.storage import open_storage
+
+
+def test_dashboard_serves_a_journal_study_on_loopback(tmp_path: Path) -> None:
+    url = f"journal:///{tmp_path}/study.log"
+    study = optuna.create_study(study_name="watched", storage=open_storage(url))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kdprune", "dashboard", "--storage", url, "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        first = server.stdout.readline()  # printed once the socket listens: no waiting
+        assert "at http://127.0.0.1:" in first, first + server.stdout.read()
+        address = first.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(f"{address}api/studies") as response:
+            studies = json.load(response)["study_summaries"]
+        assert [s["study_name"] for s in studies] == ["watched"]
+        with urllib.request.urlopen(f"{address}api/studies/{studies[0]['study_id']}") as response:
+            assert len(json.load(response)["trials"]) == 3
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    assert server.returncode == 0
+
+
+def test_dashboard_without_a_study_file_is_one_line(tmp_path: Path, capsys) -> None:
+    assert commands.main(["dashboard", "--storage", f"sqlite:///{tmp_path}/no.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdprune: error: no study file") and err.count("\n") == 1, err
+    assert not (tmp_path / "no.db").exists()
+
+
+def test_sweep_worker_reads_the_storage_from_the_environment() -> None:
+    env = {"KDPRUNE_STORAGE": "postgresql://me@db.lab/kdprune"}
+    assert make_command("sweep-worker", "THREADS=1", env=env) == [
+        "-m", "+sweep=optuna", "trainer.threads=1"]  # fmt: skip
+    assert make_command("sweep-worker", "SWEEP=pareto", env=env) == ["-m", "+sweep=pareto"]
+    env = {k: v for k, v in os.environ.items() if k != "KDPRUNE_STORAGE"}
+    done = subprocess.run(["make", "-s", "sweep-worker"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], env=env)  # fmt: skip
+    assert done.returncode != 0 and "KDPRUNE_STORAGE" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_trials_of_a_shared_study(tmp_path: Path) -> None:
+    """The SLURM path through submitit's local executor: two trials side by side (n_jobs=2)."""
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = run_args(tmp_path, "+sweep=optuna", "teacher.epochs=1", "trainer.max_batches=2",
+                    "measure.repeats=1", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
+                    "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={tmp_path}/runs")  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "offline", "KDPRUNE_STORAGE": storage}
+    done = subprocess.run([sys.executable, "-m", "kdprune", "-m", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = optuna.load_study(study_name="kdprune-optuna", storage=storage).trials
+    assert sum(counts(t) for t in trials) == 3
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert (tmp_path / "runs" / ".submitit").is_dir()  # the jobs went through submitit
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.name.isdigit()) == [
+        "0", "1", "2"]  # fmt: skip
