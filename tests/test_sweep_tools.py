@@ -41,7 +41,10 @@ def test_dashboard_serves_a_journal_study_on_loopback(tmp_path: Path) -> None:
             assert len(json.load(response)["trials"]) == 3
     finally:
         server.send_signal(signal.SIGTERM)
-        server.communicate(timeout=60)
+        try:
+            server.communicate(timeout=120)
+        finally:
+            server.kill()  # a no-op once it stopped; never left behind if it did not
     assert server.returncode == 0
 
 

@@ -1,0 +1,235 @@
+"""Shared-study sweeps measured on this machine (`make bench-sweeps`):
+
+(f) trials per hour of two workers (one torch thread each) against one worker, same 12-trial study;
+(g) the student epochs a 16-trial study spends with the median pruner against none, and the best
+    (feasible) validation accuracy of each, same seeds.
+
+Workers run as a user starts them (`kdprune -m +sweep=optuna`, storage in $KDPRUNE_STORAGE) on
+Fashion-MNIST with `trainer.max_batches` batches per training epoch (validation is whole), after one
+run that trains and caches the teacher. Writes benchmarks/shared_study.json and SHARED_STUDY.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from benchmarks.machine import commit, cpu_model
+from benchmarks.measure import loadavg
+from benchmarks.paths import ROOT
+from kdprune.results import atomic_write
+from kdprune.sweeping.budget import counts
+from kdprune.sweeping.constraints import best_trials
+
+STUDY = "kdprune-optuna"
+
+
+def common(args: argparse.Namespace, folder: Path) -> list[str]:
+    """The overrides every run of the benchmark shares."""
+    return [
+        "dataset=fashion_mnist",
+        "device=cpu",
+        "trainer.threads=1",
+        f"trainer.max_batches={args.max_batches}",
+        "teacher.epochs=2",
+        "logger=none",
+        f"paths.cache_dir={folder / 'cache'}",
+        f"paths.data_dir={ROOT / 'data'}",
+    ]
+
+
+def kdprune(argv: list[str], log: Path, storage: str | None = None) -> subprocess.Popen:
+    """Start `python -m kdprune ARGV` with its output in `log`."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    if storage:
+        env["KDPRUNE_STORAGE"] = storage
+    with open(log, "w") as out:
+        return subprocess.Popen([sys.executable, "-m", "kdprune", *argv], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def wait_all(procs: Sequence[subprocess.Popen], logs: Sequence[Path]) -> None:
+    for proc, log in zip(procs, logs, strict=True):
+        if proc.wait() != 0:
+            raise RuntimeError(f"{' '.join(proc.args)} failed:\n{log.read_text()[-3000:]}")
+
+
+def workers(args: argparse.Namespace, folder: Path, name: str, n: int, sweep: list[str]) -> dict:
+    """Run one study with `n` workers started together; its wall time and load averages."""
+    storage = f"sqlite:///{folder / name}.db"
+    argv = ["-m", "+sweep=optuna", *common(args, folder), *sweep,
+            f"hydra.sweep.dir={folder / name}"]  # fmt: skip
+    logs = [folder / f"{name}-worker{i}.log" for i in range(n)]
+    before, start = loadavg(), time.perf_counter()
+    procs = [kdprune(argv, log, storage) for log in logs]
+    wait_all(procs, logs)
+    return {"storage": storage, "workers": n, "wall_s": time.perf_counter() - start,
+            "loadavg_before": before, "loadavg_after": loadavg(), "command": argv}  # fmt: skip
+
+
+def study_figures(storage: str) -> dict[str, Any]:
+    """Counts, student epochs (one report per student epoch) and the best feasible value."""
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    trials = [t for t in study.get_trials() if counts(t)]
+    best = best_trials(study)
+    return {
+        "finished": len(trials),
+        "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "student_epochs": sum(len(t.intermediate_values) for t in trials),
+        "best_trial": best[0].number if best else None,
+        "best_val_acc": best[0].value if best else None,
+    }
+
+
+def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """(f) One worker, then two, on the same 12-trial study definition (no pruner: equal work)."""
+    sweep = [f"hydra.sweeper.n_trials={args.trials}", "hydra/sweeper/pruner=none"]
+    runs = {f"{n}": workers(args, folder, f"workers{n}", n, sweep) for n in (1, 2)}
+    for run in runs.values():
+        run.update(study_figures(run["storage"]))
+        run["trials_per_hour"] = run["finished"] / run["wall_s"] * 3600
+    return {"runs": runs, "ratio": runs["2"]["trials_per_hour"] / runs["1"]["trials_per_hour"]}
+
+
+def pruning(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """(g) The same 16-trial study with the median pruner and without, one worker each, side
+    by side (only epochs and accuracies are compared, not times)."""
+    sweep = [f"hydra.sweeper.n_trials={args.pruner_trials}",
+             f"budget.student_epochs={args.epochs}"]  # fmt: skip
+    storages, procs, logs, commands = {}, [], [], {}
+    for pruner in ("median", "none"):
+        storages[pruner] = f"sqlite:///{folder / pruner}.db"
+        argv = ["-m", "+sweep=optuna", *common(args, folder), *sweep,
+                f"hydra/sweeper/pruner={pruner}", f"hydra.sweep.dir={folder / pruner}"]  # fmt: skip
+        logs.append(folder / f"pruner-{pruner}.log")
+        commands[pruner] = argv
+        procs.append(kdprune(argv, logs[-1], storages[pruner]))
+    before, start = loadavg(), time.perf_counter()
+    wait_all(procs, logs)
+    runs = {p: {"storage": s, **study_figures(s)} for p, s in storages.items()}
+    median, none = runs["median"], runs["none"]
+    return {
+        "runs": runs,
+        "wall_s": time.perf_counter() - start,
+        "loadavg_before": before,
+        "loadavg_after": loadavg(),
+        "epoch_share": median["student_epochs"] / none["student_epochs"],
+        "best_gap_points": 100 * (none["best_val_acc"] - median["best_val_acc"]),
+        "command": commands["median"],
+    }
+
+
+def warm_teacher(args: argparse.Namespace, folder: Path) -> None:
+    """Train and cache the teacher (and its logits) once, outside every measured study."""
+    log = folder / "teacher.log"
+    argv = [*common(args, folder), "budget.student_epochs=1", "budget.finetune_epochs=0",
+            "schedule=prune_then_distill", f"hydra.run.dir={folder / 'teacher'}"]  # fmt: skip
+    wait_all([kdprune(argv, log)], [log])
+
+
+def _load(values: list[float]) -> str:
+    return " / ".join(f"{x:.2f}" for x in values)
+
+
+def render(r: dict[str, Any]) -> str:
+    """SHARED_STUDY.md: both figures, what was run, what else loaded the machine."""
+    f, g = r["throughput"], r["pruning"]
+    one, two = f["runs"]["1"], f["runs"]["2"]
+    med, none = g["runs"]["median"], g["runs"]["none"]
+    rows = [
+        ["(f) trials/hour, 2 workers vs 1", f"{two['trials_per_hour']:.1f} vs "
+         f"{one['trials_per_hour']:.1f} = {f['ratio']:.2f}×", "≥ 1.6×",
+         "yes" if f["ratio"] >= 1.6 else "**no**"],
+        ["(g) student epochs, median pruner vs none", f"{med['student_epochs']} vs "
+         f"{none['student_epochs']} = {100 * g['epoch_share']:.0f}%", "≤ 60%",
+         "yes" if g["epoch_share"] <= 0.6 else "**no**"],
+        ["(g) best val_acc, none − median", f"{none['best_val_acc']:.4f} − "
+         f"{med['best_val_acc']:.4f} = {g['best_gap_points']:.2f} points", "≤ 0.5",
+         "yes" if g["best_gap_points"] <= 0.5 else "**no**"],
+    ]  # fmt: skip
+    m = r["meta"]
+    lines = [
+        "# Shared-study sweeps: workers and pruning",
+        "",
+        f"Measured {m['measured']} at commit `{m.get('commit', '?')}`"
+        f"{' (dirty tree)' if m.get('dirty') else ''} on {m['cpu']} ({m['cores']} cores), by "
+        f"`{m['command']}` ({r['seconds'] / 60:.0f} min). The machine is shared: load averages "
+        "(1 / 5 / 15 min) are given for every measurement.",
+        "",
+        "| figure | measured | target | met |",
+        "|---|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        f"**(f)** The same {one['finished']}-trial study (no pruner) run by one worker, then "
+        f"by two workers started together on one SQLite study, each with one torch thread: "
+        f"{one['wall_s']:.0f} s against {two['wall_s']:.0f} s. Load averages "
+        f"{_load(one['loadavg_before'])} → {_load(one['loadavg_after'])} (one worker) and "
+        f"{_load(two['loadavg_before'])} → {_load(two['loadavg_after'])} (two). Each worker: "
+        f"`kdprune {' '.join(one['command'])}` with `KDPRUNE_STORAGE` set to its study.",
+        "",
+        f"**(g)** The same {none['finished']}-trial study ({r['args']['epochs']} student epochs "
+        f"per trial, same seeds) with `hydra/sweeper/pruner=median` and `=none`, one worker "
+        f"each, side by side: {med['pruned']} of {med['finished']} trials pruned; best feasible "
+        f"trial #{med['best_trial']} ({med['best_val_acc']:.4f}) against #{none['best_trial']} "
+        f"({none['best_val_acc']:.4f}). Load averages {_load(g['loadavg_before'])} → "
+        f"{_load(g['loadavg_after'])}. Command: `kdprune {' '.join(g['command'])}`, and the "
+        "same with `hydra/sweeper/pruner=none`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.shared_study", description=__doc__)
+    parser.add_argument("--trials", type=int, default=12, help="(f) the study's n_trials")
+    parser.add_argument("--pruner-trials", type=int, default=16, help="(g) the study's n_trials")
+    parser.add_argument("--epochs", type=int, default=6, help="(g) budget.student_epochs")
+    parser.add_argument("--max-batches", type=int, default=100, help="training batches / epoch")
+    parser.add_argument("--only", choices=["f", "g"], help="one figure (default: both)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-sweeps")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    meta = {
+        **commit(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "command": " ".join(["python -m benchmarks.shared_study", *(argv or [])]),
+        "measured": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+    folder = args.out / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    folder.mkdir(parents=True)
+    warm_teacher(args, folder)
+    results: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}}
+    if args.only in (None, "f"):
+        results["throughput"] = throughput(args, folder)
+    if args.only in (None, "g"):
+        results["pruning"] = pruning(args, folder)
+    results["seconds"] = time.perf_counter() - start
+    results["meta"] = meta
+    text = json.dumps(results, indent=1) + "\n"
+    atomic_write(folder / "shared_study.json", lambda fh: fh.write(text.encode()))
+    if args.only is None:
+        atomic_write(ROOT / "benchmarks" / "shared_study.json", lambda fh: fh.write(text.encode()))
+        page = render(results)
+        atomic_write(ROOT / "SHARED_STUDY.md", lambda fh: fh.write(page.encode()))
+    print(json.dumps({k: results[k] for k in ("throughput", "pruning") if k in results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
