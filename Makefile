@@ -20,7 +20,7 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard report report-optuna report-pareto bench
+.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps report report-optuna report-pareto bench
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
@@ -124,3 +124,8 @@ clean:
 
 bench: data
 	$(PY) -m benchmarks $(ARGS)
+
+# Two workers vs one on a 12-trial study, the median pruner vs none on a 16-trial one (about an
+# hour on a 2-core CPU): SHARED_STUDY.md and benchmarks/shared_study.json.
+bench-sweeps: data
+	$(PY) -m benchmarks.shared_study $(ARGS)

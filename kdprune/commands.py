@@ -24,6 +24,20 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _add_dashboard(sub: Any) -> None:
+    """`kdprune dashboard --storage URL`."""
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="watch an Optuna study in optuna-dashboard (pip install -e '.[dashboard]')",
+        description="Serve optuna-dashboard for a storage URL on a loopback port.",
+    )
+    dashboard.add_argument(
+        "--storage", required=True, help="sqlite:///, postgresql://, journal:///"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kdprune", description="kdprune subcommands (runs: `kdprune [overrides]`)"
@@ -63,16 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=1024)
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
 
-    dashboard = sub.add_parser(
-        "dashboard",
-        help="watch an Optuna study in optuna-dashboard (pip install -e '.[dashboard]')",
-        description="Serve optuna-dashboard for a storage URL on a loopback port.",
-    )
-    dashboard.add_argument(
-        "--storage", required=True, help="sqlite:///, postgresql://, journal:///"
-    )
-    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
-    dashboard.add_argument("--port", type=int, default=8080, help="port (0: any free one)")
+    _add_dashboard(sub)
 
     onnx = sub.add_parser(
         "export-onnx",

@@ -42,6 +42,7 @@ from kdprune.sweeping.worker import Plan, Worker
 
 log = logging.getLogger(__name__)
 SAMPLER_TARGETS = ("hydra_plugins.hydra_optuna_sweeper.*", "optuna.samplers.*")
+POLL_SECONDS = 2.0  # a worker waiting for the study's last trials looks again this often
 GRID_SAMPLER = "optuna.samplers.GridSampler"
 # The options Hydra's own Optuna sweeper takes (besides the sampler).
 HYDRA_OPTIONS = (
@@ -137,7 +138,7 @@ class SharedStudySweeper(OptunaSweeperImpl):
             launch=lambda overrides, number: self.launcher.launch([overrides], number)[0],
             make_sampler=self.make_sampler,
             bounds=self.bounds,
-            poll_seconds=float(self.heartbeat_interval or 1),
+            poll_seconds=min(float(self.heartbeat_interval or 1), POLL_SECONDS),
             max_failure_rate=self.max_failure_rate,
         )
 
