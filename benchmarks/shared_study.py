@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -49,13 +50,23 @@ def common(args: argparse.Namespace, folder: Path) -> list[str]:
 
 
 def kdprune(argv: list[str], log: Path, storage: str | None = None) -> subprocess.Popen:
-    """Start `python -m kdprune ARGV` with its output in `log`."""
+    """Start `python -m kdprune ARGV` with its output in `log`, in a session of its own, as a
+    worker started from its own terminal, ssh login or batch job is: Linux's scheduler (with
+    autogroup, as here) shares the CPU between sessions, so two workers of one session would
+    share one worker's share of a busy machine."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     if storage:
         env["KDPRUNE_STORAGE"] = storage
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "kdprune", *argv], cwd=ROOT, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        command = [sys.executable, "-m", "kdprune", *argv]
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+
+def children_cpu_s() -> float:
+    """CPU seconds (user + system) of every child process waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def wait_all(procs: Sequence[subprocess.Popen], logs: Sequence[Path]) -> None:
@@ -70,11 +81,12 @@ def workers(args: argparse.Namespace, folder: Path, name: str, n: int, sweep: li
     argv = ["-m", "+sweep=optuna", *common(args, folder), *sweep,
             f"hydra.sweep.dir={folder / name}"]  # fmt: skip
     logs = [folder / f"{name}-worker{i}.log" for i in range(n)]
-    before, start = loadavg(), time.perf_counter()
+    before, start, cpu = loadavg(), time.perf_counter(), children_cpu_s()
     procs = [kdprune(argv, log, storage) for log in logs]
     wait_all(procs, logs)
     return {"storage": storage, "workers": n, "wall_s": time.perf_counter() - start,
-            "loadavg_before": before, "loadavg_after": loadavg(), "command": argv}  # fmt: skip
+            "cpu_s": children_cpu_s() - cpu, "loadavg_before": before,
+            "loadavg_after": loadavg(), "command": argv}  # fmt: skip
 
 
 def study_figures(storage: str) -> dict[str, Any]:
@@ -99,6 +111,7 @@ def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     for run in runs.values():
         run.update(study_figures(run["storage"]))
         run["trials_per_hour"] = run["finished"] / run["wall_s"] * 3600
+        run["cpu_s_per_trial"] = run["cpu_s"] / run["finished"]
     return {"runs": runs, "ratio": runs["2"]["trials_per_hour"] / runs["1"]["trials_per_hour"]}
 
 
@@ -110,8 +123,10 @@ def pruning(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     storages, procs, logs, commands = {}, [], [], {}
     for pruner in ("median", "none"):
         storages[pruner] = f"sqlite:///{folder / pruner}.db"
+        extra = args.median_args if pruner == "median" else []
         argv = ["-m", "+sweep=optuna", *common(args, folder), *sweep,
-                f"hydra/sweeper/pruner={pruner}", f"hydra.sweep.dir={folder / pruner}"]  # fmt: skip
+                f"hydra/sweeper/pruner={pruner}", *extra,
+                f"hydra.sweep.dir={folder / pruner}"]  # fmt: skip
         logs.append(folder / f"pruner-{pruner}.log")
         commands[pruner] = argv
         procs.append(kdprune(argv, logs[-1], storages[pruner]))
@@ -142,50 +157,85 @@ def _load(values: list[float]) -> str:
     return " / ".join(f"{x:.2f}" for x in values)
 
 
-def render(r: dict[str, Any]) -> str:
-    """SHARED_STUDY.md: both figures, what was run, what else loaded the machine."""
-    f, g = r["throughput"], r["pruning"]
+def _met(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def _f_rows(f: dict[str, Any]) -> list[list[str]]:
     one, two = f["runs"]["1"], f["runs"]["2"]
+    measured = f"{two['trials_per_hour']:.1f} vs {one['trials_per_hour']:.1f} = {f['ratio']:.2f}×"
+    return [["(f) trials/hour, 2 workers vs 1", measured, "≥ 1.6×", _met(f["ratio"] >= 1.6)]]
+
+
+def _g_rows(g: dict[str, Any]) -> list[list[str]]:
     med, none = g["runs"]["median"], g["runs"]["none"]
-    rows = [
-        ["(f) trials/hour, 2 workers vs 1", f"{two['trials_per_hour']:.1f} vs "
-         f"{one['trials_per_hour']:.1f} = {f['ratio']:.2f}×", "≥ 1.6×",
-         "yes" if f["ratio"] >= 1.6 else "**no**"],
-        ["(g) student epochs, median pruner vs none", f"{med['student_epochs']} vs "
+    label = f"(g) {' '.join(g['meta']['args']['median_args']) or 'median pruner defaults'}"
+    return [
+        [f"{label}: student epochs vs none", f"{med['student_epochs']} vs "
          f"{none['student_epochs']} = {100 * g['epoch_share']:.0f}%", "≤ 60%",
-         "yes" if g["epoch_share"] <= 0.6 else "**no**"],
-        ["(g) best val_acc, none − median", f"{none['best_val_acc']:.4f} − "
+         _met(g["epoch_share"] <= 0.6)],
+        [f"{label}: best val_acc, none − median", f"{none['best_val_acc']:.4f} − "
          f"{med['best_val_acc']:.4f} = {g['best_gap_points']:.2f} points", "≤ 0.5",
-         "yes" if g["best_gap_points"] <= 0.5 else "**no**"],
+         _met(g["best_gap_points"] <= 0.5)],
     ]  # fmt: skip
-    m = r["meta"]
+
+
+def _when(record: dict[str, Any]) -> str:
+    m = record["meta"]
+    dirty = " (dirty tree)" if m.get("dirty") else ""
+    return (f"measured {m['measured']} at commit `{m['commit']}`{dirty} by `{m['command']}` "
+            f"({m['seconds'] / 60:.0f} min)")  # fmt: skip
+
+
+def _f_text(f: dict[str, Any]) -> str:
+    one, two = f["runs"]["1"], f["runs"]["2"]
+    return (
+        f"**(f)** The same {one['finished']}-trial study (no pruner) run by one worker, then by "
+        f"two workers started together on one SQLite study, each with one torch thread, "
+        f"{_when(f)}: {one['wall_s']:.0f} s against {two['wall_s']:.0f} s. Load averages "
+        f"{_load(one['loadavg_before'])} → {_load(one['loadavg_after'])} (one worker) and "
+        f"{_load(two['loadavg_before'])} → {_load(two['loadavg_after'])} (two). CPU seconds per "
+        f"trial (user + system, all workers): {one['cpu_s_per_trial']:.1f} (one worker) and "
+        f"{two['cpu_s_per_trial']:.1f} (two): what a trial costs, whatever else ran. Each "
+        f"worker: `kdprune {' '.join(one['command'])}` with `KDPRUNE_STORAGE` set to its study."
+    )
+
+
+def _g_text(g: dict[str, Any]) -> str:
+    med, none = g["runs"]["median"], g["runs"]["none"]
+    return (
+        f"**(g)** The same {none['finished']}-trial study ({g['meta']['args']['epochs']} "
+        f"student epochs per trial, same seeds) with `hydra/sweeper/pruner=median` and `=none`, "
+        f"one worker each, side by side, {_when(g)}: {med['pruned']} of {med['finished']} "
+        f"trials pruned; best feasible trial #{med['best_trial']} ({med['best_val_acc']:.4f}) "
+        f"against #{none['best_trial']} ({none['best_val_acc']:.4f}). Load averages "
+        f"{_load(g['loadavg_before'])} → {_load(g['loadavg_after'])}. Command: "
+        f"`kdprune {' '.join(g['command'])}`, and the same with `hydra/sweeper/pruner=none` "
+        "(without the median-only overrides)."
+    )
+
+
+def render(r: dict[str, Any]) -> str:
+    """SHARED_STUDY.md: the figures measured so far, what was run, what else loaded the CPU."""
+    pruning = [g for g in (r.get("pruning"), *r.get("pruning_variants", [])) if g]
+    rows = (_f_rows(r["throughput"]) if "throughput" in r else []) + [
+        row for g in pruning for row in _g_rows(g)
+    ]
+    texts = ([_f_text(r["throughput"])] if "throughput" in r else []) + [
+        _g_text(g) for g in pruning
+    ]
     lines = [
         "# Shared-study sweeps: workers and pruning",
         "",
-        f"Measured {m['measured']} at commit `{m.get('commit', '?')}`"
-        f"{' (dirty tree)' if m.get('dirty') else ''} on {m['cpu']} ({m['cores']} cores), by "
-        f"`{m['command']}` ({r['seconds'] / 60:.0f} min). The machine is shared: load averages "
-        "(1 / 5 / 15 min) are given for every measurement.",
+        f"On {r['cpu']} ({r['cores']} cores), shared with other sessions: load averages "
+        "(1 / 5 / 15 min) are given for every measurement. Fashion-MNIST, `lenet5_wide`, "
+        f"{r['max_batches']} training batches per epoch, a cached teacher.",
         "",
         "| figure | measured | target | met |",
         "|---|---|---|---|",
         *("| " + " | ".join(row) + " |" for row in rows),
         "",
-        f"**(f)** The same {one['finished']}-trial study (no pruner) run by one worker, then "
-        f"by two workers started together on one SQLite study, each with one torch thread: "
-        f"{one['wall_s']:.0f} s against {two['wall_s']:.0f} s. Load averages "
-        f"{_load(one['loadavg_before'])} → {_load(one['loadavg_after'])} (one worker) and "
-        f"{_load(two['loadavg_before'])} → {_load(two['loadavg_after'])} (two). Each worker: "
-        f"`kdprune {' '.join(one['command'])}` with `KDPRUNE_STORAGE` set to its study.",
-        "",
-        f"**(g)** The same {none['finished']}-trial study ({r['args']['epochs']} student epochs "
-        f"per trial, same seeds) with `hydra/sweeper/pruner=median` and `=none`, one worker "
-        f"each, side by side: {med['pruned']} of {med['finished']} trials pruned; best feasible "
-        f"trial #{med['best_trial']} ({med['best_val_acc']:.4f}) against #{none['best_trial']} "
-        f"({none['best_val_acc']:.4f}). Load averages {_load(g['loadavg_before'])} → "
-        f"{_load(g['loadavg_after'])}. Command: `kdprune {' '.join(g['command'])}`, and the "
-        "same with `hydra/sweeper/pruner=none`.",
-        "",
+        *(line for text in texts for line in (text, "")),
     ]
     return "\n".join(lines)
 
@@ -197,37 +247,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=6, help="(g) budget.student_epochs")
     parser.add_argument("--max-batches", type=int, default=100, help="training batches / epoch")
     parser.add_argument("--only", choices=["f", "g"], help="one figure (default: both)")
+    parser.add_argument("--median-args", nargs="*", default=[], help="(g) overrides, median only")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-sweeps")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Measure the chosen figures, merge them into benchmarks/shared_study.json, render the page."""
     args = parse_args(argv)
     start = time.perf_counter()
-    meta = {
-        **commit(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "command": " ".join(["python -m benchmarks.shared_study", *(argv or [])]),
-        "measured": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+    meta = {**commit(), "command": " ".join(["python -m benchmarks.shared_study", *(argv or [])]),
+            "measured": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "args": vars(args) | {"out": str(args.out)}}  # fmt: skip
     folder = args.out / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     folder.mkdir(parents=True)
     warm_teacher(args, folder)
-    results: dict[str, Any] = {"args": vars(args) | {"out": str(args.out)}}
+    measured: dict[str, Any] = {}
     if args.only in (None, "f"):
-        results["throughput"] = throughput(args, folder)
+        measured["throughput"] = throughput(args, folder)
     if args.only in (None, "g"):
-        results["pruning"] = pruning(args, folder)
-    results["seconds"] = time.perf_counter() - start
-    results["meta"] = meta
+        measured["pruning"] = pruning(args, folder)
+    for record in measured.values():
+        record["meta"] = {**meta, "seconds": time.perf_counter() - start, "folder": str(folder)}
+    path = ROOT / "benchmarks" / "shared_study.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    if args.median_args and "pruning" in measured:  # a variant: kept beside the defaults' run
+        results.setdefault("pruning_variants", []).append(measured.pop("pruning"))
+    results.update(measured, cpu=cpu_model(), cores=os.cpu_count(), max_batches=args.max_batches)
     text = json.dumps(results, indent=1) + "\n"
-    atomic_write(folder / "shared_study.json", lambda fh: fh.write(text.encode()))
-    if args.only is None:
-        atomic_write(ROOT / "benchmarks" / "shared_study.json", lambda fh: fh.write(text.encode()))
-        page = render(results)
-        atomic_write(ROOT / "SHARED_STUDY.md", lambda fh: fh.write(page.encode()))
-    print(json.dumps({k: results[k] for k in ("throughput", "pruning") if k in results}, indent=1))
+    atomic_write(path, lambda fh: fh.write(text.encode()))
+    atomic_write(ROOT / "SHARED_STUDY.md", lambda fh: fh.write(render(results).encode()))
+    print(render(results))
     return 0
 
 

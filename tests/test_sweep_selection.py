@@ -81,6 +81,7 @@ BAD_SWEEPS = [
     ("+sweep=optuna", "hydra.sweeper.n_jobs=2"),
     ("+sweep=optuna", "hydra.sweeper.heartbeat_interval=0"),
     ("+sweep=optuna", "hydra.sweeper.constraints.macs_speedup.min=fast"),
+    ("+sweep=optuna", "hydra/sweeper/pruner=threshold"),  # needs a lower or upper bound
 ]
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
-from kdprune.errors import ConfigError
+from kdprune.errors import ConfigError, one_line
 from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.storage import check_storage
@@ -18,6 +19,17 @@ NO_PRUNER = (None, "optuna.pruners.NopPruner")
 def _positive_or_null(value: Any, key: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ConfigError(f"hydra.sweeper.{key} must be a whole number >= 1 or null, got {value!r}")
+
+
+def _check_pruner(pruner: Any) -> None:
+    """Build the pruner once: a bad option fails here, not in every trial's job."""
+    if pruner is None:
+        return
+    try:
+        instantiate(pruner, _execution_whitelist_=("optuna.pruners.*",))
+    except Exception as err:  # Optuna's own checks: TypeError, ValueError
+        cause = err.__cause__ or err
+        raise ConfigError(f"hydra.sweeper.pruner cannot be built: {one_line(cause)}") from None
 
 
 def check_sweeper(hydra_cfg: DictConfig) -> None:
@@ -35,6 +47,7 @@ def check_sweeper(hydra_cfg: DictConfig) -> None:
             f"Optuna cannot prune a study with {objectives} objectives, and {pruner} was "
             "chosen: use hydra/sweeper/pruner=none for a multi-objective (Pareto) sweep"
         )
+    _check_pruner(sweeper.get("pruner"))
     parse_constraints(sweeper.get("constraints"))
     for key in ("heartbeat_interval", "grace_period"):
         _positive_or_null(sweeper.get(key), key)
