@@ -195,3 +195,27 @@ def test_a_postgresql_url_without_any_driver_says_what_to_install(monkeypatch) -
     with pytest.raises(ConfigError, match=r"psycopg.*pip install") as err:
         check_storage("postgresql://me@127.0.0.1/kdprune")
     assert "\n" not in str(err.value)
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_tries_again(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    real, calls = storage_module.RDBStorage, []
+
+    def racing(*args, **kwargs):  # the first try meets tables another worker is creating
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError(
+                "CREATE TABLE", {}, Exception("table version_info already exists")
+            )
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(storage_module, "RDBStorage", racing)
+    optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/s.db"))
+    assert len(calls) == 2
+    monkeypatch.setattr(storage_module, "RDBStorage", lambda *a, **k: (_ for _ in ()).throw(
+        OperationalError("connect", {}, Exception("could not connect to server"))))  # fmt: skip
+    with pytest.raises(OperationalError):  # any other error is not retried
+        open_storage(f"sqlite:///{tmp_path}/other.db")

@@ -146,9 +146,9 @@ def _rdb_storage(
     url: str, heartbeat_interval: int | None, grace_period: int | None, pool_pre_ping: bool
 ) -> RDBStorage:
     """Optuna's RDBStorage. Workers that start together on an empty database all create its
-    tables; all but one lose that race (a duplicate table or type) and simply try again, when the
-    tables are there."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    tables; all but one lose that race (PostgreSQL: a duplicate table or type; SQLite: "table ...
+    already exists") and simply try again, when the tables are there."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
@@ -160,8 +160,9 @@ def _rdb_storage(
                     grace_period=grace_period,
                     engine_kwargs={"pool_pre_ping": True} if pool_pre_ping else None,
                 )
-        except (IntegrityError, ProgrammingError):
-            if attempt == SCHEMA_ATTEMPTS - 1:
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            lost_race = any(w in str(err).lower() for w in ("already exists", "duplicate"))
+            if not lost_race or attempt == SCHEMA_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
