@@ -104,6 +104,15 @@ def study_figures(storage: str) -> dict[str, Any]:
     }
 
 
+def pruner_settings(sweep_dir: Path) -> str:
+    """The pruner a study's jobs ran with, as its first job's Hydra config says."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(sweep_dir / "0" / ".hydra" / "hydra.yaml").hydra.sweeper.pruner
+    name = str(cfg.pop("_target_")).rsplit(".", 1)[-1]
+    return f"{name}({', '.join(f'{k}={v}' for k, v in cfg.items())})"
+
+
 def throughput(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """(f) One worker, then two, on the same 12-trial study definition (no pruner: equal work)."""
     sweep = [f"hydra.sweeper.n_trials={args.trials}", "hydra/sweeper/pruner=none"]
@@ -133,6 +142,7 @@ def pruning(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     before, start = loadavg(), time.perf_counter()
     wait_all(procs, logs)
     runs = {p: {"storage": s, **study_figures(s)} for p, s in storages.items()}
+    runs["median"]["pruner"] = pruner_settings(folder / "median")
     median, none = runs["median"], runs["none"]
     return {
         "runs": runs,
@@ -169,7 +179,7 @@ def _f_rows(f: dict[str, Any]) -> list[list[str]]:
 
 def _g_rows(g: dict[str, Any]) -> list[list[str]]:
     med, none = g["runs"]["median"], g["runs"]["none"]
-    label = f"(g) {' '.join(g['meta']['args']['median_args']) or 'median pruner defaults'}"
+    label = f"(g) {med['pruner']}"
     return [
         [f"{label}: student epochs vs none", f"{med['student_epochs']} vs "
          f"{none['student_epochs']} = {100 * g['epoch_share']:.0f}%", "≤ 60%",
@@ -187,7 +197,7 @@ def _when(record: dict[str, Any]) -> str:
             f"({m['seconds'] / 60:.0f} min)")  # fmt: skip
 
 
-def _f_text(f: dict[str, Any]) -> str:
+def _f_text(f: dict[str, Any], cores: int) -> str:
     one, two = f["runs"]["1"], f["runs"]["2"]
     return (
         f"**(f)** The same {one['finished']}-trial study (no pruner) run by one worker, then by "
@@ -196,7 +206,9 @@ def _f_text(f: dict[str, Any]) -> str:
         f"{_load(one['loadavg_before'])} → {_load(one['loadavg_after'])} (one worker) and "
         f"{_load(two['loadavg_before'])} → {_load(two['loadavg_after'])} (two). CPU seconds per "
         f"trial (user + system, all workers): {one['cpu_s_per_trial']:.1f} (one worker) and "
-        f"{two['cpu_s_per_trial']:.1f} (two): what a trial costs, whatever else ran. Each "
+        f"{two['cpu_s_per_trial']:.1f} (two): what a trial costs, whatever else ran; the "
+        f"workers got {one['cpu_s'] / one['wall_s']:.2f} (one) and "
+        f"{two['cpu_s'] / two['wall_s']:.2f} (two) of the machine's {cores} cores. Each "
         f"worker: `kdprune {' '.join(one['command'])}` with `KDPRUNE_STORAGE` set to its study."
     )
 
@@ -221,7 +233,7 @@ def render(r: dict[str, Any]) -> str:
     rows = (_f_rows(r["throughput"]) if "throughput" in r else []) + [
         row for g in pruning for row in _g_rows(g)
     ]
-    texts = ([_f_text(r["throughput"])] if "throughput" in r else []) + [
+    texts = ([_f_text(r["throughput"], r["cores"])] if "throughput" in r else []) + [
         _g_text(g) for g in pruning
     ]
     lines = [
@@ -229,7 +241,9 @@ def render(r: dict[str, Any]) -> str:
         "",
         f"On {r['cpu']} ({r['cores']} cores), shared with other sessions: load averages "
         "(1 / 5 / 15 min) are given for every measurement. Fashion-MNIST, `lenet5_wide`, "
-        f"{r['max_batches']} training batches per epoch, a cached teacher.",
+        f"{r['max_batches']} training batches per epoch, a cached teacher. Trials per hour are "
+        "the CPU the workers get divided by the CPU seconds a trial costs: on a busy machine the "
+        "first is what the scheduler hands out, the second is the sweep's own cost.",
         "",
         "| figure | measured | target | met |",
         "|---|---|---|---|",

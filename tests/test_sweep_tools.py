@@ -93,10 +93,12 @@ def test_the_shared_study_benchmark_page_says_what_was_met() -> None:
             "args": {"epochs": 6, "median_args": []}}  # fmt: skip
     run = {"finished": 12, "wall_s": 100.0, "loadavg_before": [1.0, 1.0, 1.0],
            "loadavg_after": [2.0, 2.0, 2.0], "command": ["-m", "+sweep=optuna"]}  # fmt: skip
-    runs = {"1": {**run, "trials_per_hour": 432.0, "cpu_s_per_trial": 8.0},
-            "2": {**run, "trials_per_hour": 777.6, "cpu_s_per_trial": 8.2}}  # fmt: skip
+    runs = {"1": {**run, "trials_per_hour": 432.0, "cpu_s_per_trial": 8.0, "cpu_s": 96.0},
+            "2": {**run, "trials_per_hour": 777.6, "cpu_s_per_trial": 8.2,
+                  "cpu_s": 98.4}}  # fmt: skip
     study = {"finished": 16, "pruned": 6, "best_trial": 3}
-    pruning = {"runs": {"median": {**study, "student_epochs": 50, "best_val_acc": 0.880},
+    pruning = {"runs": {"median": {**study, "student_epochs": 50, "best_val_acc": 0.880,
+                                   "pruner": "MedianPruner(n_startup_trials=2)"},
                         "none": {**study, "pruned": 0, "student_epochs": 96,
                                  "best_val_acc": 0.882}},
                "epoch_share": 50 / 96, "best_gap_points": 0.2, "loadavg_before": [1.0] * 3,
@@ -105,4 +107,5 @@ def test_the_shared_study_benchmark_page_says_what_was_met() -> None:
                    "throughput": {"runs": runs, "ratio": 1.8, "meta": meta}})  # fmt: skip
     assert "| (f) trials/hour, 2 workers vs 1 | 777.6 vs 432.0 = 1.80× | ≥ 1.6× | yes |" in page
     assert "50 vs 96 = 52% | ≤ 60% | yes |" in page and "0.20 points | ≤ 0.5 | yes |" in page
-    assert "8.0 (one worker) and 8.2 (two)" in page
+    assert "8.0 (one worker) and 8.2 (two)" in page and "0.96 (one) and 0.98 (two)" in page
+    assert "| (g) MedianPruner(n_startup_trials=2): student epochs vs none |" in page

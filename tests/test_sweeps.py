@@ -53,6 +53,7 @@ def _optuna_args(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
     return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}", "teacher.epochs=2",
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
+            "hydra/sweeper/pruner=none",  # every trial runs to its end (pruning: test_sweep_*)
             f"hydra.sweep.dir={tmp_path}/runs", *extra]  # fmt: skip
 
 

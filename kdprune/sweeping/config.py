@@ -26,7 +26,10 @@ SWEEPER = "kdprune.sweeping.optuna_sweeper.ResumableOptunaSweeper"
 @dataclass
 class MedianPrunerConf:
     _target_: str = "optuna.pruners.MedianPruner"
-    n_startup_trials: int = 5
+    # Optuna's default is 5: in a 12- or 16-trial study that leaves a third of the trials that can
+    # never stop early. With 2, a 16-trial Fashion-MNIST study spent 58% of the student epochs
+    # of the same study without a pruner (5: 76%), and found a better best trial (SHARED_STUDY.md).
+    n_startup_trials: int = 2
     n_warmup_steps: int = 0
     interval_steps: int = 1
     n_min_trials: int = 1
