@@ -287,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     if args.median_args and "pruning" in measured:  # a variant: kept beside the defaults' run
         results.setdefault("pruning_variants", []).append(measured.pop("pruning"))
+    if "throughput" in measured:  # every run is kept: on a shared machine each says something
+        results.setdefault("throughput_runs", []).append(measured["throughput"])
     results.update(measured, cpu=cpu_model(), cores=os.cpu_count(), max_batches=args.max_batches)
     text = json.dumps(results, indent=1) + "\n"
     atomic_write(path, lambda fh: fh.write(text.encode()))

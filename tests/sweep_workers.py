@@ -55,7 +55,7 @@ WORKER_ARGS = (
     "measure.repeats=1",
     "hydra/sweeper/pruner=none",
     "hydra.sweeper.heartbeat_interval=1",
-    "hydra.sweeper.grace_period=4",
+    "hydra.sweeper.grace_period=6",  # 6 missed beats: never a busy machine's hiccup
 )
 
 
