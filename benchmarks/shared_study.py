@@ -167,6 +167,9 @@ def _load(values: list[float]) -> str:
     return " / ".join(f"{x:.2f}" for x in values)
 
 
+ONE_SESSION = " (workers in one session)"
+
+
 def _met(ok: bool) -> str:
     return "yes" if ok else "**no**"
 
@@ -174,7 +177,10 @@ def _met(ok: bool) -> str:
 def _f_rows(f: dict[str, Any]) -> list[list[str]]:
     one, two = f["runs"]["1"], f["runs"]["2"]
     measured = f"{two['trials_per_hour']:.1f} vs {one['trials_per_hour']:.1f} = {f['ratio']:.2f}×"
-    return [["(f) trials/hour, 2 workers vs 1", measured, "≥ 1.6×", _met(f["ratio"] >= 1.6)]]
+    label = "(f) trials/hour, 2 workers vs 1" + (
+        ONE_SESSION if f["meta"].get("one_session") else ""
+    )
+    return [[label, measured, "≥ 1.6×", _met(f["ratio"] >= 1.6)]]
 
 
 def _g_rows(g: dict[str, Any]) -> list[list[str]]:
@@ -201,7 +207,8 @@ def _f_text(f: dict[str, Any], cores: int) -> str:
     one, two = f["runs"]["1"], f["runs"]["2"]
     return (
         f"**(f)** The same {one['finished']}-trial study (no pruner) run by one worker, then by "
-        f"two workers started together on one SQLite study, each with one torch thread, "
+        f"two workers started together on one SQLite study, each with one torch thread"
+        f"{ONE_SESSION if f['meta'].get('one_session') else ''}, "
         f"{_when(f)}: {one['wall_s']:.0f} s against {two['wall_s']:.0f} s. Load averages "
         f"{_load(one['loadavg_before'])} → {_load(one['loadavg_after'])} (one worker) and "
         f"{_load(two['loadavg_before'])} → {_load(two['loadavg_after'])} (two). CPU seconds per "

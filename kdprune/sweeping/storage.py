@@ -27,6 +27,7 @@ from kdprune.errors import ConfigError
 from kdprune.paths import journal_file, sqlite_file
 
 HEARTBEAT_ATTR = "kdprune:heartbeat"  # journal storage: time.time() of the trial's last beat
+RACE_WORDS = ("already exists", "duplicate")
 SCHEMA_ATTEMPTS = 10  # workers creating an empty database's tables at once: tries each
 DRIVER_HINT = "pip install 'psycopg[binary]' (or: pip install -e '.[postgres]')"
 
@@ -146,8 +147,9 @@ def _rdb_storage(
     url: str, heartbeat_interval: int | None, grace_period: int | None, pool_pre_ping: bool
 ) -> RDBStorage:
     """Optuna's RDBStorage. Workers that start together on an empty database all create its
-    tables; all but one lose that race (PostgreSQL: a duplicate table or type; SQLite: "table ...
-    already exists") and simply try again, when the tables are there."""
+    tables and stamp their version; all but one lose that race (a duplicate table, type or
+    version row: IntegrityError, or "already exists") and simply try again, when the tables are
+    there. Any other error (a server that cannot be reached, ...) is raised at once."""
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(SCHEMA_ATTEMPTS):
@@ -161,7 +163,8 @@ def _rdb_storage(
                     engine_kwargs={"pool_pre_ping": True} if pool_pre_ping else None,
                 )
         except (IntegrityError, ProgrammingError, OperationalError) as err:
-            lost_race = any(w in str(err).lower() for w in ("already exists", "duplicate"))
+            message = str(err).lower()
+            lost_race = isinstance(err, IntegrityError) or any(w in message for w in RACE_WORDS)
             if not lost_race or attempt == SCHEMA_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
