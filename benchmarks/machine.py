@@ -69,6 +69,8 @@ def commit() -> dict[str, Any]:
                 ".",
                 ":!BENCHMARKS.md",
                 ":!benchmarks/results.json",
+                ":!SHARED_STUDY.md",
+                ":!benchmarks/shared_study.json",
             )
         ),
     }

@@ -176,7 +176,10 @@ def _met(ok: bool) -> str:
 
 def _f_rows(f: dict[str, Any]) -> list[list[str]]:
     one, two = f["runs"]["1"], f["runs"]["2"]
-    measured = f"{two['trials_per_hour']:.1f} vs {one['trials_per_hour']:.1f} = {f['ratio']:.2f}×"
+    measured = (
+        f"{two['trials_per_hour']:.1f} vs {one['trials_per_hour']:.1f} = {f['ratio']:.2f}× "
+        f"(on {two['cpu_s'] / two['wall_s']:.2f} vs {one['cpu_s'] / one['wall_s']:.2f} cores)"
+    )
     label = "(f) trials/hour, 2 workers vs 1" + (
         ONE_SESSION if f["meta"].get("one_session") else ""
     )
@@ -237,12 +240,10 @@ def _g_text(g: dict[str, Any]) -> str:
 def render(r: dict[str, Any]) -> str:
     """SHARED_STUDY.md: the figures measured so far, what was run, what else loaded the CPU."""
     pruning = [g for g in (r.get("pruning"), *r.get("pruning_variants", [])) if g]
-    rows = (_f_rows(r["throughput"]) if "throughput" in r else []) + [
-        row for g in pruning for row in _g_rows(g)
-    ]
-    texts = ([_f_text(r["throughput"], r["cores"])] if "throughput" in r else []) + [
-        _g_text(g) for g in pruning
-    ]
+    throughput = r.get("throughput_runs") or ([r["throughput"]] if "throughput" in r else [])
+    rows = [row for f in throughput for row in _f_rows(f)]
+    rows += [row for g in pruning for row in _g_rows(g)]
+    texts = [_f_text(f, r["cores"]) for f in throughput] + [_g_text(g) for g in pruning]
     lines = [
         "# Shared-study sweeps: workers and pruning",
         "",
