@@ -40,6 +40,15 @@ def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[
         graph.load_pruning_history([list(step) for step in history])
 
 
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Module path -> output channels (convs) or features (linears) of every such layer."""
+    return {
+        path: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+        for path, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+    }
+
+
 def _plain_history(history: Iterable[Any]) -> list[list[Any]]:
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
 
@@ -147,14 +156,41 @@ class StructuredPruner:
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
         start = time.perf_counter()
-        if self.ratio == 0:
-            history, ratio = [], 0.0
-        elif self.unit == "channels":
-            history, ratio = self._prune_copy(self.ratio)[1], self.ratio
-        else:
-            history, ratio = self._search()
+        history, ratio = self._one_shot()
         replay_history(self.model, self.example_inputs, history)
         return PruneResult(history, ratio, time.perf_counter() - start)
+
+    def plan(self) -> dict[str, int]:
+        """The widths `apply` would leave, computed on a copy: module path -> output channels
+        (features) of every conv and linear layer. The bound model is not touched."""
+        history, _ = self._one_shot()
+        planned = clone_model(self.model)
+        replay_history(planned, self.example_inputs, history)
+        return layer_widths(planned)
+
+    def apply_widths(self, widths: dict[str, int]) -> PruneResult:
+        """Prune the bound model in place until no layer is wider than `widths` (module path ->
+        output channels), removing its least important channels; exact, unlike a ratio, which
+        Torch-Pruning rounds per layer. Gradual pruning steps towards `plan()` with this."""
+        start = time.perf_counter()
+        current = layer_widths(self.model)
+        # Torch-Pruning keeps int(c * (1 - r)) of c channels: r = 1 - (k + 0.5) / c keeps k.
+        ratios = {
+            path: 1.0 - (widths[path] + 0.5) / width
+            for path, width in current.items()
+            if path in widths and widths[path] < width
+        }
+        history = self._prune_copy_by_layer(ratios) if ratios else []
+        replay_history(self.model, self.example_inputs, history)
+        return PruneResult(history, None, time.perf_counter() - start)
+
+    def _one_shot(self) -> tuple[list[list[Any]], float]:
+        """The history and channel ratio of the configured cut of the bound model."""
+        if self.ratio == 0:
+            return [], 0.0
+        if self.unit == "channels":
+            return self._prune_copy(self.ratio)[1], self.ratio
+        return self._search()
 
     def _check_prunable(self) -> None:
         """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
@@ -233,6 +269,25 @@ class StructuredPruner:
                 pruner.step()
         candidate.zero_grad(set_to_none=True)
         return candidate, _plain_history(pruner.pruning_history())
+
+    def _prune_copy_by_layer(self, ratios: dict[str, float]) -> list[list[Any]]:
+        """Prune a copy with a ratio per layer (module path -> ratio); return its history."""
+        candidate = clone_model(self.model)
+        with autograd_enabled():
+            pruner = tp.pruner.BasePruner(
+                candidate,
+                move_inputs(self.example_inputs, candidate),
+                importance=self.importance,
+                pruning_ratio=0.0,
+                pruning_ratio_dict={candidate.get_submodule(p): r for p, r in ratios.items()},
+                max_pruning_ratio=0.999,  # the caller's widths already respect the cap
+                ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
+            )
+            if self.calibrate is not None:
+                self.calibrate(candidate, self.calibration, self.loss_fn)
+            pruner.step()
+        candidate.zero_grad(set_to_none=True)
+        return _plain_history(pruner.pruning_history())
 
     def _search(self) -> tuple[list[list[Any]], float]:
         """Find the channel ratio whose params/macs reduction is within tolerance of the target.
