@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 SCRIPT_OVERRIDES := \
   $(if $(PRUNE_METHOD),prune_method=$(PRUNE_METHOD)) \
   $(if $(PRUNE_RATIO),prune_method.ratio=$(PRUNE_RATIO)) \
-  $(if $(STUDENT_CKPT),schedule=prune_then_distill 'schedule.student_checkpoint=$(STUDENT_CKPT)') \
+  $(if $(STUDENT_CKPT),schedule=prune_then_distill student_init=checkpoint 'student_checkpoint=$(STUDENT_CKPT)') \
   $(if $(TEACHER_CKPT),'teacher.checkpoint=$(TEACHER_CKPT)') \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))

@@ -82,6 +82,8 @@ def check_trainer(cfg: DictConfig) -> None:
         if t.get(key) is not None:
             whole_number(t[key], f"trainer.{key}", 1)
     number(t.label_smoothing, "trainer.label_smoothing", 0.0, 0.999)
+    if t.get("select_epoch", "best_val") not in ("best_val", "last"):
+        raise ConfigError(f"trainer.select_epoch must be best_val or last, got {t.select_epoch!r}")
     if t.get("progress") not in (True, False, None, "auto"):
         raise ConfigError(f"trainer.progress must be true, false or auto, got {t.progress!r}")
 
@@ -106,22 +108,28 @@ def check_optimizers(cfg: DictConfig) -> None:
 
 
 def check_schedule(cfg: DictConfig) -> None:
-    """Options of the order that the order functions would only notice late."""
+    """The order and the student's start: combinations the order functions would only notice
+    late, such as pruning an untrained network."""
+    from kdprune.schedules.orders import resolve_prune_target
+    from kdprune.schedules.start import INITS, same_architecture
+
     s = cfg.schedule
     if s.name not in ORDERS:
         raise ConfigError(f"schedule.name must be one of {', '.join(ORDERS)}, got {s.name!r}")
-    if s.get("prune_target", "student") not in ("student", "teacher"):
+    if cfg.student_init not in INITS:
         raise ConfigError(
-            f"schedule.prune_target must be student or teacher, got {s.prune_target!r}"
+            f"student_init must be one of {', '.join(INITS)}, got {cfg.student_init!r}"
         )
-    if s.get("student_init", "scratch") not in ("scratch", "teacher"):
+    if cfg.student_init == "teacher" and not same_architecture(cfg):
         raise ConfigError(
-            f"schedule.student_init must be scratch or teacher, got {s.student_init!r}"
+            "student_init=teacher needs the teacher to share the student's architecture; "
+            "student_init=trained starts from the dense trained network of the student's own"
         )
-    same_arch = cfg.teacher.model is None or cfg.teacher.model == cfg.model
-    if s.get("student_init") == "teacher" and not same_arch:
-        raise ConfigError(
-            "schedule.student_init=teacher needs the teacher to share the student's architecture"
+    if (cfg.student_init == "checkpoint") != bool(cfg.student_checkpoint):
+        raise ConfigError("student_init=checkpoint and student_checkpoint=<file> go together")
+    if s.name == "prune_then_distill":
+        resolve_prune_target(
+            s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
         )
     if s.name == "joint":
         check_joint(cfg)
@@ -136,10 +144,6 @@ def check_joint(cfg: DictConfig) -> None:
     if number(s.pruning_end, "schedule.pruning_end", 0.0, 1.0) <= start:
         raise ConfigError(
             f"schedule.pruning_end ({s.pruning_end}) must come after pruning_start ({start})"
-        )
-    if structured and cfg.prune_method.unit != "channels":
-        raise ConfigError(
-            "schedule=joint prunes gradually by channel ratio; use prune_method.unit=channels"
         )
     if cfg.kd.name == "fitnet" and structured:
         raise ConfigError(
@@ -165,8 +169,8 @@ def check_models(cfg: DictConfig) -> None:
 
     student = build(cfg.model)
     teacher = build(cfg.teacher.model) if cfg.teacher.model is not None else build(cfg.model)
-    if cfg.schedule.get("student_checkpoint"):
-        load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
+    if cfg.get("student_checkpoint"):
+        load_state_dict_file(student, cfg.student_checkpoint, "student")
     if cfg.teacher.get("checkpoint"):
         load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
     validate_kd(cfg.kd, student=student, teacher=teacher)

@@ -47,11 +47,14 @@ VALUES = [
     pytest.param(("device=cuda",), marks=pytest.mark.skipif(CUDA, reason="CUDA is here")),
     ("model=resnet999",),
     ("dataset=nope",),
-    ("schedule=joint", "prune_method.unit=macs"),
+    ("schedule=prune_then_distill",),  # would prune an untrained network (student_init=scratch)
+    ("student_init=checkpoint",),
+    ("student_init=nowhere",),
+    ("trainer.select_epoch=first",),
     ("schedule=joint", "schedule.pruning_steps=0"),
     ("schedule=joint", "schedule.pruning_end=0"),
     ("schedule.prune_target=everything",),
-    ("teacher=resnet20", "schedule.student_init=teacher"),
+    ("teacher=resnet20", "student_init=teacher"),
     ("lr_scheduler.warmup=2",),
     ("measure.repeats=0",),
     ("sweep_metric=test_acc",),
@@ -104,11 +107,12 @@ def test_bad_value_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -
 
 
 @pytest.mark.parametrize("kind", list(CHECKPOINTS))
-@pytest.mark.parametrize("key", ["schedule.student_checkpoint", "teacher.checkpoint"])
+@pytest.mark.parametrize("key", ["student_checkpoint", "teacher.checkpoint"])
 def test_bad_checkpoint_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, key, kind) -> None:
     path = tmp_path / f"{kind}.pt"
     CHECKPOINTS[kind](path)
-    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"{key}={path}")
+    start = ["student_init=checkpoint"] if key == "student_checkpoint" else []
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, *start, f"{key}={path}")
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
     assert str(path) in lines[0] and "checkpoint" in lines[0]
@@ -119,4 +123,5 @@ def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
     path = tmp_path / "good.pt"
     torch.save(lenet5(10, 1, 8).state_dict(), path)
     monkeypatch.chdir(tmp_path)
-    assert cli.check_command_line(run_args(tmp_path, f"schedule.student_checkpoint={path}")) is None
+    args = run_args(tmp_path, "student_init=checkpoint", f"student_checkpoint={path}")
+    assert cli.check_command_line(args) is None
