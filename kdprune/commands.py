@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--study", help="study name in --storage (optional if it holds one)")
     report.add_argument("--out", help="output folder (default: SOURCE, or the database's folder)")
     report.add_argument(
-        "--x", choices=["sparsity", "macs_speedup"], default="sparsity", help="x axis of the plot"
+        "--x",
+        choices=["sparsity", "macs_speedup", "params_removed"],
+        default="sparsity",
+        help="x axis of the plot, as achieved: weight sparsity (removed or zero), MACs speed-up "
+        "or parameters removed",
     )
     report.add_argument(
         "--pareto", action="store_true", help="also draw pareto.png (val_acc vs MACs speed-up)"
