@@ -245,23 +245,19 @@ def test_unreachable_server_times_out_and_falls_back(tmp_path) -> None:
     assert "W&B tracking off for this run: CommError" in text and "tracking False" in text
 
 
-def _metrics(order: str, ratio: float, seed: int, test_acc: float, **extra: Any) -> dict:
-    return fake_metrics(order, ratio, seed, test_acc + 0.01, test_acc, **extra)
-
-
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     """A sweep folder: 5 finished jobs (two seeds of one point), a failed one, a broken file."""
     runs = [
-        _metrics("prune_then_distill", 0.3, 0, 0.80),
-        _metrics("prune_then_distill", 0.3, 1, 0.70),
-        _metrics("prune_then_distill", 0.6, 0, 0.60),
-        _metrics("joint", 0.3, 0, 0.85),
-        _metrics("joint", 0.6, 0, 0.50),
+        ("prune_then_distill", 0.3, 0, 0.80),
+        ("prune_then_distill", 0.3, 1, 0.70),
+        ("prune_then_distill", 0.6, 0, 0.60),
+        ("joint", 0.3, 0, 0.85),
+        ("joint", 0.6, 0, 0.50),
     ]
     folder = tmp_path / "sweep"
-    for job in (0, 1, 2, 3, 10):
-        write_metrics(folder / str(job), runs.pop(0))
+    for job, (order, ratio, seed, test) in zip((0, 1, 2, 3, 10), runs, strict=True):
+        write_metrics(folder / str(job), fake_metrics(order, ratio, seed, test + 0.01, test))
     (folder / "4").mkdir()  # failed: no metrics.json
     (folder / "5").mkdir()
     (folder / "5" / "metrics.json").write_text("{not json")
@@ -286,10 +282,7 @@ def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
     points = curve_data(sweep_rows(sweep))
     for point in points:
         point[1] = round(point[1], 2)  # achieved sparsity 0.5101 / 0.8400 (integer params_after)
-    assert points[:2] == [
-        ["joint", 0.51, 0.85, None, None, 1],
-        ["joint", 0.84, 0.50, None, None, 1],
-    ]
+    assert points[:2] == [["joint", 0.51, 0.85, None, None, 1], ["joint", 0.84, 0.5, None, None, 1]]
     series, sparsity, accuracy, low, high, n = points[2]
     assert series == "prune_then_distill" and sparsity == 0.51 and n == 2
     # 0.80 and 0.70: mean 0.75, std 0.0707, t(0.975, 1) = 12.706 -> 0.75 ± 0.635
