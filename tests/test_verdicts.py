@@ -14,6 +14,7 @@ from fake_runs import fake_metrics, legacy
 from kdprune import commands
 from kdprune.reporting import ledger_row, paired_difference, summarise, verdict, verdicts
 from kdprune.reporting.budgets import check_budgets
+from kdprune.reporting.configs import distinguishing_keys, labels
 from kdprune.reporting.plots import accuracy_points
 from kdprune.reporting.runs import ledger_frame
 from kdprune.results import write_metrics
@@ -209,3 +210,20 @@ def test_verdicts_csv_and_markdown_section_per_level(tmp_path) -> None:
     assert "### target 0.3" in md and "### target 0.6" in md
     assert "**joint, kd=hinton better**" in md and "paired t" in md
     assert (tmp_path / "runs" / "verdicts.png").stat().st_size > 10_000
+
+
+def test_labels_name_what_differs_once() -> None:
+    def kd(name: str, t: float | None = None) -> dict[str, Any]:
+        group = {"name": name, "objective": {"_target_": f"kdprune.{name}"}}
+        if t is not None:  # the objective holds an interpolated copy of the temperature
+            group.update(temperature=t, objective={**group["objective"], "temperature": t})
+        return {"kd": group, "schedule": {"name": "joint"}, "seed": 0}
+
+    configs = {"a": kd("none"), "b": kd("hinton", 2.0), "c": kd("hinton", 4.0)}
+    # kd.temperature only differs among the hinton runs; its copy and _target_ are not news
+    assert distinguishing_keys(configs.values()) == ["kd.name", "kd.temperature"]
+    assert labels(configs, always=("schedule.name",)) == {
+        "a": "joint, kd=none",
+        "b": "joint, kd=hinton, kd.temperature=2",
+        "c": "joint, kd=hinton, kd.temperature=4",
+    }

@@ -18,7 +18,7 @@ from kdprune.results import config_fingerprint, configuration
 # Left out of the fingerprint that pairs runs across the orders and KD on / off.
 PAIRING_LEAVE_OUT = ("schedule", "kd")
 # The pruning target: a label on the plots, left out of the key that joins points into a line.
-TARGET_KEYS = ("prune_method.ratio",)
+TARGET_KEYS = ("prune_method.ratio", "prune_method.pruner.ratio")
 NO_KD = "none"
 # What a run without `config` is told apart by (the report's grouping before configs were kept).
 LEGACY_KEYS = ("model", "dataset", "order", "kd", "method", "unit", "target_ratio")
@@ -92,7 +92,8 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
 
     Inside a named group (`kd.name`, `schedule.name`, ...) a key counts only when it differs
     between configurations of the same name: `kd.temperature` is not news when one side is
-    `kd=none`, the name says it. Names first (schedule, kd), then the rest sorted.
+    `kd=none`, the name says it. Keys that always agree name one difference: the shallowest
+    stays. Names first (schedule, kd), then the rest sorted.
     """
     flats = [flatten(c) for c in configs]
     named = {k.split(".")[0] for f in flats for k in f if k.endswith(".name") and k.count(".") == 1}
@@ -108,8 +109,19 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
             seen[json.dumps(bucket, default=str)].add(json.dumps(f.get(key, _MISSING), default=str))
         if any(len(values) > 1 for values in seen.values()):
             out.append(key)
+    out = _without_copies(out, flats)
     first = [k for k in NAMES_FIRST if k in out]
     return first + [k for k in out if k not in first]
+
+
+def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
+    """One key per set of keys that always hold the same values (an interpolated copy such as
+    `kd.objective.temperature` of `kd.temperature`): the shallowest, then the first by name."""
+    kept: dict[tuple[str, ...], str] = {}
+    for key in sorted(keys, key=lambda k: (k.count("."), k)):
+        signature = tuple(json.dumps(f.get(key, _MISSING), default=str) for f in flats)
+        kept.setdefault(signature, key)
+    return sorted(kept.values())
 
 
 def _show(value: Any) -> str:
@@ -122,6 +134,8 @@ def describe(config: Mapping[str, Any], keys: Iterable[str]) -> str:
     parts = []
     for key in keys:
         value = flat.get(key, _MISSING)
+        if value is _MISSING:  # e.g. kd.temperature of kd=none: its name already says so
+            continue
         if key == "schedule.name":
             parts.append(_show(value))
         elif key == "kd.name":
