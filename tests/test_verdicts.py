@@ -88,18 +88,22 @@ def test_verdicts_pair_orders_and_kd_by_seed() -> None:
     assert len(table) == 2  # prune_then_distill without KD is not in the sweep
 
 
-def test_duplicate_seed_counts_once_and_only_shared_seeds_pair() -> None:
-    runs = ledger(
+def test_duplicate_seed_counts_once_and_only_shared_seeds_pair(tmp_path) -> None:
+    metrics = (
         [fake_metrics("prune_then_distill", 0.5, s, 0.9, 0.80) for s in (0, 1, 2)]
         + [fake_metrics("prune_then_distill", 0.5, 0, 0.9, 0.84)]  # seed 0 again
         + [fake_metrics("distill_then_prune", 0.5, s, 0.9, 0.78) for s in (0, 1, 3)]
     )
+    runs = ledger(metrics)
     summary = summarise(runs).set_index("order")
     assert summary.at["prune_then_distill", "n_seeds"] == 3  # distinct seeds, not 4 rows
     assert summary.at["prune_then_distill", "n_runs"] == 4
     (row,) = verdicts(runs, summarise(runs)).itertuples()
     assert row.n == 2 and row.seeds == "0, 1"  # seeds 2 and 3 are on one side only
     assert row.mean_diff == pytest.approx((0.04 + 0.02) / 2)  # seed 0: mean of 0.80 and 0.84
+    assert "**duplicates**: `prune_then_distill, kd=hinton` (target 0.5) seed 0: 2 runs" in report(
+        tmp_path, metrics
+    )
 
 
 def test_configurations_differing_only_in_temperature_are_never_pooled(tmp_path) -> None:
