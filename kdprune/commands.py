@@ -38,9 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps/study.db")
     report.add_argument("--study", help="study name in --storage (optional if it holds one)")
     report.add_argument("--out", help="output folder (default: SOURCE, or the database's folder)")
-    report.add_argument(
-        "--x", choices=["sparsity", "macs_speedup"], default="sparsity", help="x axis of the plot"
-    )
+    x_axes, x_help = ["sparsity", "macs_speedup", "params_removed"], "x axis (as achieved)"
+    report.add_argument("--x", choices=x_axes, default="sparsity", help=x_help)
     report.add_argument(
         "--pareto", action="store_true", help="also draw pareto.png (val_acc vs MACs speed-up)"
     )
