@@ -20,7 +20,7 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto report report-optuna report-pareto bench
+.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto headline report report-optuna report-pareto bench
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
@@ -29,6 +29,7 @@ help:
 	@echo "make sweep-orders   the three orders x prune ratios x KD on/off (accuracy-vs-sparsity curves)"
 	@echo "make sweep-optuna   Optuna TPE search (resumable; n_trials is the study's total)"
 	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
+	@echo "make headline   the fair verdict: 3 orders x KD on/off x 2x/4x MACs x 3 seeds, + a larger teacher"
 	@echo "make report     report of the newest orders sweep (or REPORT_SRC=<folder>)"
 	@echo "make lint       ruff check + format check"
 	@echo "make clean      remove outputs (runs, cache) and build litter"
@@ -74,6 +75,17 @@ sweep-orders: data
 sweep-optuna: data
 	$(PY) -m kdprune -m +sweep=optuna $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report --storage sqlite:///$(OPTUNA_DB) --study kdprune-optuna
+
+# The headline experiment (sweeps/headline.yaml): the same grid with the student's own architecture
+# as teacher, then with a larger one (cnn5), into one folder; its PRUNING_REPORT.md states the
+# verdicts. HEADLINE_TEACHER= (empty) skips the larger-teacher arm.
+HEADLINE_DIR := outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
+HEADLINE_TEACHER ?= cnn5
+
+headline: data
+	$(PY) -m kdprune -m +sweep=headline hydra.sweep.dir=$(HEADLINE_DIR)/same $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+	$(if $(HEADLINE_TEACHER),$(PY) -m kdprune -m +sweep=headline teacher=$(HEADLINE_TEACHER) hydra.sweep.dir=$(HEADLINE_DIR)/$(HEADLINE_TEACHER) $(strip $(SCRIPT_OVERRIDES) $(ARGS)))
+	$(PY) -m kdprune report $(HEADLINE_DIR)
 
 sweep-pareto: data
 	$(PY) -m kdprune -m +sweep=pareto $(strip $(SCRIPT_OVERRIDES) $(ARGS))

@@ -174,6 +174,35 @@ def check_models(cfg: DictConfig) -> None:
     if cfg.teacher.get("checkpoint"):
         load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
     validate_kd(cfg.kd, student=student, teacher=teacher)
+    check_target(cfg, teacher if _prunes_teacher(cfg) else student)
+
+
+def _prunes_teacher(cfg: DictConfig) -> bool:
+    from kdprune.schedules.orders import resolve_prune_target
+    from kdprune.schedules.start import same_architecture
+
+    if cfg.schedule.name != "prune_then_distill":
+        return False
+    s = cfg.schedule
+    target = resolve_prune_target(
+        s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
+    )
+    return target == "teacher"
+
+
+def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
+    """Bind the pruner to the architecture it will prune: it refuses, in one line, a model with
+    nothing to prune or a params / MACs target that no cut up to the per-layer cap reaches (the
+    cut is searched here, on fresh weights, so a target that rounding cannot hit fails now)."""
+    from kdprune.config import instantiate
+
+    d = cfg.dataset
+    x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
+    y = torch.zeros(2, dtype=torch.long)
+    factory = instantiate(cfg.prune_method.pruner)
+    pruner = factory(model=model, example_inputs=x[:1], calibration=[(x, y)])
+    if getattr(pruner, "unit", "channels") != "channels" and hasattr(pruner, "plan"):
+        pruner.plan()
 
 
 def validate(cfg: DictConfig) -> None:

@@ -96,13 +96,12 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
     stays. Names first (schedule, kd), then the rest sorted.
     """
     flats = [flatten(c) for c in configs]
-    named = {k.split(".")[0] for f in flats for k in f if k.endswith(".name") and k.count(".") == 1}
+    named = {k[: -len(".name")] for f in flats for k in f if k.endswith(".name")}
     out = []
     for key in sorted({k for f in flats for k in f}):
         if _is_plumbing(key):
             continue
-        group = key.split(".")[0]
-        scope = f"{group}.name" if group in named and key != f"{group}.name" else None
+        scope = _name_scope(key, named)
         seen: dict[Any, set[str]] = defaultdict(set)
         for f in flats:
             bucket = f.get(scope, _MISSING) if scope else None
@@ -112,6 +111,13 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
     out = _without_copies(out, flats)
     first = [k for k in NAMES_FIRST if k in out]
     return first + [k for k in out if k not in first]
+
+
+def _name_scope(key: str, named: set[str]) -> str | None:
+    """The `.name` key of the deepest named node holding `key` (`teacher.model.name` for
+    `teacher.model.hidden`), or None: within one name, a key is not news."""
+    owners = [node for node in named if key.startswith(node + ".") and key != node + ".name"]
+    return max(owners, key=len) + ".name" if owners else None
 
 
 def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
@@ -138,8 +144,8 @@ def describe(config: Mapping[str, Any], keys: Iterable[str]) -> str:
             continue
         if key == "schedule.name":
             parts.append(_show(value))
-        elif key == "kd.name":
-            parts.append(f"kd={_show(value)}")
+        elif key.endswith(".name"):  # kd=hinton, teacher.model=cnn5
+            parts.append(f"{key[: -len('.name')]}={_show(value)}")
         else:
             parts.append(f"{key}={_show(value)}")
     return ", ".join(parts)

@@ -99,7 +99,10 @@ def _draw_series(ax: Axes, points: pd.DataFrame) -> None:
                 marker=markers[first["method"]], markersize=6,
                 label=None if label in named else label)  # fmt: skip
         named.add(label)
-        low, high = group["low"].to_numpy(float), group["high"].to_numpy(float)
+        # An accuracy lies in [0, 1]: a few seeds' t interval can reach past it; draw it clipped
+        # (the tables give it as computed).
+        low = np.clip(group["low"].to_numpy(float), 0.0, 1.0)
+        high = np.clip(group["high"].to_numpy(float), 0.0, 1.0)
         if np.isfinite(low).any() and len(xs) > 1:
             ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
         elif np.isfinite(low).any():  # a band needs two points: an error bar instead
