@@ -25,6 +25,7 @@ from kdprune.paths import CONF_DIR
 from kdprune.reporting import comparison_table
 from kdprune.results import config_fingerprint, write_metrics
 from kdprune.schedules.context import RunContext
+from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
 from kdprune.sweeping import register as register_sweeper
@@ -74,6 +75,10 @@ def _experiment(cfg: DictConfig, device: torch.device, tracker, run_dir: Path) -
     teacher = train_teacher(ctx)
     start = starting_point(ctx, teacher)
     result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher, start=start)
+    # Quantization follows the order, reading its model through the model file (none: {}).
+    result |= instantiate(cfg.quantize.stage)(
+        ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE
+    )
     return {
         "order": cfg.schedule.name,
         "model": model_name(cfg.model),

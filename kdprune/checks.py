@@ -16,6 +16,7 @@ from kdprune.errors import ConfigError
 from kdprune.models import build
 from kdprune.pruning import pruner_class
 from kdprune.pruning import validate as validate_prune_method
+from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
 # Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
@@ -209,6 +210,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
     check_required(cfg)
     check_run(cfg)
+    check_quantize_budget(cfg)  # before check_epochs: it says why a stage's epochs went negative
     check_epochs(cfg)
     check_trainer(cfg)
     check_optimizers(cfg)
@@ -217,3 +219,4 @@ def validate(cfg: DictConfig) -> None:
     check_schedule(cfg)
     check_sweep_metric(cfg)
     check_models(cfg)
+    check_quantize_model(cfg)
