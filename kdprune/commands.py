@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="accuracy of a saved model file on a data set",
-        description="Load a model file (weights only) and print its accuracy on a split.",
+        help="accuracy of a saved model file (or a run's .onnx file) on a data set",
+        description="Load a model file (weights only; an .onnx file runs in ONNX Runtime) and "
+        "print its accuracy on a split.",
     )
     evaluate.add_argument("model_file")
     evaluate.add_argument(
@@ -155,9 +156,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise KdpruneError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    device = pick_device(args.device)
+    onnx = Path(args.model_file).suffix == ".onnx"  # model.int8.onnx: run in ONNX Runtime
+    device = pick_device("cpu" if onnx else args.device)
     cfg = run_config(args.model_file, _shorthands(args))
-    model = load_model(args.model_file, map_location=device)
+    model = None if onnx else load_model(args.model_file, map_location=device)
     splits = instantiate(cfg.dataset.splits)
     workers = 0 if splits.in_memory else min(4, os.cpu_count() or 1)
     loaders = make_loaders(
@@ -165,8 +167,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     loader = getattr(loaders, args.split)
     try:
-        result = evaluate(model, loader, device, amp=False)
-    except RuntimeError as err:  # shape mismatch: the model was trained on another data set
+        if onnx:
+            from kdprune.quantization.runtime import evaluate_onnx_file
+
+            result, what = evaluate_onnx_file(args.model_file, loader)
+        else:
+            result = evaluate(model, loader, device, amp=False)
+            what = f"{sum(p.numel() for p in model.parameters())} parameters"
+    except (RuntimeError, ValueError) as err:  # the model was trained on another data set
         raise KdpruneError(
             f"the model does not take {cfg.dataset.name} images ({str(err).splitlines()[0]})."
         ) from err
@@ -174,8 +182,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     correct = round(result["acc"] * n)
     print(
         f"{args.model_file}: {cfg.dataset.name} {args.split} accuracy {result['acc']:.4f} "
-        f"({correct}/{n}), loss {result['loss']:.4f}, "
-        f"{sum(p.numel() for p in model.parameters())} parameters"
+        f"({correct}/{n}), loss {result['loss']:.4f}, {what}"
     )
     return 0
 

@@ -62,6 +62,17 @@ VALUES = [
     ("dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"),
     ("logger=wandb", "logger.mode=bogus"),
     ("-m", "seed=x", "kd=none,hinton"),
+    ("quantize=int4",),
+    ("quantize=ptq", "quantize.calibration_images=0"),
+    ("quantize=ptq", "quantize.calibration_method=Magic"),
+    ("quantize=ptq", "quantize.epochs=1"),  # ptq trains nothing: the budget would shrink
+    ("quantize=qat", "quantize.epochs=0"),
+    ("quantize=qat", "quantize.epochs=4"),  # more than the last stage has (finetune_epochs=3)
+    ("quantize=qat", "schedule=prune_then_distill", "student_init=teacher", "quantize.epochs=9"),
+    # Feature KD hooks layers an exported graph does not have.
+    ("quantize=qat", "kd=attention", "kd.student_layers=[layer2]"),
+    ("quantize=qat", "trusted_targets=[odd_models.*]", "model._target_=odd_models.transposed"),
+    ("quantize=ptq", "trusted_targets=[odd_models.*]", "model._target_=odd_models.branching"),
 ]
 
 
@@ -125,3 +136,14 @@ def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     args = run_args(tmp_path, "student_init=checkpoint", f"student_checkpoint={path}")
     assert cli.check_command_line(args) is None
+
+
+@pytest.mark.parametrize("stage", ["ptq", "qat"])
+def test_int8_on_a_cpu_without_int8_instructions(monkeypatch, capsys, tmp_path, stage) -> None:
+    from kdprune.quantization import stages
+
+    monkeypatch.setattr(stages, "cpu_flags", lambda: {"fpu", "sse2", "avx"})
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"quantize={stage}")
+    assert code == 2, lines
+    assert len(lines) == 1 and "INT8" in lines[0] and "quantize=none" in lines[0], lines
+    _nothing_done(tmp_path)

@@ -43,7 +43,8 @@ class CalibrationReader:
     def rewind(self) -> None:
         """Start again from the first batch."""
         self._batches = (
-            self.images[i : i + self.batch_size] for i in range(0, len(self.images), self.batch_size)
+            self.images[i : i + self.batch_size]
+            for i in range(0, len(self.images), self.batch_size)
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:

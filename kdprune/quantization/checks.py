@@ -19,9 +19,17 @@ def _schedule_epochs(cfg: DictConfig) -> dict[str, Any]:
 def check_quantize_budget(cfg: DictConfig) -> None:
     """`quantize.epochs` is a whole number that the order takes out of its last training stage
     (the schedule's epochs with and without it differ), leaving that stage no fewer than 0."""
+    from kdprune.config import instantiate
+
     epochs = cfg.quantize.get("epochs", 0)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ConfigError(f"quantize.epochs must be a whole number >= 0, got {epochs!r}")
+    trains = getattr(instantiate(cfg.quantize.stage), "epochs", 0)  # its options checked too
+    if trains != epochs:
+        raise ConfigError(
+            f"quantize={cfg.quantize.name} trains for {trains} epochs, but quantize.epochs="
+            f"{epochs} would take {epochs} from the order's last stage; leave it at {trains}"
+        )
     if epochs == 0:
         return
     without = copy.deepcopy(cfg)

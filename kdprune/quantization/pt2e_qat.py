@@ -9,6 +9,7 @@ weights, which the ONNX exporter writes as QuantizeLinear / DequantizeLinear.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 
@@ -29,6 +30,20 @@ def _quiet_pytree() -> Iterator[None]:
     logger.setLevel(logging.ERROR)
     try:
         yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """torch.export prints the graph it failed on to stderr and logs warnings there: keep a
+    model that cannot be exported to the one-line error the caller raises."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         logger.setLevel(level)
 
@@ -59,7 +74,8 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
     """torch.export of `model` in its current mode with a dynamic batch axis, as a GraphModule;
     ConfigError (one line) when the model cannot be exported."""
     try:
-        exported = torch.export.export(model, (example,), dynamic_shapes=({0: BATCH},))
+        with _silenced():
+            exported = torch.export.export(model, (example,), dynamic_shapes=({0: BATCH},))
     except Exception as err:  # torch.export raises many types; all mean "not exportable"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(
@@ -69,18 +85,25 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
     return split_shared_calls(exported.module())
 
 
-def prepare_qat(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
-    """The model with fake quantization inserted for training (x86 quantizer, QAT config)."""
-    pt2e, flow, x86 = _pt2e()
-    graph = export_graph(model.train(), example)
+def prepare(model: nn.Module, example: torch.Tensor, qat: bool = True) -> torch.fx.GraphModule:
+    """The model exported and prepared by the x86 quantizer: with fake quantization for training
+    (`qat`), else with observers (the cheaper form `check` inspects: the same annotation of
+    conv / linear layers, without rewriting conv + BN for training)."""
+    _, flow, x86 = _pt2e()
+    graph = export_graph(model.train(qat), example)
     quantizer = x86.X86InductorQuantizer().set_global(
-        x86.get_default_x86_inductor_quantization_config(is_qat=True)
+        x86.get_default_x86_inductor_quantization_config(is_qat=qat)
     )
-    return flow.prepare_qat_pt2e(graph, quantizer)
+    return (flow.prepare_qat_pt2e if qat else flow.prepare_pt2e)(graph, quantizer)
 
 
 def unquantized_layers(prepared: torch.fx.GraphModule) -> list[str]:
-    """The conv / linear calls of a prepared graph whose weight gets no fake quantization."""
+    """The conv / linear calls of a prepared graph whose weight gets no observer or fake
+    quantization (module paths): what the quantizer would silently leave in float."""
+    _pt2e()
+    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
+    from torchao.quantization.pt2e.observer import ObserverBase
+
     names = []
     for node in prepared.graph.nodes:
         if node.op != "call_function" or not str(node.target).startswith(
@@ -88,19 +111,11 @@ def unquantized_layers(prepared: torch.fx.GraphModule) -> list[str]:
         ):
             continue
         weight = node.args[1]
-        producer = weight.target if isinstance(weight, torch.fx.Node) else None
-        if not (isinstance(producer, str) and _is_fake_quant(prepared, producer)):
+        module = getattr(prepared, str(weight.target), None) if weight.op == "call_module" else None
+        if not isinstance(module, FakeQuantizeBase | ObserverBase):
             stack = node.meta.get("nn_module_stack") or {"": (node.name, None)}
             names.append(list(stack.values())[-1][0])
     return names
-
-
-def _is_fake_quant(graph: torch.fx.GraphModule, target: str) -> bool:
-    _, _, _ = _pt2e()
-    from torchao.quantization.pt2e.fake_quantize import FakeQuantizeBase
-
-    module = getattr(graph, target, None)
-    return isinstance(module, FakeQuantizeBase)
 
 
 class QatModel(nn.Module):
@@ -111,6 +126,12 @@ class QatModel(nn.Module):
     def __init__(self, prepared: torch.fx.GraphModule):
         super().__init__()
         self.graph = prepared
+        # Switching modes rewrites batch-norm and dropout patterns (slow); a graph without them
+        # behaves the same in both.
+        self.has_modes = any(
+            "batch_norm" in str(node.target) or "dropout" in str(node.target)
+            for node in prepared.graph.nodes
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.graph(x)
@@ -120,8 +141,9 @@ class QatModel(nn.Module):
         from torchao.quantization.pt2e.fake_quantize import disable_observer, enable_observer
 
         self.training = mode
-        move = pt2e.move_exported_model_to_train if mode else pt2e.move_exported_model_to_eval
-        move(self.graph)
+        if self.has_modes:
+            move = pt2e.move_exported_model_to_train if mode else pt2e.move_exported_model_to_eval
+            move(self.graph)
         self.graph.apply(enable_observer if mode else disable_observer)
         return self
 

@@ -15,9 +15,7 @@ import torch.nn.functional as F
 from kdprune.export import ort_session
 
 
-def ort_evaluate(
-    session: Any, loader, max_batches: int | None = None
-) -> dict[str, float]:
+def ort_evaluate(session: Any, loader, max_batches: int | None = None) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy of an ONNX Runtime session on a loader's batches
     (the same batches, in the same order, as `kdprune.engine.evaluate` sees)."""
     loss_sum, correct, seen = 0.0, 0, 0
@@ -56,3 +54,26 @@ def ort_latency_ms(
             session.run(["logits"], feed)
             times[name].append(time.perf_counter() - start)
     return {name: 1000.0 * statistics.median(t) for name, t in times.items()}
+
+
+def evaluate_onnx_file(
+    path: str | os.PathLike, loader, threads: int = 0
+) -> tuple[dict[str, float], str]:
+    """Accuracy and loss of an ONNX file (`kdprune evaluate model.int8.onnx`) on a loader, and
+    a few words on what it is (its INT8 layers and size); KdpruneError if it cannot be read."""
+    from kdprune.errors import KdpruneError
+    from kdprune.quantization.onnx_graph import layer_precision
+
+    try:
+        session = ort_session(path, threads)
+    except Exception as err:  # ONNX Runtime raises its own types for unreadable files
+        raise KdpruneError(f"{path} is not an ONNX model ONNX Runtime can load ({err}).") from None
+    try:
+        result = ort_evaluate(session, loader)
+    except Exception as err:  # a wrong input shape: ONNX Runtime's own InvalidArgument type
+        raise ValueError(str(err).strip().splitlines()[0].split(" : ")[-1]) from None
+    layers = layer_precision(path)
+    return result, (
+        f"ONNX Runtime, {len(layers['int8'])} INT8 / {len(layers['float'])} float conv or "
+        f"linear layers, {os.path.getsize(path)} bytes"
+    )

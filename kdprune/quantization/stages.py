@@ -26,7 +26,7 @@ from kdprune.quantization.files import INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import calibration_method, quantize_onnx
-from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare_qat, unquantized_layers
+from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare, unquantized_layers
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import objective
 from kdprune.schedules.teacher import Teacher
@@ -130,7 +130,7 @@ class QuantizationAwareTraining:
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the x86 quantizer puts every conv / linear weight in INT8."""
         require_int8_cpu()
-        missed = unquantized_layers(prepare_qat(model, example))
+        missed = unquantized_layers(prepare(model, example, qat=False))
         if missed:
             raise ConfigError(
                 f"the PT2E x86 quantizer leaves {len(missed)} conv / linear layer(s) of "
@@ -156,7 +156,7 @@ class QuantizationAwareTraining:
         d = ctx.cfg.dataset
         example = torch.randn(2, d.in_channels, d.image_size, d.image_size, device=ctx.device)
         ctx.seed(QAT_SEED_OFFSET)
-        qat = QatModel(prepare_qat(model, example)).to(ctx.device)
+        qat = QatModel(prepare(model, example, qat=True)).to(ctx.device)
         optimizer = OmegaConf.merge(
             ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}
         )
