@@ -127,3 +127,35 @@ def test_every_order_keeps_its_total_with_qat(order: str, epochs: int) -> None:
 
     assert total(qat) == total(none) == none.budget.student_epochs
     assert qat.schedule.finetune_epochs == none.schedule.finetune_epochs - epochs
+
+
+def test_report_and_sweep_summary_show_fp32_and_int8(runs, tmp_path: Path) -> None:
+    from kdprune.reporting import collect_runs, write_report
+    from kdprune.tracking.sweep_callback import _int8_charts, size_data, sweep_rows
+
+    root = Path(runs["ptq"]["model_file"]).parents[1]
+    ledger = collect_runs(root)
+    report = write_report(ledger, tmp_path)
+    assert (tmp_path / "accuracy_vs_size.png") in report.files
+    text = (tmp_path / "PRUNING_REPORT.md").read_text()
+    section = text.split("## Quantization")[1].split("## ")[0]
+    for stage in ("ptq", "qat"):
+        assert f"quantize={stage}" in section and f"{runs[stage]['int8_test_acc']:.4f}" in section
+    assert sorted(ledger["int8_test_acc"]) == sorted(runs[s]["int8_test_acc"] for s in runs
+                                                     if s in ("ptq", "qat"))  # fmt: skip
+    points = size_data(sweep_rows(root))
+    assert sorted(p[1] for p in points) == ["FP32", "FP32", "INT8 (ptq)", "INT8 (qat)"]
+    assert {"int8_runs", "test_acc_vs_size"} <= _int8_charts(sweep_rows(root)).keys()
+
+
+def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
+    from fake_runs import fake_metrics
+
+    from kdprune.reporting import write_report
+    from kdprune.reporting.runs import ledger_frame, ledger_row
+
+    rows = [ledger_row(fake_metrics("joint", 0.5, s, 0.8, 0.8), tmp_path / str(s)) for s in (0, 1)]
+    report = write_report(ledger_frame(rows), tmp_path)
+    assert not (tmp_path / "accuracy_vs_size.png").exists()
+    assert all(p.name != "accuracy_vs_size.png" for p in report.files)
+    assert "## Quantization" not in (tmp_path / "PRUNING_REPORT.md").read_text()

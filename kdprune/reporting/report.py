@@ -20,6 +20,7 @@ from kdprune.errors import ConfigError
 from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.configs import config_names, group_titles
 from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
+from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
 from kdprune.reporting.report_markdown import ReportInputs, markdown
 from kdprune.reporting.report_sections import plus_minus
 from kdprune.reporting.runs import CSV_FILE, write_csv
@@ -96,6 +97,10 @@ def _figures(
     }
     if pareto or (study is not None and len(study.directions) > 1):
         figures["Pareto front"] = plot_pareto(runs, out_dir / PARETO_FILE, study)
+    if has_int8(runs):
+        figures["Accuracy vs size and latency, FP32 and INT8"] = plot_size(
+            runs, out_dir / SIZE_PLOT
+        )
     return figures
 
 

@@ -12,6 +12,7 @@ from kdprune.reporting.budgets import BudgetCheck
 from kdprune.reporting.configs import LEGACY_KEYS, config_names, configs_of, distinguishing_keys
 from kdprune.reporting.configs import describe as describe_config
 from kdprune.reporting.markdown import md_table
+from kdprune.reporting.quantized import has_int8, quantization_lines
 from kdprune.reporting.report_sections import (
     budget_statement,
     interval,
@@ -234,6 +235,8 @@ def markdown(inputs: ReportInputs) -> str:
             select_epoch_note(runs),
         ),
     ]
+    if has_int8(runs):
+        out += ["", *quantization_lines(runs, summary)]
     if inputs.study is not None:
         out += ["", *_study_lines(inputs.study)]
     out += ["", *_figure_lines(inputs.figures)]

@@ -1,5 +1,6 @@
 """After a multirun: one W&B run per sweep holding its runs table, the accuracy-vs-sparsity chart
-(a point per configuration, its 95% interval over seeds) and the paired verdicts table.
+(a point per configuration, its 95% interval over seeds) and the paired verdicts table; for
+quantized runs, their FP32-vs-INT8 table and an accuracy-vs-file-size chart.
 
 Rows are the report's ledger rows (`kdprune.reporting.runs.ledger_row`), so the sweep summary
 groups, pairs and judges runs exactly as `kdprune report` does."""
@@ -51,6 +52,25 @@ VERDICT_COLUMNS = (
     "matched",
 )
 TEACHER_SERIES = "teacher"
+# Runs that quantized their model (quantize=ptq|qat): FP32 vs INT8 of each.
+INT8_COLUMNS = (
+    "order",
+    "kd",
+    "quantize",
+    "target_ratio",
+    "test_acc",
+    "int8_test_acc",
+    "onnx_file_size_bytes_fp32",
+    "onnx_file_size_bytes_int8",
+    "int8_size_reduction",
+    "int8_speedup_bs1",
+    "int8_speedup_bs64",
+    "seed",
+    "config_fingerprint",
+    "run",
+)
+# A point per configuration and precision: test accuracy against model file size.
+SIZE_COLUMNS = ("series", "precision", "file_size_kb", "test_acc")
 
 
 def _job_order(path: Path) -> tuple[tuple[int, int | str], ...]:
@@ -142,6 +162,28 @@ def verdict_data(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     return [[_cell(row[k]) for k in VERDICT_COLUMNS] for _, row in table.iterrows()]
 
 
+def size_data(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    """Test accuracy against file size (SIZE_COLUMNS): each configuration's FP32 point (its ONNX
+    file where written, else model.pt) and, when it quantized, its INT8 point; means over seeds."""
+    from kdprune.reporting.configs import config_names
+    from kdprune.reporting.quantized import int8_points
+
+    if not rows:
+        return []
+    runs, summary = _ledger(rows)
+    if summary is None:
+        return []
+    names = config_names(summary)
+    out = []
+    for p in int8_points(runs).itertuples():
+        name = names.get(p.config_fingerprint, p.config_fingerprint)
+        out.append([name, "FP32", _cell(p.fp32_bytes / 1e3), _cell(p.test_acc)])
+        if p.quantize in ("ptq", "qat"):
+            kb, acc = p.onnx_file_size_bytes_int8 / 1e3, p.int8_test_acc
+            out.append([name, f"INT8 ({p.quantize})", _cell(kb), _cell(acc)])
+    return out
+
+
 def pareto_front(
     rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ("val_acc", "macs_speedup")
 ) -> list[Mapping[str, Any]]:
@@ -219,6 +261,23 @@ def _pareto_charts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _int8_charts(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """When runs quantized: their FP32-vs-INT8 table and test accuracy vs file size."""
+    import wandb
+
+    quantized = [r for r in rows if r.get("int8_test_acc") is not None]
+    if not quantized:
+        return {}
+    data = [[_cell(r.get(key)) for key in INT8_COLUMNS] for r in quantized]
+    sizes = wandb.Table(columns=list(SIZE_COLUMNS), data=size_data(rows))
+    return {
+        "int8_runs": wandb.Table(columns=list(INT8_COLUMNS), data=data),
+        "test_acc_vs_size": wandb.plot.scatter(
+            sizes, x="file_size_kb", y="test_acc", title="Test accuracy vs file size (FP32, INT8)"
+        ),
+    }
+
+
 def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The summary run's headline numbers: how many runs, the best validation accuracy, how many
     paired comparisons and how many of them detected a difference."""
@@ -260,7 +319,7 @@ def log_sweep_summary(
     if run is None:
         return None
     try:
-        charts = _curve_charts(rows)
+        charts = _curve_charts(rows) | _int8_charts(rows)
         if multi_objective:
             charts.update(_pareto_charts(rows))
         run.log(charts)
