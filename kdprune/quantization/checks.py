@@ -59,6 +59,8 @@ def check_quantize_model(cfg: DictConfig) -> None:
     from kdprune.models import build
 
     stage = instantiate(cfg.quantize.stage)
+    if not hasattr(stage, "check"):  # quantize=none
+        return
     if cfg.quantize.get("epochs", 0) > 0 and cfg.kd.get("student_layers"):
         raise ConfigError(
             f"kd={cfg.kd.name} hooks student layers, which the exported graph that quantize="

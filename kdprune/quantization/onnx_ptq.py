@@ -25,7 +25,7 @@ log = logging.getLogger("kdprune")
 CALIBRATION_METHODS = ("MinMax", "Percentile", "Entropy")
 
 
-def calibration_method(name: str) -> Any:
+def ort_calibration_method(name: str) -> Any:
     """ONNX Runtime's CalibrationMethod of that name, or ConfigError listing the choices."""
     from onnxruntime.quantization import CalibrationMethod
 
@@ -52,9 +52,10 @@ def quantize_onnx(
 
     with tempfile.TemporaryDirectory(prefix="kdprune-ptq-") as folder:
         pre, quantized = Path(folder) / "pre.onnx", Path(folder) / "int8.onnx"
-        # ONNX Runtime's recommended first step: shape inference and graph fusions in float.
+        # ONNX Runtime's recommended first step: shape inference and graph fusions in float (its
+        # symbolic shape inference is for dynamic-length models; ONNX's own covers a batch axis).
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        with _quiet():
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print
             quantize_static(
                 str(pre),
                 str(quantized),
@@ -63,23 +64,10 @@ def quantize_onnx(
                 per_channel=per_channel,
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=calibration_method(method),
+                calibrate_method=ort_calibration_method(method),
                 extra_options={"CalibPercentile": float(percentile)},
             )
         model = strip_debug_info(quantized)
     layers = require_int8(model, "ONNX Runtime's static quantization")
     log.info("ptq: %d conv / linear layers in INT8 (%s calibration)", layers, method)
     return save(model, out)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantizer prints its progress and logs a pre-processing hint per call."""
-    logger = logging.getLogger()
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(level)

@@ -25,7 +25,7 @@ from kdprune.quantization.cpu import cpu_flags, int8_support
 from kdprune.quantization.files import INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
-from kdprune.quantization.onnx_ptq import calibration_method, quantize_onnx
+from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx
 from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare, unquantized_layers
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import objective
@@ -49,9 +49,6 @@ def require_int8_cpu() -> str:
 
 class NoQuantization:
     """`quantize=none`: the run ends with the FP32 compressed model; the ledger gains nothing."""
-
-    def check(self, model: nn.Module, example: torch.Tensor) -> None:
-        """Nothing to check."""
 
     def __call__(self, **_: Any) -> dict[str, Any]:
         return {}
@@ -77,11 +74,15 @@ class PostTrainingQuantization:
                 f"quantize.calibration_images must be at least 1 (training images that set the "
                 f"activation ranges), got {calibration_images}"
             )
-        if not 0 < float(percentile) <= 100:
+        if isinstance(percentile, bool) or not isinstance(percentile, int | float):
+            raise ConfigError(f"quantize.percentile must be a number, got {percentile!r}")
+        if not 0 < percentile <= 100:
             raise ConfigError(f"quantize.percentile must lie in (0, 100], got {percentile!r}")
-        self.method = calibration_method
-        calibration_method_check(calibration_method)
-        self.images, self.percentile, self.per_channel = calibration_images, percentile, per_channel
+        if not isinstance(per_channel, bool):
+            raise ConfigError(f"quantize.per_channel must be true or false, got {per_channel!r}")
+        ort_calibration_method(calibration_method)  # ConfigError for a name it does not have
+        self.images, self.method = calibration_images, calibration_method
+        self.percentile, self.per_channel = float(percentile), per_channel
 
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the model exports (torch.export, as the ONNX exporter)."""
@@ -97,7 +98,7 @@ class PostTrainingQuantization:
             images = training_images(ctx.loaders.train, self.images, int(ctx.cfg.seed))
             files["int8"] = quantize_onnx(
                 files["fp32"], Path(model_file).parent / INT8_ONNX, CalibrationReader(images),
-                self.method, bool(self.per_channel), float(self.percentile),
+                self.method, self.per_channel, self.percentile,
             )  # fmt: skip
             record = measure(ctx, files)
         return {
@@ -106,11 +107,6 @@ class PostTrainingQuantization:
             "calibration_method": self.method,
             **record,
         }
-
-
-def calibration_method_check(name: str) -> None:
-    """ConfigError unless ONNX Runtime has a calibration method of that name."""
-    calibration_method(name)
 
 
 class QuantizationAwareTraining:
