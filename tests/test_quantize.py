@@ -159,3 +159,28 @@ def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
     assert not (tmp_path / "accuracy_vs_size.png").exists()
     assert all(p.name != "accuracy_vs_size.png" for p in report.files)
     assert "## Quantization" not in (tmp_path / "PRUNING_REPORT.md").read_text()
+
+
+def test_quantize_is_sweepable_from_the_command_line(tmp_path: Path) -> None:
+    from compose import run_args
+
+    from kdprune import cli
+
+    assert cli.check_group_overrides(["quantize=none,ptq,qat"]) is None
+    assert "choose from: none, ptq, qat" in cli.check_group_overrides(["quantize=none,int4"])
+    args = ["-m", *run_args(tmp_path, "quantize=none,ptq,qat")]
+    assert cli.check_command_line(args) is None
+
+
+def test_int8_support_comes_from_the_cpu_flags(tmp_path: Path) -> None:
+    from kdprune.quantization.cpu import cpu_flags, int8_support
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")  # fmt: skip
+    assert int8_support(cpu_flags(info)) == "avx512_vnni"
+    assert int8_support({"fpu", "sse2", "avx2"}) == "avx2"
+    assert int8_support({"fp", "asimd", "asimddp"}) == "asimddp"  # Arm's Features line
+    assert int8_support({"fpu", "sse2", "avx"}) is None
+    assert cpu_flags(tmp_path / "missing") is None
+    assert int8_support(None, "arm64") == "asimddp" and int8_support(None, "x86_64") == "unknown"

@@ -14,6 +14,9 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
 - for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
   `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
   `cpu_speedup_bs{b}` (before / after)
+
+A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
+the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from kdprune.errors import ConfigError
+
 # Any one of these CPU flags (/proc/cpuinfo) gives ONNX Runtime fast u8 x s8 kernels.
 INT8_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 CPUINFO = Path("/proc/cpuinfo")
@@ -38,3 +40,14 @@ def int8_support(flags: set[str] | None, machine: str | None = None) -> str | No
         if flag in flags:
             return flag
     return None
+
+
+def require_int8_cpu() -> str:
+    """The instruction set INT8 runs on here, or ConfigError when this CPU has none."""
+    support = int8_support(cpu_flags())
+    if support is None:
+        raise ConfigError(
+            "this CPU has no INT8 dot-product instructions (AVX2 / VNNI on x86, SDOT on Arm): "
+            "ONNX Runtime would run INT8 slower than FP32; use quantize=none"
+        )
+    return support

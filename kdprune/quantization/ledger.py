@@ -4,7 +4,8 @@ Keys (present when `quantize` is not `none`; FP32 = the compressed model of mode
 ONNX, dense = dense.pt exported to ONNX, INT8 = model.int8.onnx):
 
 - `quantize`: the stage (`ptq` | `qat`); `int8_layers`: conv / linear layers with INT8 weights
-  (every one: the stage fails otherwise)
+  (every one: the stage fails otherwise); `int8_instructions`: the CPU's best INT8 instruction set
+  (`avx512_vnni`, `avx2`, ...)
 - `int8_val_acc`, `int8_test_acc`, `int8_val_loss`, `int8_test_loss`: the INT8 model in ONNX
   Runtime on the run's validation and test splits
 - `onnx_file_size_bytes_{dense,fp32,int8}`; `int8_size_reduction` (FP32 / INT8 file) and

@@ -22,34 +22,23 @@ BATCH = torch.export.Dim("batch")
 
 
 @contextlib.contextmanager
-def _quiet_pytree() -> Iterator[None]:
-    """torchao registers an Enum with torch's pytree on import, and torch warns about it on
-    stderr: keep that line out of a run's output (and out of one-line error reports)."""
-    logger = logging.getLogger("torch.utils._pytree")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def _silenced() -> Iterator[None]:
-    """torch.export prints the graph it failed on to stderr and logs warnings there: keep a
-    model that cannot be exported to the one-line error the caller raises."""
-    logger = logging.getLogger("torch")
+def _quiet(logger_name: str, stderr: bool = False) -> Iterator[None]:
+    """Only critical messages from a logger (and none on stderr when asked) for the block; its
+    level restored after."""
+    logger = logging.getLogger(logger_name)
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stderr(io.StringIO()) if stderr else contextlib.nullcontext():
             yield
     finally:
         logger.setLevel(level)
 
 
 def _pt2e():
-    with _quiet_pytree():
+    # torchao registers an Enum with torch's pytree on import, and torch warns about it on stderr:
+    # keep that line out of a run's output and out of one-line error reports.
+    with _quiet("torch.utils._pytree"):
         import torchao.quantization.pt2e as pt2e
         import torchao.quantization.pt2e.quantize_pt2e as flow
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
@@ -74,7 +63,8 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
     """torch.export of `model` in its current mode with a dynamic batch axis, as a GraphModule;
     ConfigError (one line) when the model cannot be exported."""
     try:
-        with _silenced():
+        # On failure torch.export prints the graph to stderr and logs warnings there.
+        with _quiet("torch", stderr=True):
             exported = torch.export.export(model, (example,), dynamic_shapes=({0: BATCH},))
     except Exception as err:  # torch.export raises many types; all mean "not exportable"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -21,7 +21,7 @@ from kdprune.errors import ConfigError
 from kdprune.export import ort_session
 from kdprune.pruning import load_model
 from kdprune.quantization.calibration import CalibrationReader, training_images
-from kdprune.quantization.cpu import cpu_flags, int8_support
+from kdprune.quantization.cpu import cpu_flags, int8_support, require_int8_cpu
 from kdprune.quantization.files import INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
@@ -34,17 +34,6 @@ from kdprune.schedules.teacher import Teacher
 log = logging.getLogger("kdprune")
 
 QAT_SEED_OFFSET = 7  # ctx.seed offset of the QAT stage (the orders use small ones)
-
-
-def require_int8_cpu() -> str:
-    """The instruction set INT8 runs on here, or ConfigError when this CPU has none."""
-    support = int8_support(cpu_flags())
-    if support is None:
-        raise ConfigError(
-            "this CPU has no INT8 dot-product instructions (AVX2 / VNNI on x86, SDOT on Arm): "
-            "ONNX Runtime would run INT8 slower than FP32; use quantize=none"
-        )
-    return support
 
 
 class NoQuantization:
@@ -169,6 +158,7 @@ def measure(ctx: RunContext, files: dict[str, Path]) -> dict[str, Any]:
     shape = (int(d.in_channels), int(d.image_size), int(d.image_size))
     record = {
         "int8_layers": len(layer_precision(files["int8"])["int8"]),
+        "int8_instructions": int8_support(cpu_flags()),
         **accuracy_record(session, ctx.loaders, cfg.trainer.max_batches),
         **size_record(files),
         **latency_record(files, shape, cfg.measure),
