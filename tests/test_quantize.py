@@ -184,3 +184,24 @@ def test_int8_support_comes_from_the_cpu_flags(tmp_path: Path) -> None:
     assert int8_support({"fpu", "sse2", "avx"}) is None
     assert cpu_flags(tmp_path / "missing") is None
     assert int8_support(None, "arm64") == "asimddp" and int8_support(None, "x86_64") == "unknown"
+
+
+def test_onnx_files_are_compacted_alike_and_compute_the_same(runs, tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+
+    from kdprune.export import export_onnx, ort_session
+
+    m = runs["ptq"]
+    for key in ("onnx_fp32_file", "int8_model_file", "onnx_dense_file"):
+        graph = onnx.load(m[key]).graph
+        assert not graph.value_info and all(n.name == "" for n in graph.node)
+        assert not any(n.metadata_props for n in graph.node)
+        assert [i.name for i in graph.input] == ["input"]
+        assert [o.name for o in graph.output] == ["logits"]
+        assert all(len(t.name) <= 4 for t in graph.initializer)
+    plain = export_onnx(m["model_file"], tmp_path / "plain.onnx")  # names and hints kept
+    x = {"input": np.random.default_rng(0).standard_normal((5, 1, 8, 8), "f4")}
+    got = ort_session(m["onnx_fp32_file"]).run(["logits"], x)[0]
+    np.testing.assert_allclose(got, ort_session(plain).run(["logits"], x)[0], atol=1e-6)
+    assert Path(m["onnx_fp32_file"]).stat().st_size < plain.stat().st_size

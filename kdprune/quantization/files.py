@@ -14,7 +14,7 @@ from torch import nn
 
 from kdprune.errors import KdpruneError
 from kdprune.export import export_module, export_onnx, ort_session
-from kdprune.quantization.onnx_graph import require_int8, save, strip_debug_info
+from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
 log = logging.getLogger("kdprune")
 
@@ -25,9 +25,9 @@ INT8_TOLERANCE = 0.1
 
 def export_fp32(model_file: str | os.PathLike, out: Path) -> Path:
     """A model file as an FP32 ONNX file (dynamic batch, checked against PyTorch by
-    `export_onnx`), debug metadata stripped like the INT8 file's, so their sizes compare."""
+    `export_onnx`), compacted like the INT8 file (`compact`), so their sizes compare."""
     export_onnx(model_file, out)
-    return save(strip_debug_info(out), out)
+    return save(compact(out), out)
 
 
 def fp32_files(model_file: str | os.PathLike, dense_file: str | os.PathLike) -> dict[str, Path]:
@@ -51,6 +51,7 @@ def export_int8_graph(graph: nn.Module, inputs: torch.Tensor, out: Path) -> Path
             raise KdpruneError(f"ONNX export of the INT8 graph failed ({err}).") from err
         model = strip_debug_info(tmp)
     require_int8(model, "the PT2E quantizer")
+    model = compact(model)
     diff = _max_logit_diff(model, graph, inputs)
     with torch.inference_mode():
         scale = max(1.0, float(graph(inputs).abs().max()))

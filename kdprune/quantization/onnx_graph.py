@@ -29,13 +29,37 @@ def _load(model: Any) -> Any:
 
 def strip_debug_info(model: Any) -> Any:
     """Drop what the exporter records for debugging (per-node stack traces with local paths,
-    FX node text, name scopes; doc strings): a deployed file needs none of it, and it would
-    make file sizes measure metadata. Returns the model, changed in place."""
+    FX node text, name scopes; doc strings): a deployed file needs none of it, and it would make
+    file sizes measure metadata. Returns the model, changed in place."""
     model = _load(model)
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
     model.graph.doc_string = ""
+    return model
+
+
+def compact(model: Any) -> Any:
+    """`strip_debug_info`, then what a runtime re-derives or never reads: the shape hints of
+    intermediate tensors (value_info), node names, and the long names of internal tensors
+    (`relu_1_QuantizeLinear_Output`, `fc1.weight_zero_point`, ...), which become short ids. The
+    graph's `input` and `logits` keep their names. Applied alike to the FP32 and INT8 files, so
+    their sizes compare weights and graph, not naming. Returns the model, changed in place."""
+    model = strip_debug_info(model)
+    graph = model.graph
+    del graph.value_info[:]
+    kept = {v.name for v in [*graph.input, *graph.output]} | {""}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        return name if name in kept else short.setdefault(name, f"v{len(short):x}")
+
+    for node in graph.node:
+        node.name = ""
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
     return model
 
 

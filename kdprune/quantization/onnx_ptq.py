@@ -17,7 +17,7 @@ from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.quantization.calibration import CalibrationReader
-from kdprune.quantization.onnx_graph import require_int8, save, strip_debug_info
+from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
 log = logging.getLogger("kdprune")
 
@@ -70,4 +70,4 @@ def quantize_onnx(
         model = strip_debug_info(quantized)
     layers = require_int8(model, "ONNX Runtime's static quantization")
     log.info("ptq: %d conv / linear layers in INT8 (%s calibration)", layers, method)
-    return save(model, out)
+    return save(compact(model), out)
