@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
+from compose import compose_cfg
 from torch import nn
 
 from kdprune.app import run
+from kdprune.checks import validate
 from kdprune.errors import ConfigError
 from kdprune.models import lenet5
 from kdprune.pruning import (
@@ -154,3 +156,11 @@ def test_movement_refuses_orders_that_prune_before_training(make_cfg, tmp_path, 
     with pytest.raises(ConfigError, match="distill stage"):
         run(make_cfg(f"prune_method={method}", "budget.finetune_epochs=8"), tmp_path / "dtp")
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+@pytest.mark.parametrize("method", ["movement", "l1_unstructured", "channel_movement", "l1"])
+@pytest.mark.parametrize("ratio", [0.5, 0.9])
+def test_every_run_of_the_movement_sweep_passes_the_checks(method: str, ratio: float) -> None:
+    cfg = compose_cfg("+sweep=movement", f"prune_method={method}", f"prune_method.ratio={ratio}")
+    assert cfg.schedule.name == "joint" and cfg.student_init == "teacher"
+    validate(cfg)  # raises ConfigError (one line) for a run that could not start

@@ -16,6 +16,7 @@ from compose import compose_cfg, run_args
 
 from kdprune import commands
 from kdprune.app import run
+from kdprune.checks import validate
 from kdprune.errors import ConfigError
 from kdprune.models import classifier_path, lenet5, resnet20
 from kdprune.pruning import StructuredPruner, load_model, read_layer_ratios
@@ -120,3 +121,12 @@ def test_allocation_prunes_insensitive_groups_more() -> None:
     assert allocation.predicted_drop == pytest.approx(0.8 * allocation.group_ratios["fragile"])
     with pytest.raises(ConfigError, match="cannot reach the budget"):
         allocate(pd.DataFrame(rows), [_group("robust"), _group("fragile")], kept, 10.0)
+
+
+def test_the_sensitivity_sweep_compares_the_uniform_and_the_guided_cut(analysed) -> None:
+    _, out = analysed
+    for ratios in ("null", str(out / "layer_ratios.yaml")):
+        cfg = compose_cfg("+sweep=sensitivity", f"prune_method.layer_ratios={ratios}")
+        assert cfg.schedule.name == "prune_then_distill" and cfg.student_init == "teacher"
+        assert cfg.prune_method.unit == "channels" and cfg.teacher.seed == 0
+        validate(cfg)
