@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
 from kdprune.errors import ConfigError
@@ -166,7 +167,11 @@ def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and "/" in value and len(value) > 40:  # a file: name its end
+        return "…/" + "/".join(PurePath(value).parts[-2:])
+    return str(value)
 
 
 def describe(config: Mapping[str, Any], keys: Iterable[str]) -> str:
