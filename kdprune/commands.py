@@ -106,6 +106,7 @@ def _sensitivity_parser(sub: Any) -> None:
     sens.add_argument("--val-batches", type=int, help="validation batches per score (default: all)")
     sens.add_argument("--out", help="output folder (default: outputs/sensitivity/<date>_<time>)")
     sens.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
+    sens.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -248,7 +249,9 @@ def _sensitivity(args: argparse.Namespace) -> int:
         raise KdpruneError(f"--ratios takes numbers joined by commas, not {args.ratios}") from None
     out = Path(args.out or Path("outputs/sensitivity") / time.strftime("%Y-%m-%d_%H-%M-%S"))
     cfg = run_config(model_file, overrides)
-    result = run_sensitivity(cfg, model_file, out, ratios, args.device, args.val_batches)
+    result = run_sensitivity(
+        cfg, model_file, out, ratios, args.device, args.val_batches, args.threads
+    )
     print(result.summary())
     return 0
 

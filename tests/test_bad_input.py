@@ -160,6 +160,7 @@ SENSITIVITY = [
     ("--ratios", "0"),
     ("--ratios", "abc"),
     ("--val-batches", "0"),
+    ("--threads", "0"),
     ("prune_method=l1_unstructured",),
     ("prune_method=channel_movement",),  # learns while training: nothing to learn from here
     ("typo_key=1",),

@@ -67,7 +67,9 @@ class SensitivityResult:
         return "\n".join([*lines, *(f"wrote {path}" for path in self.files)])
 
 
-def check_request(cfg: DictConfig, ratios: Sequence[float], val_batches: int | None) -> None:
+def check_request(
+    cfg: DictConfig, ratios: Sequence[float], val_batches: int | None, threads: int = 1
+) -> None:
     """One-line errors, before any work: a structured one-shot method, a usable ratio grid."""
     cls = pruner_class(cfg.prune_method)
     if getattr(cls, "kind", None) != "structured" or getattr(cls, "learns_while_training", False):
@@ -83,6 +85,8 @@ def check_request(cfg: DictConfig, ratios: Sequence[float], val_batches: int | N
             raise ConfigError(f"--ratios must lie in (0, max_layer_ratio={cap}], got {ratio}.")
     if val_batches is not None and val_batches < 1:
         raise ConfigError(f"--val-batches must be at least 1, got {val_batches}.")
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}.")
 
 
 def _teacher(cfg: DictConfig, device: torch.device, loaders, identity: str, out: Path):
@@ -134,8 +138,11 @@ def run_sensitivity(
     ratios: Sequence[float] = DEFAULT_RATIOS,
     device: str = "cpu",
     val_batches: int | None = None,
+    threads: int = 1,
 ) -> SensitivityResult:
-    """Analyse the model, allocate ratios for the configured cut's budget, write the files."""
+    """Analyse the model, allocate ratios for the configured cut's budget, write the files;
+    on `threads` torch CPU threads (many small copies: more threads rarely help, and on a
+    shared CPU they slow it down)."""
     from kdprune.checks import validate
     from kdprune.engine import pick_device, process_settings
     from kdprune.schedules.context import progress_setting
@@ -143,10 +150,10 @@ def run_sensitivity(
     start, t = time.perf_counter(), cfg.trainer
     with trusted(cfg.get("trusted_targets") or ()):
         validate(cfg)
-        check_request(cfg, ratios, val_batches)
+        check_request(cfg, ratios, val_batches, threads)
     with (
         trusted(cfg.get("trusted_targets") or ()),
-        process_settings(t.get("threads"), t.get("keep_freed_memory_mb")),
+        process_settings(threads, t.get("keep_freed_memory_mb")),
     ):
         torch_device = pick_device(device)
         torch.manual_seed(int(cfg.seed))
