@@ -45,12 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--pareto", action="store_true", help="also draw pareto.png (val_acc vs MACs speed-up)"
     )
-    report.add_argument(
-        "--compare",
-        default="orders",
-        help="what the verdicts compare at each target: orders (the orders and KD, default) or "
-        "a config group, e.g. prune_method (methods at the same ratio and unit)",
-    )
+    compare = "what verdicts compare: orders (orders and KD) or a config group, e.g. prune_method"
+    report.add_argument("--compare", default="orders", help=compare)
 
     evaluate = sub.add_parser(
         "evaluate",
