@@ -62,6 +62,12 @@ VALUES = [
     ("dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"),
     ("logger=wandb", "logger.mode=bogus"),
     ("-m", "seed=x", "kd=none,hinton"),
+    ("prune_method=movement", "schedule=prune_then_distill", "student_init=teacher"),
+    ("prune_method=channel_movement", "budget.finetune_epochs=8"),  # no distill stage to learn in
+    ("prune_method=movement", "prune_method.unit=channels"),
+    ("prune_method=channel_movement", "prune_method.allocation=global"),
+    ("prune_method.layer_ratios=/nonexistent/layer_ratios.yaml",),
+    ("prune_method.unit=macs", "prune_method.layer_ratios=/nonexistent/layer_ratios.yaml"),
 ]
 
 
@@ -125,3 +131,51 @@ def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     args = run_args(tmp_path, "student_init=checkpoint", f"student_checkpoint={path}")
     assert cli.check_command_line(args) is None
+
+
+RATIO_FILES = {
+    "not-yaml": "layer_ratios: [unclosed\n",
+    "no-mapping": "- layer1.0\n- 0.5\n",
+    "unknown-layer": "layer_ratios:\n  layer9.0: 0.5\n",
+    "the-classifier": "layer_ratios:\n  fc3: 0.5\n",
+    "ratio-of-one": "layer_ratios:\n  layer1.0: 1.0\n",
+    "above-the-cap": "layer_ratios:\n  layer1.0: 0.95\n",
+    "not-a-number": "layer_ratios:\n  layer1.0: half\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(RATIO_FILES))
+def test_bad_layer_ratio_file_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, kind) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(RATIO_FILES[kind])
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"prune_method.layer_ratios={path}")
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+
+
+SENSITIVITY = [
+    ("missing.pt",),
+    ("--ratios", "0.2,1.5"),
+    ("--ratios", "0"),
+    ("--ratios", "abc"),
+    ("--val-batches", "0"),
+    ("--threads", "0"),
+    ("prune_method=l1_unstructured",),
+    ("prune_method=channel_movement",),  # learns while training: nothing to learn from here
+    ("typo_key=1",),
+]
+
+
+@pytest.mark.parametrize("args", SENSITIVITY, ids=lambda a: " ".join(a))
+def test_bad_sensitivity_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["sensitivity", *args, *run_args(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["kdprune", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+    assert not (tmp_path / "outputs").exists()  # no analysis written

@@ -38,7 +38,10 @@ from kdprune.pruning.calibration import (
     SquaredGradientCalibration,
 )
 from kdprune.pruning.io import load_model, read_model_file, save_model
+from kdprune.pruning.layer_ratios import read_layer_ratios, write_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_state_dict
+from kdprune.pruning.movement import MovementImportance, MovementScores
+from kdprune.pruning.movement_pruners import ChannelMovementPruner, MovementPruner
 from kdprune.pruning.structured import StructuredPruner, replay_history
 from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
 
@@ -46,9 +49,13 @@ __all__ = [
     "ALLOCATIONS",
     "UNITS",
     "BNScaleSparsity",
+    "ChannelMovementPruner",
     "Pruner",
     "FooBarPruningMethod",
     "GradientCalibration",
+    "MovementImportance",
+    "MovementPruner",
+    "MovementScores",
     "PruneResult",
     "SquaredGradientCalibration",
     "StructuredPruner",
@@ -59,8 +66,10 @@ __all__ = [
     "make_permanent",
     "plain_state_dict",
     "pruner_class",
+    "read_layer_ratios",
     "read_model_file",
     "replay_history",
     "save_model",
     "validate",
+    "write_layer_ratios",
 ]

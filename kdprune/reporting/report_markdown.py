@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from kdprune.reporting.budgets import BudgetCheck
-from kdprune.reporting.configs import LEGACY_KEYS, config_names, configs_of, distinguishing_keys
+from kdprune.reporting.configs import (
+    LEGACY_KEYS,
+    ORDERS_AND_KD,
+    config_names,
+    configs_of,
+    distinguishing_keys,
+)
 from kdprune.reporting.configs import describe as describe_config
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.report_sections import (
@@ -48,6 +54,7 @@ class ReportInputs:
     figures: dict[str, Path] = field(default_factory=dict)
     source: str = ""
     study: StudyInfo | None = None
+    compare: str = ORDERS_AND_KD  # what the verdicts compare (see reporting.configs)
 
 
 def _values(runs: pd.DataFrame, col: str) -> str:
@@ -223,7 +230,7 @@ def markdown(inputs: ReportInputs) -> str:
         "",
         *_results_lines(summary, shown),
         "",
-        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles),
+        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare),
         "",
         *selection_lines(
             summary,
@@ -232,6 +239,7 @@ def markdown(inputs: ReportInputs) -> str:
             inputs.titles,
             names,
             select_epoch_note(runs),
+            inputs.compare,
         ),
     ]
     if inputs.study is not None:

@@ -26,8 +26,16 @@ PRUNE_TARGETS = ("auto", "student", "teacher")
 
 
 def _regularizer(pruner):
-    """`after_backward` for training that precedes pruning (BN-scale sparsity); None if unused."""
+    """`after_backward` for training that precedes pruning (BN-scale sparsity, movement scores);
+    None if unused."""
     return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
+
+
+def _carried(pruner) -> dict[str, Any]:
+    """What a pruner learned while training (its regularizer: movement scores), for the pruners
+    built later in the same order, so it carries over from one pruning step to the next."""
+    regularizer = getattr(pruner, "regularizer", None)
+    return {} if regularizer is None else {"regularizer": regularizer}
 
 
 def resolve_prune_target(
@@ -143,6 +151,8 @@ class GradualPruning:
     last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
     Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
     exactly s_final. Returns True when it pruned, so the engine rebuilds the optimizer.
+    `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
+    if it has none), and what it learns is handed to every pruning step.
     """
 
     def __init__(
@@ -160,6 +170,7 @@ class GradualPruning:
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
         self.sparsity, self.history = 0.0, []
         pruner = build_pruner(ctx, model)
+        self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
         self.structured = pruner.kind == "structured"
         self.dense = layer_widths(model)
         with ctx.timed("prune"):
@@ -182,12 +193,12 @@ class GradualPruning:
         if self.structured:
             fraction = scheduled / self.target if self.target > 0 else 1.0
             widths = scheduled_widths(self.dense, self.final, fraction)
-            pruner = build_pruner(self.ctx, model, ratio=0.0, unit="channels")
+            pruner = build_pruner(self.ctx, model, self.carried, ratio=0.0, unit="channels")
             return pruner.apply_widths(widths)
         relative = 1 - (1 - scheduled) / (1 - self.sparsity)
         if relative <= 1e-6:
             return None
-        return build_pruner(self.ctx, model, ratio=relative).apply()
+        return build_pruner(self.ctx, model, self.carried, ratio=relative).apply()
 
 
 def joint(
@@ -209,7 +220,10 @@ def joint(
     gradual = GradualPruning(
         ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
     )
-    train(ctx, "joint", student, teacher, joint_epochs, step_hooks=[gradual], select_on_val=False)
+    train(
+        ctx, "joint", student, teacher, joint_epochs,
+        after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
+    )  # fmt: skip
     after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(ctx, dense, student, gradual.history, after_prune_val_acc)
