@@ -98,11 +98,12 @@ def collect_layers(
         model.get_submodule(path).register_forward_pre_hook(hook(path, layer_spec(module)))
         for path, module in ((p, model.get_submodule(p)) for p in methods)
     ]
-    training = model.training
+    flags = {module: module.training for module in model.modules()}
     try:
         model.eval()(example_inputs)
     finally:
-        model.train(training)
+        for module, training in flags.items():  # each module's own flag, as it was
+            module.training = training
         for handle in handles:
             handle.remove()
     layers = []

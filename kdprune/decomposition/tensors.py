@@ -1,7 +1,8 @@
 """Tensor decompositions of conv and linear weights, in PyTorch: Tucker-2 (HOOI), CP (ALS), SVD.
 
-All work in float64 on a detached copy and return factors in the weight's dtype. Signs of singular
-vectors are whatever LAPACK returns: deterministic for the same input on the same machine.
+All work in float64 on a detached CPU copy (the same numbers whatever device trains the model) and
+return factors on the weight's device, in its dtype. Signs of singular vectors are whatever LAPACK
+returns: deterministic for the same input on the same machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def leading_vectors(matrix: Tensor, rank: int) -> Tensor:
     return torch.linalg.svd(matrix, full_matrices=False)[0][:, :rank]
 
 
+def _work_copy(tensor: Tensor) -> Tensor:
+    return tensor.detach().cpu().double()
+
+
+def _like(tensor: Tensor, weight: Tensor) -> Tensor:
+    return tensor.to(device=weight.device, dtype=weight.dtype)
+
+
 def relative_error(tensor: Tensor, approximation: Tensor) -> float:
     """||tensor - approximation|| / ||tensor|| (0 for a zero tensor matched exactly)."""
     norm = float(tensor.double().norm())
@@ -38,7 +47,7 @@ def tucker2(
     with orthonormal u's and W ~= sum_pq u_out[:, p] core[p, q] u_in[:, q]; exact at full ranks.
     HOOI never lowers ||core||, the captured energy; it stops once that gains under `tolerance`.
     """
-    w = weight.detach().double()
+    w = _work_copy(weight)
     r_in, r_out = ranks
     u_out = leading_vectors(unfold(w, 0), r_out)
     u_in = leading_vectors(unfold(w, 1), r_in)
@@ -51,8 +60,7 @@ def tucker2(
         if gain <= tolerance * max(captured, 1e-30):
             break
     core = torch.einsum("oi...,op,iq->pq...", w, u_out, u_in)
-    dtype = weight.dtype
-    return u_in.to(dtype), core.to(dtype), u_out.to(dtype)
+    return _like(u_in, weight), _like(core, weight), _like(u_out, weight)
 
 
 def khatri_rao(factors: list[Tensor]) -> Tensor:
@@ -111,7 +119,7 @@ def cp(
     seen, and stops when the relative error improves by less than `tolerance`. Returns balanced
     factors, in the weight's dtype, whose outer products sum to the approximation.
     """
-    w = weight.detach().double()
+    w = _work_copy(weight)
     unfoldings = [unfold(w, mode) for mode in range(w.dim())]
     factors = _cp_init(w, rank, torch.Generator().manual_seed(seed))
     best, best_error, previous, norm2 = list(factors), math.inf, math.inf, float(w.norm() ** 2)
@@ -134,21 +142,21 @@ def cp(
         if previous - error < tolerance:
             break
         previous = error
-    return [f.to(weight.dtype) for f in _balanced(best)]
+    return [_like(f, weight) for f in _balanced(best)]
 
 
 def svd_factors(weight: Tensor, rank: int) -> tuple[Tensor, Tensor]:
     """Truncated SVD of a matrix (out, in): (first (rank, in), last (out, rank)), last @ first ~=
     weight (Eckart-Young optimal), with the singular values split evenly between the two."""
-    u, s, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
+    u, s, vh = torch.linalg.svd(_work_copy(weight), full_matrices=False)
     root = s[:rank].sqrt()
     first, last = root[:, None] * vh[:rank], u[:, :rank] * root
-    return first.to(weight.dtype), last.to(weight.dtype)
+    return _like(first, weight), _like(last, weight)
 
 
 def svdvals(matrix: Tensor) -> Tensor:
     """The singular values of `matrix`, largest first, in float64."""
-    return torch.linalg.svdvals(matrix.detach().double())
+    return torch.linalg.svdvals(_work_copy(matrix))
 
 
 def energy_rank(singular_values: Tensor, energy: float) -> int:

@@ -8,6 +8,12 @@ rule's knob is bisected until the count is within `tolerance`); `channels` sets 
 to 1 - ratio (uniform: the share of each layer's ranks kept; energy: the share of spectral energy
 kept; vbmf: the multiple of VBMF's ranks). `allocation` names the rank rule (uniform | energy |
 vbmf, see `kdprune.decomposition.ranks`). A layer is decomposed only where that makes it cheaper.
+
+It is a `prune_method` option rather than a sibling config group because an order has one
+compression step: a sibling group would need a rule for which of the two applies (or both, in
+which order), and every order, check, sweep and report key would learn a second name for the
+same slot. As a `Pruner` it gets `ratio` / `unit` targets, the orders, KD, sweeps and the ledger
+for free, and the report groups it by `method` like any pruning method.
 """
 
 from __future__ import annotations
