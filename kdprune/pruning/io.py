@@ -162,5 +162,8 @@ def _replay(model: nn.Module, payload: dict[str, Any]) -> None:
     for step in payload["decompositions"]:
         replay_history(model, example, history[done : step["after"]])
         done = max(done, int(step["after"]))
-        rebuild(model, step)
+        try:
+            rebuild(model, step)
+        except ConfigError as err:  # a step this code cannot rebuild: the file's fault
+            raise ValueError(str(err)) from err
     replay_history(model, example, history[done:])
