@@ -34,6 +34,12 @@ VALUES = [
     ("prune_method.unit=bytes",),
     ("prune_method.max_layer_ratio=0",),
     ("prune_method=l1_unstructured", "prune_method.unit=channels"),
+    ("prune_method=tucker2", "prune_method.ratio=1.0"),
+    ("prune_method=tucker2", "prune_method.allocation=spectral"),
+    ("prune_method=tucker2", "prune_method.ignored_layers=[layer1,layer2]"),  # nothing to decompose
+    ("prune_method=cp", "prune_method.min_rank=0"),
+    ("prune_method=cp", "prune_method.iterations=0"),
+    ("prune_method=cp", "prune_method.unit=params", "prune_method.ratio=0.6"),  # out of reach
     ("kd.temperature=0",),
     ("kd.temperature=abc",),
     ("kd.alpha=2",),

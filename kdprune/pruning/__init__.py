@@ -16,9 +16,10 @@ That is the `Pruner` interface (kdprune.pruning.base): a constructor taking the 
 `regularize(model)`, `apply() -> PruneResult` and a static `check_options(**options)`.
 Pluggable parts are objects built from YAML: a Torch-Pruning importance criterion, a calibration
 callable (Taylor, Hessian), a regularizer (BN-scale sparsity), a BasePruningMethod. A later
-method (movement pruning, Tucker low-rank, post-training quantization) joins as another class
-with the same constructor and methods; one that changes the architecture must also describe its
-change in a replayable form for the model file, as `history` does for channel pruning.
+method (movement pruning, post-training quantization) joins as another class with the same
+constructor and methods; one that changes the architecture must also describe its change in a
+replayable form for the model file, as `history` does for channel pruning and the
+{path, kind, ranks} steps of `LowRankPruner` (`prune_method=tucker2|cp`) do for decompositions.
 
 Structured pruning replaces parameters (new nn.Parameter objects): build the optimizer after
 `apply()`. Mask-based pruning keeps masks attached for fine-tuning; `make_permanent` folds them.
@@ -39,6 +40,7 @@ from kdprune.pruning.calibration import (
 )
 from kdprune.pruning.io import load_model, read_model_file, save_model
 from kdprune.pruning.layer_ratios import read_layer_ratios, write_layer_ratios
+from kdprune.pruning.lowrank import LowRankPruner
 from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_state_dict
 from kdprune.pruning.movement import MovementImportance, MovementScores
 from kdprune.pruning.movement_pruners import ChannelMovementPruner, MovementPruner
@@ -56,6 +58,7 @@ __all__ = [
     "MovementImportance",
     "MovementPruner",
     "MovementScores",
+    "LowRankPruner",
     "PruneResult",
     "SquaredGradientCalibration",
     "StructuredPruner",

@@ -150,7 +150,9 @@ class GradualPruning:
     target (`plan()`, taken at the start): the schedule's fraction s_t / s_final of the way, so the
     last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
     Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
-    exactly s_final. Returns True when it pruned, so the engine rebuilds the optimizer.
+    exactly s_final. Low-rank decomposition moves every layer's ranks from full towards those of
+    the one-shot cut (planned at the first point) the same fraction of the way, re-decomposing
+    the trained layer each time. Returns True when it pruned, so the engine rebuilds the optimizer.
     `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
     if it has none), and what it learns is handed to every pruning step.
     """
@@ -172,6 +174,8 @@ class GradualPruning:
         pruner = build_pruner(ctx, model)
         self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
         self.structured = pruner.kind == "structured"
+        # Low-rank: one pruner shrinks ranks towards its one-shot cut (see apply_fraction).
+        self.low_rank = pruner if pruner.kind == "low_rank" else None
         self.dense = layer_widths(model)
         with ctx.timed("prune"):
             self.final = pruner.plan() if self.structured else {}
@@ -190,6 +194,8 @@ class GradualPruning:
         return True
 
     def _prune_to(self, model: nn.Module, scheduled: float):
+        if self.low_rank is not None:
+            return self.low_rank.apply_fraction(scheduled / self.target if self.target > 0 else 1.0)
         if self.structured:
             fraction = scheduled / self.target if self.target > 0 else 1.0
             widths = scheduled_widths(self.dense, self.final, fraction)
