@@ -134,6 +134,26 @@ def check_schedule(cfg: DictConfig) -> None:
         )
     if s.name == "joint":
         check_joint(cfg)
+    check_learns_first(cfg)
+
+
+def check_learns_first(cfg: DictConfig) -> None:
+    """A method that learns its scores while the student trains (movement) needs that training
+    before it prunes: joint, or distill_then_prune with a distill stage."""
+    if not getattr(pruner_class(cfg.prune_method), "learns_while_training", False):
+        return
+    s, method = cfg.schedule, cfg.prune_method.name
+    if s.name == "prune_then_distill":
+        raise ConfigError(
+            f"prune_method={method} learns its scores while the student trains, and "
+            "prune_then_distill prunes before any training: use schedule=joint or "
+            "distill_then_prune (or a one-shot criterion such as prune_method=taylor)"
+        )
+    if s.name == "distill_then_prune" and int(s.distill_epochs) < 1:
+        raise ConfigError(
+            f"prune_method={method} learns its scores in distill_then_prune's distill stage, "
+            "which has no epochs (budget.finetune_epochs equals budget.student_epochs)"
+        )
 
 
 def check_joint(cfg: DictConfig) -> None:

@@ -34,6 +34,12 @@ VALUES = [
     ("prune_method.unit=bytes",),
     ("prune_method.max_layer_ratio=0",),
     ("prune_method=l1_unstructured", "prune_method.unit=channels"),
+    ("prune_method=tucker2", "prune_method.ratio=1.0"),
+    ("prune_method=tucker2", "prune_method.allocation=spectral"),
+    ("prune_method=tucker2", "prune_method.ignored_layers=[layer1,layer2]"),  # nothing to decompose
+    ("prune_method=cp", "prune_method.min_rank=0"),
+    ("prune_method=cp", "prune_method.iterations=0"),
+    ("prune_method=cp", "prune_method.unit=params", "prune_method.ratio=0.6"),  # out of reach
     ("kd.temperature=0",),
     ("kd.temperature=abc",),
     ("kd.alpha=2",),
@@ -73,6 +79,12 @@ VALUES = [
     ("quantize=qat", "kd=attention", "kd.student_layers=[layer2]"),
     ("quantize=qat", "trusted_targets=[odd_models.*]", "model._target_=odd_models.transposed"),
     ("quantize=ptq", "trusted_targets=[odd_models.*]", "model._target_=odd_models.branching"),
+    ("prune_method=movement", "schedule=prune_then_distill", "student_init=teacher"),
+    ("prune_method=channel_movement", "budget.finetune_epochs=8"),  # no distill stage to learn in
+    ("prune_method=movement", "prune_method.unit=channels"),
+    ("prune_method=channel_movement", "prune_method.allocation=global"),
+    ("prune_method.layer_ratios=/nonexistent/layer_ratios.yaml",),
+    ("prune_method.unit=macs", "prune_method.layer_ratios=/nonexistent/layer_ratios.yaml"),
 ]
 
 
@@ -147,3 +159,49 @@ def test_int8_on_a_cpu_without_int8_instructions(monkeypatch, capsys, tmp_path, 
     assert code == 2, lines
     assert len(lines) == 1 and "INT8" in lines[0] and "quantize=none" in lines[0], lines
     _nothing_done(tmp_path)
+RATIO_FILES = {
+    "not-yaml": "layer_ratios: [unclosed\n",
+    "no-mapping": "- layer1.0\n- 0.5\n",
+    "unknown-layer": "layer_ratios:\n  layer9.0: 0.5\n",
+    "the-classifier": "layer_ratios:\n  fc3: 0.5\n",
+    "ratio-of-one": "layer_ratios:\n  layer1.0: 1.0\n",
+    "above-the-cap": "layer_ratios:\n  layer1.0: 0.95\n",
+    "not-a-number": "layer_ratios:\n  layer1.0: half\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(RATIO_FILES))
+def test_bad_layer_ratio_file_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, kind) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(RATIO_FILES[kind])
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"prune_method.layer_ratios={path}")
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+
+
+SENSITIVITY = [
+    ("missing.pt",),
+    ("--ratios", "0.2,1.5"),
+    ("--ratios", "0"),
+    ("--ratios", "abc"),
+    ("--val-batches", "0"),
+    ("--threads", "0"),
+    ("prune_method=l1_unstructured",),
+    ("prune_method=channel_movement",),  # learns while training: nothing to learn from here
+    ("typo_key=1",),
+]
+
+
+@pytest.mark.parametrize("args", SENSITIVITY, ids=lambda a: " ".join(a))
+def test_bad_sensitivity_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["sensitivity", *args, *run_args(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["kdprune", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+    assert not (tmp_path / "outputs").exists()  # no analysis written

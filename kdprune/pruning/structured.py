@@ -20,9 +20,11 @@ from kdprune.pruning.base import (
     check_choice,
     check_ratio,
     ignored_module_paths,
+    is_ignored,
     move_inputs,
 )
 from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
+from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
 
 ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
@@ -49,6 +51,22 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
     }
 
 
+def _bound_ratios(model: nn.Module, layer_ratios: Any, ignored: Iterable[str]) -> dict[str, float]:
+    """The per-layer ratios (read from their file), checked against the model: every path is
+    a conv or linear layer that is not ignored."""
+    if layer_ratios is None:
+        return {}
+    ratios = read_layer_ratios(layer_ratios)
+    widths = layer_widths(model)
+    for path in ratios:
+        if path not in widths or is_ignored(path, ignored):
+            what = "is ignored" if path in widths else "is not a conv or linear layer"
+            raise ConfigError(
+                f"layer_ratios names {path!r}, which {what} in {type(model).__name__}."
+            )
+    return ratios
+
+
 def _plain_history(history: Iterable[Any]) -> list[list[Any]]:
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
 
@@ -60,9 +78,11 @@ class StructuredPruner:
     pruning_ratio); `params` / `macs` the fraction of the model's parameters / MACs removed, found
     by bisecting the channel ratio until the count is within `tolerance` (absolute) of the target.
     `allocation` is `uniform` (every layer loses the same fraction) or `global` (one ranking over
-    all layers); `max_layer_ratio` caps any layer. The classifier and `ignored_layers` (module
-    paths) keep their output channels. Candidates are pruned on copies; the chosen history is then
-    replayed on `model`, which is left untouched if anything fails.
+    all layers); `max_layer_ratio` caps any layer. `layer_ratios` (a ratio file or a mapping,
+    module path -> channel ratio, see `kdprune.pruning.layer_ratios`) sets the ratio of the
+    layers it names (unit channels, uniform allocation). The classifier and `ignored_layers`
+    (module paths) keep their output channels. Candidates are pruned on copies; the chosen
+    history is then replayed on `model`, which is left untouched if anything fails.
     """
 
     kind = "structured"  # channels are removed: fewer MACs, a real speed-up
@@ -80,6 +100,7 @@ class StructuredPruner:
         round_to: int | None = None,
         iterative_steps: int = 1,
         ignored_layers: Iterable[str] = (),
+        layer_ratios: Any = None,
         tolerance: float = 0.02,
         max_search_steps: int = 12,
         calibrate: Callable[[nn.Module, Batches, LossFn], None] | None = None,
@@ -95,6 +116,7 @@ class StructuredPruner:
             round_to=round_to,
             iterative_steps=iterative_steps,
             tolerance=tolerance,
+            layer_ratios=layer_ratios,
         )
         if calibrate is not None and calibration is None:
             raise ConfigError(
@@ -113,6 +135,7 @@ class StructuredPruner:
         self.calibrate, self.regularizer = calibrate, regularizer
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
+        self.layer_ratios = _bound_ratios(model, layer_ratios, self.ignored)
         self._check_prunable()
 
     @staticmethod
@@ -124,6 +147,7 @@ class StructuredPruner:
         round_to: Any = None,
         iterative_steps: Any = 1,
         tolerance: Any = 0.02,
+        layer_ratios: Any = None,
         **_: Any,
     ) -> None:
         """Raise ConfigError if an option is out of range (no model needed)."""
@@ -147,6 +171,13 @@ class StructuredPruner:
             raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
         if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
             raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+        if layer_ratios is not None:
+            if unit != "channels" or allocation != "uniform":
+                raise ConfigError(
+                    "prune_method layer_ratios sets channel ratios per layer: it needs unit "
+                    f"channels and allocation uniform, not {unit} and {allocation}."
+                )
+            read_layer_ratios(layer_ratios, max_layer_ratio)
 
     def regularize(self, model: nn.Module) -> None:
         """Apply the configured sparsity regularizer to `model`'s gradients (no-op if none)."""
@@ -186,7 +217,7 @@ class StructuredPruner:
 
     def _one_shot(self) -> tuple[list[list[Any]], float]:
         """The history and channel ratio of the configured cut of the bound model."""
-        if self.ratio == 0:
+        if self.ratio == 0 and not self.layer_ratios:
             return [], 0.0
         if self.unit == "channels":
             return self._prune_copy(self.ratio)[1], self.ratio
@@ -262,6 +293,9 @@ class StructuredPruner:
                 iterative_steps=self.iterative_steps,
                 ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
                 round_to=self.round_to,
+                pruning_ratio_dict={
+                    candidate.get_submodule(path): r for path, r in self.layer_ratios.items()
+                },
             )
             for _ in range(self.iterative_steps):
                 if self.calibrate is not None and importance is None:

@@ -11,12 +11,19 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from pathlib import PurePath
 from typing import Any
 
+from kdprune.errors import ConfigError
 from kdprune.results import config_fingerprint, configuration
 
 # Left out of the fingerprint that pairs runs across the orders and KD on / off.
 PAIRING_LEAVE_OUT = ("schedule", "kd")
+# What a report compares within a compression level: `orders` (the orders and KD on / off, the
+# default) or a config group, e.g. `prune_method`: configurations that differ only in it.
+ORDERS_AND_KD = "orders"
+# A compared group's keys that stay in the pairing key: the compression target.
+KEPT_WHEN_COMPARED = {"prune_method": ("ratio", "unit")}
 # The pruning target: a label on the plots, left out of the key that joins points into a line.
 TARGET_KEYS = ("prune_method.ratio", "prune_method.pruner.ratio")
 NO_KD = "none"
@@ -42,6 +49,35 @@ def legacy_config(metrics: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def paired_config(config: Mapping[str, Any], compare: str = ORDERS_AND_KD) -> dict[str, Any]:
+    """The configuration as pairing sees it: without the orders and KD, or without the
+    compared group (but its target, which sets the compression level)."""
+    if compare == ORDERS_AND_KD:
+        return without(config, PAIRING_LEAVE_OUT)
+    group = config.get(compare)
+    keep = KEPT_WHEN_COMPARED.get(compare, ())
+    kept = {k: v for k, v in group.items() if k in keep} if isinstance(group, Mapping) else {}
+    return {**configuration(dict(config)), compare: kept}
+
+
+def pairing_key(config: Mapping[str, Any], compare: str = ORDERS_AND_KD) -> str:
+    """Equal for the runs a report compares with each other (see `paired_config`)."""
+    return config_fingerprint(paired_config(config, compare))
+
+
+def paired_by(runs: Any, compare: str) -> Any:
+    """The ledger with `pairing_key` for what the report compares (ConfigError if no run's
+    config has the `compare` group)."""
+    if compare == ORDERS_AND_KD:
+        return runs
+    configs = [json.loads(text) for text in runs["config_json"]]
+    if not any(compare in config for config in configs):
+        raise ConfigError(f"--compare {compare}: no run's config has a `{compare}` group.")
+    out = runs.copy()
+    out["pairing_key"] = [pairing_key(config, compare) for config in configs]
+    return out
+
+
 def _sub_key(config: Mapping[str, Any], group: str) -> str:
     """The fingerprint of one config group (e.g. the schedule) alone."""
     return config_fingerprint({group: config.get(group)})
@@ -61,7 +97,7 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
         fingerprint, source = metrics["config_fingerprint"], "stored"  # pairing still legacy
     return {
         "config_fingerprint": fingerprint,
-        "pairing_key": config_fingerprint(config, PAIRING_LEAVE_OUT),
+        "pairing_key": pairing_key(config),
         "series_key": config_fingerprint(config, TARGET_KEYS),
         "schedule_key": _sub_key(kept, "schedule"),
         "kd_key": _sub_key(kept, "kd"),
@@ -131,7 +167,11 @@ def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
 
 
 def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) and "/" in value and len(value) > 40:  # a file: name its end
+        return "…/" + "/".join(PurePath(value).parts[-2:])
+    return str(value)
 
 
 def describe(config: Mapping[str, Any], keys: Iterable[str]) -> str:
@@ -175,11 +215,11 @@ def without(config: Mapping[str, Any], leave_out: tuple[str, ...]) -> dict[str, 
     return configuration(dict(config), leave_out)
 
 
-def group_titles(summary: Any) -> dict[str, str]:
+def group_titles(summary: Any, compare: str = ORDERS_AND_KD) -> dict[str, str]:
     """A title per pairing group (compression level): its target, plus whatever else differs
     between the groups (model, data, method, budget ...)."""
     configs = {
-        key: without(json.loads(text), PAIRING_LEAVE_OUT)
+        key: paired_config(json.loads(text), compare)
         for key, text in summary.drop_duplicates("pairing_key")[
             ["pairing_key", "config_json"]
         ].itertuples(index=False)

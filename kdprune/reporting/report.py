@@ -18,7 +18,7 @@ import pandas as pd
 
 from kdprune.errors import ConfigError
 from kdprune.reporting.budgets import check_budgets
-from kdprune.reporting.configs import config_names, group_titles
+from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
 from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
 from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
 from kdprune.reporting.report_markdown import ReportInputs, markdown
@@ -112,15 +112,18 @@ def write_report(
     pareto: bool = False,
     study: StudyInfo | None = None,
     source: str = "",
+    compare: str = ORDERS_AND_KD,
 ) -> Report:
     """Write the ledger CSV, verdicts.csv, the plots and PRUNING_REPORT.md into out_dir; a
-    Pareto plot when the study has several objectives or `pareto` is set."""
+    Pareto plot when the study has several objectives or `pareto` is set. `compare` names what
+    the verdicts compare: the orders and KD (default), or a config group (`prune_method`)."""
     if x not in X_AXES:
         raise ConfigError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}.")
     out_dir = Path(out_dir)
+    runs = paired_by(runs, compare)
     summary = summarise(runs)
-    table = verdicts(runs, summary)
-    titles = group_titles(summary)
+    table = verdicts(runs, summary, compare)
+    titles = group_titles(summary, compare)
     files = [write_csv(runs, out_dir / CSV_FILE), write_verdicts(table, out_dir / VERDICTS_FILE)]
     figures = _figures(runs, summary, out_dir, x, pareto, study)
     if not table.empty:
@@ -128,7 +131,7 @@ def write_report(
     files += figures.values()
     inputs = ReportInputs(
         runs, summary, table, check_budgets(runs, summary), titles, figures,
-        source or str(out_dir), study,
+        source or str(out_dir), study, compare,
     )  # fmt: skip
     text = markdown(inputs)
     files.append(atomic_write(out_dir / MARKDOWN_FILE, lambda fh: fh.write(text.encode())))

@@ -9,7 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from kdprune.reporting.budgets import BudgetCheck
-from kdprune.reporting.configs import LEGACY_KEYS, config_names, configs_of, distinguishing_keys
+from kdprune.reporting.configs import (
+    LEGACY_KEYS,
+    ORDERS_AND_KD,
+    config_names,
+    configs_of,
+    distinguishing_keys,
+)
 from kdprune.reporting.configs import describe as describe_config
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.quantized import has_int8, quantization_lines
@@ -49,6 +55,7 @@ class ReportInputs:
     figures: dict[str, Path] = field(default_factory=dict)
     source: str = ""
     study: StudyInfo | None = None
+    compare: str = ORDERS_AND_KD  # what the verdicts compare (see reporting.configs)
 
 
 def _values(runs: pd.DataFrame, col: str) -> str:
@@ -224,7 +231,7 @@ def markdown(inputs: ReportInputs) -> str:
         "",
         *_results_lines(summary, shown),
         "",
-        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles),
+        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare),
         "",
         *selection_lines(
             summary,
@@ -233,6 +240,7 @@ def markdown(inputs: ReportInputs) -> str:
             inputs.titles,
             names,
             select_epoch_note(runs),
+            inputs.compare,
         ),
     ]
     if has_int8(runs):

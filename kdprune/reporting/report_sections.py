@@ -7,13 +7,35 @@ import math
 import pandas as pd
 
 from kdprune.reporting.budgets import BudgetCheck
+from kdprune.reporting.configs import ORDERS_AND_KD
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.statistics import CONFIDENCE, MATCHED_MACS
 from kdprune.reporting.verdicts import A_BETTER, B_BETTER, INTERVAL, VERDICTS_FILE
 
+# A compression level, in words: what its configurations share and what differs between them.
+LEVELS = {
+    ORDERS_AND_KD: (
+        "same model, data, pruning method, target, budget and starting point; only the order "
+        "or KD differs"
+    ),
+}
+
+
+def level_words(compare: str) -> str:
+    """What the configurations of one compression level share, and what tells them apart."""
+    return LEVELS.get(
+        compare,
+        f"everything the same but `{compare}`, the pruning target (ratio, unit) included",
+    )
+
+
+def how(compare: str = ORDERS_AND_KD) -> str:
+    """The Verdicts section's first paragraph: how runs are paired and judged."""
+    return HOW.format(level=level_words(compare))
+
+
 HOW = (
-    "**How.** Runs are paired by seed within a compression level (same model, data, pruning "
-    "method, target, budget and starting point; only the order or KD differs): the same seed "
+    "**How.** Runs are paired by seed within a compression level ({level}): the same seed "
     "gives both sides the same teacher, data split and initialisation. For each comparison A vs "
     "B, d = test accuracy of A − test accuracy of B for every seed both sides have (a seed's "
     "duplicate runs averaged first); the table gives the mean of d and its "
@@ -109,11 +131,14 @@ def _verdict_row(row: pd.Series) -> list[str]:
     ]
 
 
-def verdict_lines(table: pd.DataFrame, check: BudgetCheck, titles: dict[str, str]) -> list[str]:
+def verdict_lines(
+    table: pd.DataFrame, check: BudgetCheck, titles: dict[str, str], compare: str = ORDERS_AND_KD
+) -> list[str]:
     """The Verdicts section: how, then a subsection per compression level with its table."""
-    out = ["## Verdicts", "", HOW, ""]
+    out = ["## Verdicts", "", how(compare), ""]
     if table.empty:
-        return [*out, "No comparison: no level has two orders, or KD and no KD, side by side."]
+        what = "two orders, or KD and no KD" if compare == ORDERS_AND_KD else f"two `{compare}`s"
+        return [*out, f"No comparison: no level has {what} side by side."]
     header = ["A", "B", "n", "mean A − B", f"{CONFIDENCE:.0%} CI ({INTERVAL})", "verdict"]
     header += ["A achieved (MACs × / sparsity)", "B achieved", "MACs matched"]
     for key, rows in table.groupby("pairing_key", sort=False):
@@ -156,7 +181,7 @@ def _level_name(row: pd.Series, titles: dict[str, str], split: set[str]) -> str:
 
 def selection_lines(
     summary: pd.DataFrame, best: pd.DataFrame, front: pd.DataFrame, titles: dict[str, str],
-    names: dict[str, str], note: str,
+    names: dict[str, str], note: str, compare: str = ORDERS_AND_KD,
 ) -> list[str]:  # fmt: skip
     """Best per compression level (val selects among equal achieved MACs) and the Pareto front."""
     split = {k for k, g in summary.groupby("pairing_key") if g["level"].nunique() > 1}
@@ -164,7 +189,7 @@ def selection_lines(
         "## Best configuration per compression level",
         "",
         "**Selected by validation accuracy among configurations of equal achieved compression** "
-        f"(one level: same model, data, method, target and budget; MACs within {MATCHED_MACS:.0%})"
+        f"(one level: {level_words(compare)}; MACs within {MATCHED_MACS:.0%})"
         "; test accuracy reported, never used to choose. There is no best over all compressions: "
         "it would pick the least compressed model by construction (see the Pareto front).",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -15,18 +16,21 @@ from kdprune.reporting.verdicts import A_BETTER, B_BETTER
 VERDICTS_PLOT = "verdicts.png"
 COLOURS = {A_BETTER: "tab:blue", B_BETTER: "tab:red"}
 UNDECIDED = "0.45"
+LABEL_WIDTH = 60  # characters per line of a row's label: long labels wrap, the plot keeps room
 
 
 def _row_label(row: pd.Series, title: str) -> str:
     matched = "" if row["matched"] is not False else "  [MACs not matched]"
-    return f"{title}: {row['a']}  −  {row['b']}{matched}"
+    return textwrap.fill(f"{title}: {row['a']}  −  {row['b']}{matched}", LABEL_WIDTH)
 
 
 def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Path:
     """A row per comparison: the mean of A − B (test accuracy, paired by seed) and its 95% t
     interval as a horizontal bar; blue when A is better, red when B is, grey when undecided;
     a hollow marker without a bar where one seed gives no interval."""
-    fig = Figure(figsize=(11, 1.6 + 0.42 * len(table)), layout="constrained")
+    labels = [_row_label(r, titles.get(r["pairing_key"], "")) for _, r in table.iterrows()]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig = Figure(figsize=(11, 1.6 + 0.3 * lines + 0.12 * len(table)), layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(len(table)))[::-1]
     previous = None
@@ -46,7 +50,6 @@ def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Pa
             ax.axhline(y + 0.5, color="0.85", linewidth=1)
         previous = row["pairing_key"]
     ax.axvline(0.0, color="black", linewidth=1)
-    labels = [_row_label(r, titles.get(r["pairing_key"], "")) for _, r in table.iterrows()]
     ax.set_yticks(ys, labels, fontsize=8)
     ax.set_ylim(-0.7, len(table) - 0.3)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=7))

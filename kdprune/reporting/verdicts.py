@@ -1,5 +1,6 @@
-"""The paired verdict: within a compression level, each pair of orders and KD vs no KD,
-compared seed by seed on test accuracy with a paired t interval.
+"""The paired verdict: within a compression level, each pair of orders and KD vs no KD (or,
+with `compare`, each pair of values of one config group such as the pruning method), compared
+seed by seed on test accuracy with a paired t interval.
 
 A pairing group is the runs of one `pairing_key` (same model, data, method, target, budget,
 starting point ... ; only the order and KD differ). Within it, a run of seed s on one side is
@@ -20,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdprune.reporting.configs import NO_KD, labels
+from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels
 from kdprune.reporting.statistics import CONFIDENCE, MATCHED_MACS, order_rank, per_seed, t_interval
 from kdprune.results import atomic_write
 
@@ -67,8 +68,14 @@ def verdict(n: int, low: float, high: float) -> str:
     return f"no difference detected at n = {n}"
 
 
-def _pairs(group: pd.DataFrame) -> list[tuple[str, pd.Series, pd.Series]]:
-    """(kind, A, B): orders with the same KD (A the earlier order); KD vs none per schedule."""
+def _pairs(
+    group: pd.DataFrame, compare: str = ORDERS_AND_KD, names: dict[str, str] | None = None
+) -> list[tuple[str, pd.Series, pd.Series]]:
+    """(kind, A, B): orders with the same KD (A the earlier order); KD vs none per schedule.
+    Comparing a config group instead: every two configurations (A first by label)."""
+    if compare != ORDERS_AND_KD:
+        rows = sorted((r for _, r in group.iterrows()), key=lambda r: names[r.config_fingerprint])
+        return [(compare, a, b) for a, b in combinations(rows, 2)]
     out = []
     for (_, x), (_, y) in combinations(group.iterrows(), 2):
         if x["kd_key"] == y["kd_key"] and x["order"] != y["order"]:
@@ -130,19 +137,25 @@ def _comparison(
     }
 
 
-def side_labels(group: pd.DataFrame) -> dict[str, str]:
-    """Labels of a pairing group's configurations: order and KD, plus whatever else differs."""
+def side_labels(group: pd.DataFrame, compare: str = ORDERS_AND_KD) -> dict[str, str]:
+    """Labels of a pairing group's configurations: order and KD (or the compared group's
+    name), plus whatever else differs."""
     configs = {r["config_fingerprint"]: json.loads(r["config_json"]) for _, r in group.iterrows()}
-    return labels(configs, always=("schedule.name", "kd.name"))
+    always = ("schedule.name", "kd.name") if compare == ORDERS_AND_KD else (f"{compare}.name",)
+    return labels(configs, always=always)
 
 
-def verdicts(runs: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
-    """Every comparison of every pairing group, one row each (COLUMNS), in report order."""
+def verdicts(
+    runs: pd.DataFrame, summary: pd.DataFrame, compare: str = ORDERS_AND_KD
+) -> pd.DataFrame:
+    """Every comparison of every pairing group, one row each (COLUMNS), in report order:
+    between orders and KD on / off, or between the values of the `compare` config group."""
     values = per_seed(runs).set_index(["config_fingerprint", "seed"]).sort_index()
     rows = []
     for _, group in summary.groupby("level_rank", sort=True):
-        names = side_labels(group)
-        rows += [_comparison(kind, a, b, values, names) for kind, a, b in _pairs(group)]
+        names = side_labels(group, compare)
+        pairs = _pairs(group, compare, names)
+        rows += [_comparison(kind, a, b, values, names) for kind, a, b in pairs]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     kinds = {"orders": 0, "kd": 1}
     frame["_rank"] = frame["kind"].map(kinds)

@@ -26,8 +26,16 @@ PRUNE_TARGETS = ("auto", "student", "teacher")
 
 
 def _regularizer(pruner):
-    """`after_backward` for training that precedes pruning (BN-scale sparsity); None if unused."""
+    """`after_backward` for training that precedes pruning (BN-scale sparsity, movement scores);
+    None if unused."""
     return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
+
+
+def _carried(pruner) -> dict[str, Any]:
+    """What a pruner learned while training (its regularizer: movement scores), for the pruners
+    built later in the same order, so it carries over from one pruning step to the next."""
+    regularizer = getattr(pruner, "regularizer", None)
+    return {} if regularizer is None else {"regularizer": regularizer}
 
 
 def resolve_prune_target(
@@ -142,7 +150,11 @@ class GradualPruning:
     target (`plan()`, taken at the start): the schedule's fraction s_t / s_final of the way, so the
     last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
     Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
-    exactly s_final. Returns True when it pruned, so the engine rebuilds the optimizer.
+    exactly s_final. Low-rank decomposition moves every layer's ranks from full towards those of
+    the one-shot cut (planned at the first point) the same fraction of the way, re-decomposing
+    the trained layer each time. Returns True when it pruned, so the engine rebuilds the optimizer.
+    `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
+    if it has none), and what it learns is handed to every pruning step.
     """
 
     def __init__(
@@ -160,7 +172,10 @@ class GradualPruning:
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
         self.sparsity, self.history = 0.0, []
         pruner = build_pruner(ctx, model)
+        self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
         self.structured = pruner.kind == "structured"
+        # Low-rank: one pruner shrinks ranks towards its one-shot cut (see apply_fraction).
+        self.low_rank = pruner if pruner.kind == "low_rank" else None
         self.dense = layer_widths(model)
         with ctx.timed("prune"):
             self.final = pruner.plan() if self.structured else {}
@@ -179,15 +194,17 @@ class GradualPruning:
         return True
 
     def _prune_to(self, model: nn.Module, scheduled: float):
+        if self.low_rank is not None:
+            return self.low_rank.apply_fraction(scheduled / self.target if self.target > 0 else 1.0)
         if self.structured:
             fraction = scheduled / self.target if self.target > 0 else 1.0
             widths = scheduled_widths(self.dense, self.final, fraction)
-            pruner = build_pruner(self.ctx, model, ratio=0.0, unit="channels")
+            pruner = build_pruner(self.ctx, model, self.carried, ratio=0.0, unit="channels")
             return pruner.apply_widths(widths)
         relative = 1 - (1 - scheduled) / (1 - self.sparsity)
         if relative <= 1e-6:
             return None
-        return build_pruner(self.ctx, model, ratio=relative).apply()
+        return build_pruner(self.ctx, model, self.carried, ratio=relative).apply()
 
 
 def joint(
@@ -209,7 +226,10 @@ def joint(
     gradual = GradualPruning(
         ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
     )
-    train(ctx, "joint", student, teacher, joint_epochs, step_hooks=[gradual], select_on_val=False)
+    train(
+        ctx, "joint", student, teacher, joint_epochs,
+        after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
+    )  # fmt: skip
     after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(ctx, dense, student, gradual.history, after_prune_val_acc)

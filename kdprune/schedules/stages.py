@@ -72,13 +72,17 @@ def calibration_batches(ctx: RunContext, count: int = 8) -> list[tuple[torch.Ten
     return batches
 
 
-def build_pruner(ctx: RunContext, model: nn.Module, **overrides: Any):
-    """The configured `prune_method` pruner bound to `model` (overrides replace config values)."""
+def build_pruner(
+    ctx: RunContext, model: nn.Module, carried: dict[str, Any] | None = None, **overrides: Any
+):
+    """The configured `prune_method` pruner bound to `model` (overrides replace config values;
+    `carried` objects, e.g. an earlier pruner's learned scores, replace those the config builds)."""
     return instantiate(ctx.cfg.prune_method.pruner, **overrides)(
         model=model,
         example_inputs=ctx.example_inputs,
         calibration=calibration_batches(ctx),
         loss_fn=F.cross_entropy,
+        **(carried or {}),
     )
 
 
