@@ -15,12 +15,12 @@ PYTEST_ARGS ?=
 SCRIPT_OVERRIDES := \
   $(if $(PRUNE_METHOD),prune_method=$(PRUNE_METHOD)) \
   $(if $(PRUNE_RATIO),prune_method.ratio=$(PRUNE_RATIO)) \
-  $(if $(STUDENT_CKPT),schedule=prune_then_distill 'schedule.student_checkpoint=$(STUDENT_CKPT)') \
+  $(if $(STUDENT_CKPT),schedule=prune_then_distill student_init=checkpoint 'student_checkpoint=$(STUDENT_CKPT)') \
   $(if $(TEACHER_CKPT),'teacher.checkpoint=$(TEACHER_CKPT)') \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps report report-optuna report-pareto bench
+.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
@@ -29,6 +29,9 @@ help:
 	@echo "make sweep-orders   the three orders x prune ratios x KD on/off (accuracy-vs-sparsity curves)"
 	@echo "make sweep-optuna   Optuna TPE search (resumable; n_trials is the study's total)"
 	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
+	@echo "make headline   the fair verdict: 3 orders x KD on/off x 2x/4x MACs x 3 seeds, + a larger teacher"
+	@echo "make sweep-movement  movement vs magnitude pruning (weights, channels) at 50% and 90%, joint, 3 seeds"
+	@echo "make sensitivity     kdprune sensitivity of the teacher, then its ratio file vs the uniform cut, 3 seeds"
 	@echo "make sweep-worker   one worker of a study shared through KDPRUNE_STORAGE (start N of them; SWEEP=optuna|pareto)"
 	@echo "make dashboard      optuna-dashboard for the study on 127.0.0.1:DASHBOARD_PORT (8080)"
 	@echo "make report     report of the newest orders sweep (or REPORT_SRC=<folder>)"
@@ -83,6 +86,33 @@ sweep-orders: data
 sweep-optuna: data
 	$(PY) -m kdprune -m +sweep=optuna $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report --storage $(OPTUNA_STORAGE) --study kdprune-optuna
+
+# The headline experiment (sweeps/headline.yaml): the same grid with the student's own architecture
+# as teacher, then with a larger one (cnn5), into one folder; its PRUNING_REPORT.md states the
+# verdicts. HEADLINE_TEACHER= (empty) skips the larger-teacher arm.
+HEADLINE_DIR := outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
+HEADLINE_TEACHER ?= cnn5
+
+headline: data
+	$(PY) -m kdprune -m +sweep=headline hydra.sweep.dir=$(HEADLINE_DIR)/same $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+	$(if $(HEADLINE_TEACHER),$(PY) -m kdprune -m +sweep=headline teacher=$(HEADLINE_TEACHER) hydra.sweep.dir=$(HEADLINE_DIR)/$(HEADLINE_TEACHER) $(strip $(SCRIPT_OVERRIDES) $(ARGS)))
+	$(PY) -m kdprune report $(HEADLINE_DIR)
+
+# Movement vs magnitude (sweeps/movement.yaml); the report pairs the methods at each target.
+MOVEMENT_DIR := outputs/sweeps/movement/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+sweep-movement: data
+	$(PY) -m kdprune -m +sweep=movement hydra.sweep.dir=$(MOVEMENT_DIR) $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+	$(PY) -m kdprune report $(MOVEMENT_DIR) --compare prune_method
+
+# Sensitivity analysis of the sweep's teacher, then its ratio file against the uniform cut of the
+# same MACs (sweeps/sensitivity.yaml), in one report.
+SENSITIVITY_DIR := outputs/sweeps/sensitivity/$(shell date +%Y-%m-%d_%H-%M-%S)
+
+sensitivity: data
+	$(PY) -m kdprune sensitivity +sweep=sensitivity --out $(SENSITIVITY_DIR) $(ARGS)
+	$(PY) -m kdprune -m +sweep=sensitivity 'prune_method.layer_ratios=null,$(CURDIR)/$(SENSITIVITY_DIR)/layer_ratios.yaml' hydra.sweep.dir=$(SENSITIVITY_DIR)/runs $(ARGS)
+	$(PY) -m kdprune report $(SENSITIVITY_DIR)/runs --compare prune_method
 
 sweep-pareto: data
 	$(PY) -m kdprune -m +sweep=pareto $(strip $(SCRIPT_OVERRIDES) $(ARGS))

@@ -9,7 +9,9 @@ Figures, one module each: (a) `training`: the engine's training throughput vs a 
 (c) `sweep`: a 15-run orders sweep: teacher trainings and overhead share; (d) `latency`: measured
 CPU speed-up of compressed models vs their MACs speed-up, eager PyTorch and ONNX Runtime (the
 compressed models in `compression`, its Markdown in `latency_report`); (e) `cuda`: GPU-resident,
-mixed-precision, channels_last teacher training vs a DataLoader-fed fp32 one.
+mixed-precision, channels_last teacher training vs a DataLoader-fed fp32 one; (f) `quantization`:
+INT8 (`quantize=ptq`) vs FP32 ONNX Runtime latency of the models' 2x cut, with where the time goes
+(its Markdown in `quantization_report`).
 
 The two sides of each ratio are measured interleaved (A, B, A, B, ...) `reps` times and compared by
 their medians (`measure`), with torch's CPU thread count set explicitly, and the load average

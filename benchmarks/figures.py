@@ -1,4 +1,4 @@
-"""The five figures, in BENCHMARKS.md's order: measure some, and merge them with the others."""
+"""The six figures, in BENCHMARKS.md's order: measure some, and merge them with the others."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ from typing import Any
 
 import torch
 
-from benchmarks import cuda, kd, latency, latency_report, sweep, training
+from benchmarks import (
+    cuda,
+    kd,
+    latency,
+    latency_report,
+    quantization,
+    quantization_report,
+    sweep,
+    training,
+)
 from benchmarks.machine import commit, machine
 from benchmarks.measure import loadavg
 from benchmarks.sizes import Sizes
@@ -35,6 +44,9 @@ REGISTRY: dict[str, Figure] = {
     "sweep": Figure(sweep.measure, sweep.summary, sweep.section),
     "latency": Figure(latency.measure, latency_report.summary, latency_report.section),
     "cuda": Figure(cuda.measure, cuda.summary, cuda.section),
+    "quantization": Figure(
+        quantization.measure, quantization_report.summary, quantization_report.section
+    ),
 }
 FIGURES = tuple(REGISTRY)
 

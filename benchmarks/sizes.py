@@ -46,6 +46,9 @@ class Sizes:
     # Samples per side: a forward takes milliseconds, and the CPU's neighbours move single
     # samples by 20% or more, so many cheap samples are taken.
     latency_reps: int = 15
+    # (f)'s 3x3 conv + ReLU alone, FP32 vs INT8: (channels, map size) of LeNet-5's cut and of a
+    # CIFAR ResNet's three stages.
+    quantization_kernels: tuple[tuple[int, int], ...] = ((8, 28), (16, 32), (32, 16), (64, 8))
     cuda_model: str = "resnet56"
     cuda_samples: int = 10240
     cuda_steps: int = 60
@@ -83,6 +86,7 @@ class Sizes:
             latency_batches=(1, 8),
             latency_calls=3,
             latency_reps=2,
+            quantization_kernels=((8, 8),),
             cuda_model="lenet5",
             cuda_samples=256,
             cuda_steps=3,

@@ -19,12 +19,15 @@ from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.engine import pick_device, process_settings
 from kdprune.errors import KdpruneError
+from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.paths import CONF_DIR
 from kdprune.reporting import comparison_table
-from kdprune.results import write_metrics
+from kdprune.results import config_fingerprint, write_metrics
 from kdprune.schedules.context import RunContext
-from kdprune.schedules.teacher import train_teacher
+from kdprune.schedules.stages import DENSE_FILE
+from kdprune.schedules.start import Start, starting_point
+from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
 from kdprune.sweeping.optuna_sweeper import register as register_sweeper
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 
@@ -63,7 +66,7 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
 def _experiment(
     cfg: DictConfig, device: torch.device, tracker, run_dir: Path, on_epoch: EpochHook = None
 ) -> dict[str, Any]:
-    """Data, teacher, the configured order: the run's metrics (metrics.json's keys)."""
+    """Data, teacher, the student's start, the configured order: the run's metrics."""
     t = cfg.trainer
     data_start = time.perf_counter()
     splits = instantiate(cfg.dataset.splits)
@@ -72,11 +75,22 @@ def _experiment(
         splits, t.batch_size, t.eval_batch_size, device, augment, cfg.seed, t.num_workers
     )
     ctx = RunContext(
-        cfg=cfg, device=device, loaders=loaders, tracker=tracker, run_dir=run_dir, on_epoch=on_epoch
+        cfg=cfg,
+        device=device,
+        loaders=loaders,
+        tracker=tracker,
+        run_dir=run_dir,
+        data_identity=splits.identity,
+        on_epoch=on_epoch,
     )
     ctx.timings["data"] = time.perf_counter() - data_start
     teacher = train_teacher(ctx)
-    result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher)
+    start = starting_point(ctx, teacher)
+    result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher, start=start)
+    # Quantization follows the order, reading its model through the model file (none: {}).
+    result |= instantiate(cfg.quantize.stage)(
+        ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE
+    )
     return {
         "order": cfg.schedule.name,
         "model": model_name(cfg.model),
@@ -84,11 +98,52 @@ def _experiment(
         "seed": int(cfg.seed),
         "device": str(device),
         **result,
+        **_teacher_record(ctx, teacher),
+        **_budget_record(cfg, start, ctx.history),
+        **_config_record(cfg, splits.identity),
+        "timings": dict(ctx.timings),
+        "history": ctx.history,
+    }
+
+
+def _teacher_record(ctx: RunContext, teacher: Teacher) -> dict[str, Any]:
+    macs, params = count_macs_params(teacher.module, ctx.example_inputs)
+    return {
+        "teacher_model": model_name(teacher_model_cfg(ctx.cfg)),
+        "teacher_weights": teacher.weights,
         "teacher_val_acc": teacher.metrics["val_acc"],
         "teacher_test_acc": teacher.metrics["test_acc"],
         "teacher_source": teacher.metrics["source"],
-        "timings": dict(ctx.timings),
-        "history": ctx.history,
+        "teacher_macs": macs,
+        "teacher_params": params,
+    }
+
+
+def _budget_record(cfg: DictConfig, start: Start, history: list[dict]) -> dict[str, Any]:
+    """Where the student started and every epoch that shaped its final weights."""
+    student = sum(1 for h in history if h["stage"] != "teacher")
+    inherited = start.inherited_epochs
+    return {
+        "student_init": start.init,
+        "start": start.record(),
+        "epochs": {
+            "inherited": inherited,
+            "student": student,
+            "total": None if inherited is None else inherited + student,
+        },
+        "select_epoch": cfg.trainer.get("select_epoch", "best_val"),
+    }
+
+
+def _config_record(cfg: DictConfig, data_identity: str) -> dict[str, Any]:
+    """The resolved config (minus Hydra's node), its fingerprint and the data's identity."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    config["data_identity"] = data_identity
+    return {
+        "data_identity": data_identity,
+        "config": config,
+        "config_fingerprint": config_fingerprint(config),
     }
 
 

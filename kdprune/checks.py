@@ -16,6 +16,7 @@ from kdprune.errors import ConfigError
 from kdprune.models import build
 from kdprune.pruning import pruner_class
 from kdprune.pruning import validate as validate_prune_method
+from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
 # Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
@@ -82,6 +83,8 @@ def check_trainer(cfg: DictConfig) -> None:
         if t.get(key) is not None:
             whole_number(t[key], f"trainer.{key}", 1)
     number(t.label_smoothing, "trainer.label_smoothing", 0.0, 0.999)
+    if t.get("select_epoch", "best_val") not in ("best_val", "last"):
+        raise ConfigError(f"trainer.select_epoch must be best_val or last, got {t.select_epoch!r}")
     if t.get("progress") not in (True, False, None, "auto"):
         raise ConfigError(f"trainer.progress must be true, false or auto, got {t.progress!r}")
 
@@ -106,25 +109,51 @@ def check_optimizers(cfg: DictConfig) -> None:
 
 
 def check_schedule(cfg: DictConfig) -> None:
-    """Options of the order that the order functions would only notice late."""
+    """The order and the student's start: combinations the order functions would only notice
+    late, such as pruning an untrained network."""
+    from kdprune.schedules.orders import resolve_prune_target
+    from kdprune.schedules.start import INITS, same_architecture
+
     s = cfg.schedule
     if s.name not in ORDERS:
         raise ConfigError(f"schedule.name must be one of {', '.join(ORDERS)}, got {s.name!r}")
-    if s.get("prune_target", "student") not in ("student", "teacher"):
+    if cfg.student_init not in INITS:
         raise ConfigError(
-            f"schedule.prune_target must be student or teacher, got {s.prune_target!r}"
+            f"student_init must be one of {', '.join(INITS)}, got {cfg.student_init!r}"
         )
-    if s.get("student_init", "scratch") not in ("scratch", "teacher"):
+    if cfg.student_init == "teacher" and not same_architecture(cfg):
         raise ConfigError(
-            f"schedule.student_init must be scratch or teacher, got {s.student_init!r}"
+            "student_init=teacher needs the teacher to share the student's architecture; "
+            "student_init=trained starts from the dense trained network of the student's own"
         )
-    same_arch = cfg.teacher.model is None or cfg.teacher.model == cfg.model
-    if s.get("student_init") == "teacher" and not same_arch:
-        raise ConfigError(
-            "schedule.student_init=teacher needs the teacher to share the student's architecture"
+    if (cfg.student_init == "checkpoint") != bool(cfg.student_checkpoint):
+        raise ConfigError("student_init=checkpoint and student_checkpoint=<file> go together")
+    if s.name == "prune_then_distill":
+        resolve_prune_target(
+            s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
         )
     if s.name == "joint":
         check_joint(cfg)
+    check_learns_first(cfg)
+
+
+def check_learns_first(cfg: DictConfig) -> None:
+    """A method that learns its scores while the student trains (movement) needs that training
+    before it prunes: joint, or distill_then_prune with a distill stage."""
+    if not getattr(pruner_class(cfg.prune_method), "learns_while_training", False):
+        return
+    s, method = cfg.schedule, cfg.prune_method.name
+    if s.name == "prune_then_distill":
+        raise ConfigError(
+            f"prune_method={method} learns its scores while the student trains, and "
+            "prune_then_distill prunes before any training: use schedule=joint or "
+            "distill_then_prune (or a one-shot criterion such as prune_method=taylor)"
+        )
+    if s.name == "distill_then_prune" and int(s.distill_epochs) < 1:
+        raise ConfigError(
+            f"prune_method={method} learns its scores in distill_then_prune's distill stage, "
+            "which has no epochs (budget.finetune_epochs equals budget.student_epochs)"
+        )
 
 
 def check_joint(cfg: DictConfig) -> None:
@@ -136,10 +165,6 @@ def check_joint(cfg: DictConfig) -> None:
     if number(s.pruning_end, "schedule.pruning_end", 0.0, 1.0) <= start:
         raise ConfigError(
             f"schedule.pruning_end ({s.pruning_end}) must come after pruning_start ({start})"
-        )
-    if structured and cfg.prune_method.unit != "channels":
-        raise ConfigError(
-            "schedule=joint prunes gradually by channel ratio; use prune_method.unit=channels"
         )
     if cfg.kd.name == "fitnet" and structured:
         raise ConfigError(
@@ -165,17 +190,47 @@ def check_models(cfg: DictConfig) -> None:
 
     student = build(cfg.model)
     teacher = build(cfg.teacher.model) if cfg.teacher.model is not None else build(cfg.model)
-    if cfg.schedule.get("student_checkpoint"):
-        load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
+    if cfg.get("student_checkpoint"):
+        load_state_dict_file(student, cfg.student_checkpoint, "student")
     if cfg.teacher.get("checkpoint"):
         load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
     validate_kd(cfg.kd, student=student, teacher=teacher)
+    check_target(cfg, teacher if _prunes_teacher(cfg) else student)
+
+
+def _prunes_teacher(cfg: DictConfig) -> bool:
+    from kdprune.schedules.orders import resolve_prune_target
+    from kdprune.schedules.start import same_architecture
+
+    if cfg.schedule.name != "prune_then_distill":
+        return False
+    s = cfg.schedule
+    target = resolve_prune_target(
+        s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
+    )
+    return target == "teacher"
+
+
+def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
+    """Bind the pruner to the architecture it will prune: it refuses, in one line, a model with
+    nothing to prune or a params / MACs target that no cut up to the per-layer cap reaches (the
+    cut is searched here, on fresh weights, so a target that rounding cannot hit fails now)."""
+    from kdprune.config import instantiate
+
+    d = cfg.dataset
+    x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
+    y = torch.zeros(2, dtype=torch.long)
+    factory = instantiate(cfg.prune_method.pruner)
+    pruner = factory(model=model, example_inputs=x[:1], calibration=[(x, y)])
+    if getattr(pruner, "unit", "channels") != "channels" and hasattr(pruner, "plan"):
+        pruner.plan()
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
     check_required(cfg)
     check_run(cfg)
+    check_quantize_budget(cfg)  # before check_epochs: it says why a stage's epochs went negative
     check_epochs(cfg)
     check_trainer(cfg)
     check_optimizers(cfg)
@@ -184,3 +239,4 @@ def validate(cfg: DictConfig) -> None:
     check_schedule(cfg)
     check_sweep_metric(cfg)
     check_models(cfg)
+    check_quantize_model(cfg)

@@ -1,5 +1,5 @@
 """The `kdprune` command: check the command line in one line's worth of error, then hand over to
-Hydra (runs and sweeps) or to a subcommand (report, evaluate, export-onnx)."""
+Hydra (runs and sweeps) or to a subcommand (report, evaluate, export-onnx, sensitivity)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 from kdprune.paths import config_groups, group_options
 
-SUBCOMMANDS = ("report", "evaluate", "export-onnx", "dashboard")
+SUBCOMMANDS = ("report", "evaluate", "export-onnx", "sensitivity", "dashboard")
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
 PASS_THROUGH_FLAGS = ("-m", "--multirun")
 

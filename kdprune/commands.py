@@ -1,11 +1,12 @@
 """The non-Hydra subcommands: `kdprune report`, `kdprune evaluate`, `kdprune export-onnx`,
-`kdprune dashboard`."""
+`kdprune sensitivity`, `kdprune dashboard`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -53,17 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps/study.db")
     report.add_argument("--study", help="study name in --storage (optional if it holds one)")
     report.add_argument("--out", help="output folder (default: SOURCE, or the database's folder)")
-    report.add_argument(
-        "--x", choices=["sparsity", "macs_speedup"], default="sparsity", help="x axis of the plot"
-    )
+    x_axes, x_help = ["sparsity", "macs_speedup", "params_removed"], "x axis (as achieved)"
+    report.add_argument("--x", choices=x_axes, default="sparsity", help=x_help)
     report.add_argument(
         "--pareto", action="store_true", help="also draw pareto.png (val_acc vs MACs speed-up)"
     )
+    compare = "what verdicts compare: orders (orders and KD) or a config group, e.g. prune_method"
+    report.add_argument("--compare", default="orders", help=compare)
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="accuracy of a saved model file on a data set",
-        description="Load a model file (weights only) and print its accuracy on a split.",
+        help="accuracy of a saved model file (or a run's .onnx file) on a data set",
+        description="Load a model file (weights only; an .onnx file runs in ONNX Runtime) and "
+        "print its accuracy on a split.",
     )
     evaluate.add_argument("model_file")
     evaluate.add_argument(
@@ -96,7 +99,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     onnx.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
+    _sensitivity_parser(sub)
     return parser
+
+
+def _sensitivity_parser(sub: Any) -> None:
+    sens = sub.add_parser(
+        "sensitivity",
+        help="per-group pruning sensitivity of a trained model, and a per-layer ratio file",
+        description="Prune each dependency group of a copy at each ratio, score it on validation "
+        "data; write sensitivity.csv, sensitivity.png and layer_ratios.yaml, whose ratios keep "
+        "the MACs (params for unit=params) of the composed prune_method's uniform cut.",
+    )
+    sens.add_argument("model_file", nargs="?", help="a model file (default: the run's teacher)")
+    sens.add_argument(
+        "overrides", nargs="*", help="Hydra overrides, e.g. prune_method.ratio=0.6 dataset=digits"
+    )
+    sens.add_argument("--ratios", help="the grid, comma-separated (default: 0.1,0.2,...,0.9)")
+    sens.add_argument("--val-batches", type=int, help="validation batches per score (default: all)")
+    sens.add_argument("--out", help="output folder (default: outputs/sensitivity/<date>_<time>)")
+    sens.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
+    sens.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -118,7 +141,9 @@ def _report(args: argparse.Namespace) -> int:
         runs = collect_runs(args.source)
         default_out, source = Path(args.source), str(args.source)
     out = Path(args.out) if args.out else default_out
-    report = write_report(runs, out, x=args.x, pareto=args.pareto, study=study, source=source)
+    report = write_report(
+        runs, out, x=args.x, pareto=args.pareto, study=study, source=source, compare=args.compare
+    )
     print(f"{len(runs)} runs from {source}")
     for path in report.files:
         print(f"wrote {path}")
@@ -141,15 +166,16 @@ def _run_overrides(model_file: str) -> list[str]:
     return []
 
 
-def run_config(model_file: str, overrides: list[str]) -> DictConfig:
+def run_config(model_file: str | None, overrides: list[str]) -> DictConfig:
     """The config a saved model came from, with the user's overrides on top: conf/ composed with
-    the run's own overrides (those the user sets again are dropped), then the user's."""
+    the run's own overrides (those the user sets again are dropped), then the user's (no model
+    file: conf/ with the user's overrides)."""
     from kdprune.config import compose_run, override_keys
     from kdprune.errors import one_line
 
     try:
         mine = set(override_keys(overrides))
-        inherited = _run_overrides(model_file)
+        inherited = _run_overrides(model_file) if model_file else []
         kept = [
             o for o, k in zip(inherited, override_keys(inherited), strict=True) if k not in mine
         ]
@@ -173,9 +199,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise KdpruneError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    device = pick_device(args.device)
+    onnx = Path(args.model_file).suffix == ".onnx"  # model.int8.onnx: run in ONNX Runtime
+    device = pick_device("cpu" if onnx else args.device)
     cfg = run_config(args.model_file, _shorthands(args))
-    model = load_model(args.model_file, map_location=device)
+    model = None if onnx else load_model(args.model_file, map_location=device)
     splits = instantiate(cfg.dataset.splits)
     workers = 0 if splits.in_memory else min(4, os.cpu_count() or 1)
     loaders = make_loaders(
@@ -183,8 +210,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     loader = getattr(loaders, args.split)
     try:
-        result = evaluate(model, loader, device, amp=False)
-    except RuntimeError as err:  # shape mismatch: the model was trained on another data set
+        if onnx:
+            from kdprune.quantization.runtime import evaluate_onnx_file
+
+            result, what = evaluate_onnx_file(args.model_file, loader)
+        else:
+            result = evaluate(model, loader, device, amp=False)
+            what = f"{sum(p.numel() for p in model.parameters())} parameters"
+    except (RuntimeError, ValueError) as err:  # the model was trained on another data set
         raise KdpruneError(
             f"the model does not take {cfg.dataset.name} images ({str(err).splitlines()[0]})."
         ) from err
@@ -192,8 +225,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     correct = round(result["acc"] * n)
     print(
         f"{args.model_file}: {cfg.dataset.name} {args.split} accuracy {result['acc']:.4f} "
-        f"({correct}/{n}), loss {result['loss']:.4f}, "
-        f"{sum(p.numel() for p in model.parameters())} parameters"
+        f"({correct}/{n}), loss {result['loss']:.4f}, {what}"
     )
     return 0
 
@@ -231,10 +263,30 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sensitivity(args: argparse.Namespace) -> int:
+    from kdprune.sensitivity import DEFAULT_RATIOS, run_sensitivity
+
+    model_file, overrides = args.model_file, list(args.overrides)
+    if model_file is not None and "=" in model_file and not Path(model_file).exists():
+        model_file, overrides = None, [model_file, *overrides]  # an override, not a file
+    try:
+        ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else DEFAULT_RATIOS
+    except ValueError:
+        raise KdpruneError(f"--ratios takes numbers joined by commas, not {args.ratios}") from None
+    out = Path(args.out or Path("outputs/sensitivity") / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    cfg = run_config(model_file, overrides)
+    result = run_sensitivity(
+        cfg, model_file, out, ratios, args.device, args.val_batches, args.threads
+    )
+    print(result.summary())
+    return 0
+
+
 COMMANDS: dict[str, Any] = {
     "report": _report,
     "evaluate": _evaluate,
     "export-onnx": _export_onnx,
+    "sensitivity": _sensitivity,
     "dashboard": _dashboard,
 }
 

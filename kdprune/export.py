@@ -73,6 +73,20 @@ def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, inputs: torch.T
     return float(np.abs(got - expected).max())
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Any:
+    """Raise these loggers to WARNING for the block; restore their levels after."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def export_module(
     model: nn.Module,
     example: torch.Tensor,
@@ -84,7 +98,8 @@ def export_module(
     unchecked: `export_onnx` is the checked, atomic export of a model file."""
     import onnx
 
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+    # The exporter prints its progress, and its optimiser logs each pass at INFO.
+    with contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("onnxscript", "onnx_ir"):
         torch.onnx.export(
             model,
             (example,),

@@ -26,7 +26,7 @@ FAST = ["schedule.finetune_epochs=1", "teacher.epochs=2"]
 @pytest.mark.parametrize(
     "order",
     [
-        ["schedule=prune_then_distill"],
+        ["schedule=prune_then_distill", "student_init=teacher"],
         ["schedule=distill_then_prune", "schedule.distill_epochs=1"],
         ["schedule=joint", "schedule.joint_epochs=1", "schedule.pruning_steps=3"],
         ["schedule=prune_then_distill", "schedule.prune_target=teacher"],

@@ -34,6 +34,12 @@ VALUES = [
     ("prune_method.unit=bytes",),
     ("prune_method.max_layer_ratio=0",),
     ("prune_method=l1_unstructured", "prune_method.unit=channels"),
+    ("prune_method=tucker2", "prune_method.ratio=1.0"),
+    ("prune_method=tucker2", "prune_method.allocation=spectral"),
+    ("prune_method=tucker2", "prune_method.ignored_layers=[layer1,layer2]"),  # nothing to decompose
+    ("prune_method=cp", "prune_method.min_rank=0"),
+    ("prune_method=cp", "prune_method.iterations=0"),
+    ("prune_method=cp", "prune_method.unit=params", "prune_method.ratio=0.6"),  # out of reach
     ("kd.temperature=0",),
     ("kd.temperature=abc",),
     ("kd.alpha=2",),
@@ -47,11 +53,14 @@ VALUES = [
     pytest.param(("device=cuda",), marks=pytest.mark.skipif(CUDA, reason="CUDA is here")),
     ("model=resnet999",),
     ("dataset=nope",),
-    ("schedule=joint", "prune_method.unit=macs"),
+    ("schedule=prune_then_distill",),  # would prune an untrained network (student_init=scratch)
+    ("student_init=checkpoint",),
+    ("student_init=nowhere",),
+    ("trainer.select_epoch=first",),
     ("schedule=joint", "schedule.pruning_steps=0"),
     ("schedule=joint", "schedule.pruning_end=0"),
     ("schedule.prune_target=everything",),
-    ("teacher=resnet20", "schedule.student_init=teacher"),
+    ("teacher=resnet20", "student_init=teacher"),
     ("lr_scheduler.warmup=2",),
     ("measure.repeats=0",),
     ("sweep_metric=test_acc",),
@@ -59,6 +68,23 @@ VALUES = [
     ("dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"),
     ("logger=wandb", "logger.mode=bogus"),
     ("-m", "seed=x", "kd=none,hinton"),
+    ("quantize=int4",),
+    ("quantize=ptq", "quantize.calibration_images=0"),
+    ("quantize=ptq", "quantize.calibration_method=Magic"),
+    ("quantize=ptq", "quantize.epochs=1"),  # ptq trains nothing: the budget would shrink
+    ("quantize=qat", "quantize.epochs=0"),
+    ("quantize=qat", "quantize.epochs=4"),  # more than the last stage has (finetune_epochs=3)
+    ("quantize=qat", "schedule=prune_then_distill", "student_init=teacher", "quantize.epochs=9"),
+    # Feature KD hooks layers an exported graph does not have.
+    ("quantize=qat", "kd=attention", "kd.student_layers=[layer2]"),
+    ("quantize=qat", "trusted_targets=[odd_models.*]", "model._target_=odd_models.transposed"),
+    ("quantize=ptq", "trusted_targets=[odd_models.*]", "model._target_=odd_models.branching"),
+    ("prune_method=movement", "schedule=prune_then_distill", "student_init=teacher"),
+    ("prune_method=channel_movement", "budget.finetune_epochs=8"),  # no distill stage to learn in
+    ("prune_method=movement", "prune_method.unit=channels"),
+    ("prune_method=channel_movement", "prune_method.allocation=global"),
+    ("prune_method.layer_ratios=/nonexistent/layer_ratios.yaml",),
+    ("prune_method.unit=macs", "prune_method.layer_ratios=/nonexistent/layer_ratios.yaml"),
 ]
 
 
@@ -104,11 +130,12 @@ def test_bad_value_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -
 
 
 @pytest.mark.parametrize("kind", list(CHECKPOINTS))
-@pytest.mark.parametrize("key", ["schedule.student_checkpoint", "teacher.checkpoint"])
+@pytest.mark.parametrize("key", ["student_checkpoint", "teacher.checkpoint"])
 def test_bad_checkpoint_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, key, kind) -> None:
     path = tmp_path / f"{kind}.pt"
     CHECKPOINTS[kind](path)
-    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"{key}={path}")
+    start = ["student_init=checkpoint"] if key == "student_checkpoint" else []
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, *start, f"{key}={path}")
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
     assert str(path) in lines[0] and "checkpoint" in lines[0]
@@ -119,4 +146,62 @@ def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
     path = tmp_path / "good.pt"
     torch.save(lenet5(10, 1, 8).state_dict(), path)
     monkeypatch.chdir(tmp_path)
-    assert cli.check_command_line(run_args(tmp_path, f"schedule.student_checkpoint={path}")) is None
+    args = run_args(tmp_path, "student_init=checkpoint", f"student_checkpoint={path}")
+    assert cli.check_command_line(args) is None
+
+
+@pytest.mark.parametrize("stage", ["ptq", "qat"])
+def test_int8_on_a_cpu_without_int8_instructions(monkeypatch, capsys, tmp_path, stage) -> None:
+    from kdprune.quantization import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"fpu", "sse2", "avx"})
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"quantize={stage}")
+    assert code == 2, lines
+    assert len(lines) == 1 and "INT8" in lines[0] and "quantize=none" in lines[0], lines
+    _nothing_done(tmp_path)
+RATIO_FILES = {
+    "not-yaml": "layer_ratios: [unclosed\n",
+    "no-mapping": "- layer1.0\n- 0.5\n",
+    "unknown-layer": "layer_ratios:\n  layer9.0: 0.5\n",
+    "the-classifier": "layer_ratios:\n  fc3: 0.5\n",
+    "ratio-of-one": "layer_ratios:\n  layer1.0: 1.0\n",
+    "above-the-cap": "layer_ratios:\n  layer1.0: 0.95\n",
+    "not-a-number": "layer_ratios:\n  layer1.0: half\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(RATIO_FILES))
+def test_bad_layer_ratio_file_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, kind) -> None:
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(RATIO_FILES[kind])
+    code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"prune_method.layer_ratios={path}")
+    assert code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+
+
+SENSITIVITY = [
+    ("missing.pt",),
+    ("--ratios", "0.2,1.5"),
+    ("--ratios", "0"),
+    ("--ratios", "abc"),
+    ("--val-batches", "0"),
+    ("--threads", "0"),
+    ("prune_method=l1_unstructured",),
+    ("prune_method=channel_movement",),  # learns while training: nothing to learn from here
+    ("typo_key=1",),
+]
+
+
+@pytest.mark.parametrize("args", SENSITIVITY, ids=lambda a: " ".join(a))
+def test_bad_sensitivity_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, args) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["sensitivity", *args, *run_args(tmp_path)]
+    monkeypatch.setattr(sys, "argv", ["kdprune", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
+    _nothing_done(tmp_path)
+    assert not (tmp_path / "outputs").exists()  # no analysis written

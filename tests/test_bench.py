@@ -22,6 +22,8 @@ MODULES = (
     "latency_report",
     "markdown",
     "measure",
+    "quantization",
+    "quantization_report",
     "report",
     "sizes",
     "sweep",
@@ -195,3 +197,46 @@ def test_make_bench_entry_point_runs_from_the_repository_root() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m benchmarks")
     assert "--only" in proc.stdout and "--quick" in proc.stdout
+
+
+def test_int8_time_splits_into_kernels_conversions_and_other_ops(bench: SimpleNamespace) -> None:
+    fp32 = {"Conv": 8.0, "Gemm": 1.0, "ReduceMean": 1.0}
+    int8 = {"QLinearConv": 3.0, "QGemm": 1.0, "QuantizeLinear": 0.5, "DequantizeLinear": 0.3,
+            "Transpose": 0.2, "QLinearAdd": 1.0}  # fmt: skip
+    split = bench.quantization.split_row(fp32, int8)
+    assert split["kernel_speedup"] == pytest.approx(9.0 / 4.0)
+    assert split["conversion_share"] == pytest.approx(1.0 / 6.0)
+    assert split["other_share"] == pytest.approx(1.0 / 6.0)
+    assert split["kernel_share_fp32"] == pytest.approx(0.9)
+
+
+def test_int8_rows_that_miss_are_out_of_reach_or_flagged(bench: SimpleNamespace) -> None:
+    row = {"kernel_speedup": 2.0, "conversion_share": 0.1, "other_share": 0.1,
+           "kernel_share_fp32": 0.9, "fp32_ms": 2.0}  # fmt: skip
+    rows = [
+        {**row, "model": "a", "batch": 64, "int8_ms": 1.0, "speedup": 2.0, "bound": 2.2},
+        {**row, "model": "b", "batch": 64, "int8_ms": 4.0, "speedup": 0.5, "bound": 0.6},
+        {**row, "model": "c", "batch": 64, "int8_ms": 1.25, "speedup": 1.6, "bound": 1.9},
+    ]
+    record = bench.measure.figure("quantization", {f"{r['model']}/2x/bs64": r["speedup"]
+                                                    for r in rows})  # fmt: skip
+    assert record["met"] == {"a/2x/bs64": True, "b/2x/bs64": False, "c/2x/bs64": False}
+    assert set(record["targets"].values()) == {bench.targets.QUANTIZATION}
+    (summary,) = bench.quantization_report.summary({"rows": rows})
+    assert summary[1:] == ["0.50×", "≥ 1.8×", "1 of 3; 1 out of reach here (bound < 1.8×, see "
+                                               "(f)); **1 not met**"]  # fmt: skip
+    lines = bench.quantization_report._misses(rows)
+    assert [line[:7] for line in lines if line.startswith("- ")] == ["- b 2x,", "- c 2x,"]
+    assert "INT8 is *slower* than FP32 here; out of reach here" in lines[2]
+    assert "**not explained**" in lines[3]
+
+
+@pytest.mark.slow
+def test_quick_quantization_figure_is_finite_and_rendered(bench: SimpleNamespace) -> None:
+    sizes = bench.sizes.Sizes.quick()
+    record = bench.figures.run_figures(sizes, ["quantization"])["figures"]["quantization"]
+    assert finite_ratios(record).keys() == {f"lenet5/2x/bs{b}" for b in sizes.latency_batches}
+    assert record["models"]["lenet5"]["int8_bytes"] < record["models"]["lenet5"]["fp32_bytes"]
+    assert [k["channels"] for k in record["kernels"]] == [w for w, _ in sizes.quantization_kernels]
+    text = "\n".join(bench.quantization_report.section(record))
+    assert "## (f) INT8 vs FP32" in text and "make bench ARGS='--only quantization'" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,12 +14,23 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _source_copy(dest: Path) -> Path:
+    """What a source distribution holds, copied (links kept), so the build litters no checkout."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(REPO / name, dest / name)
+    for name in ("kdprune", "conf", "sweeps"):
+        shutil.copytree(REPO / name, dest / name, symlinks=True, ignore=ignore)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = _source_copy(tmp_path_factory.mktemp("source"))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "--disable-pip-version-check", "-w", str(out), str(REPO)],
+         "--disable-pip-version-check", "-w", str(out), str(source)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     (built,) = out.glob("kdprune-*.whl")

@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from fake_runs import fake_metrics
 from PIL import Image
 
 from kdprune import commands
@@ -17,60 +18,16 @@ from kdprune.config import instantiate
 from kdprune.reporting import pareto_mask
 from kdprune.results import write_metrics
 
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
-STAGES = {
-    "prune_then_distill": ["distill", "distill"],
-    "distill_then_prune": ["distill", "finetune"],
-    "joint": ["joint", "finetune"],
-}
-# (order, ratio) -> per-seed (val_acc, test_acc). For prune_then_distill, ratio 0.3 wins on val but
-# ratio 0.6 wins on test: the report must pick 0.3.
+# (order, ratio) -> per-seed (val_acc, test_acc). At ratio 0.6, prune_then_distill wins on val but
+# distill_then_prune wins on test: the report must pick prune_then_distill at that level.
 ACCS = {
     ("prune_then_distill", 0.3): [(0.90, 0.80), (0.92, 0.82)],
     ("prune_then_distill", 0.6): [(0.85, 0.88), (0.87, 0.90)],
     ("distill_then_prune", 0.3): [(0.70, 0.72), (0.72, 0.70)],
-    ("distill_then_prune", 0.6): [(0.60, 0.75), (0.62, 0.77)],
+    ("distill_then_prune", 0.6): [(0.60, 0.93), (0.62, 0.95)],
     ("joint", 0.3): [(0.50, 0.55), (0.52, 0.51)],
     ("joint", 0.6): [(0.65, 0.45), (0.63, 0.47)],
 }
-
-
-def fake_metrics(order: str, ratio: float, seed: int, val: float, test: float) -> dict:
-    """A metrics dict with every ledger key the report reads."""
-    params_after = int(10_000 * (1 - ratio) ** 2)
-    return {
-        "order": order,
-        "model": "lenet5",
-        "dataset": "digits",
-        "seed": seed,
-        "method": "l1",
-        "kd": "hinton",
-        "target_ratio": ratio,
-        "unit": "channels",
-        "params_before": 10_000,
-        "params_after": params_after,
-        "params_removed_fraction": 1 - params_after / 10_000,
-        "nonzero_fraction": 1.0,
-        "macs_before": 50_000,
-        "macs_after": 50_000 * (1 - ratio) ** 2,
-        "macs_speedup": 1 / (1 - ratio) ** 2,
-        "channel_ratio": ratio,
-        "cpu_latency_ms_bs1_before": 1.0,
-        "cpu_latency_ms_bs1_after": 0.8,
-        "cpu_speedup_bs1": 1.25,
-        "cpu_latency_ms_bs64_before": 4.0,
-        "cpu_latency_ms_bs64_after": 2.0,
-        "cpu_speedup_bs64": 2.0,
-        "file_size_bytes": 40_000,
-        "teacher_val_acc": 0.95,
-        "teacher_test_acc": 0.94,
-        "after_prune_val_acc": val / 2,
-        "val_acc": val,
-        "test_acc": test,
-        "timings": {"teacher": 1.0, "prune": 0.1, "total": 3.0},
-        "history": [{"stage": "teacher", "epoch": 1, "val_acc": 0.9}]
-        + [{"stage": s, "epoch": i + 1, "val_acc": val} for i, s in enumerate(STAGES[order])],
-    }
 
 
 @pytest.fixture
@@ -108,35 +65,51 @@ def test_report_writes_ledger_csv_plot_and_markdown(multirun: Path, tmp_path: Pa
     assert commands.main(["report", str(multirun), "--out", str(out)]) == 0
     csv = pd.read_csv(out / "pruning_comparison.csv")
     assert len(csv) == 12
-    ledger = set(fake_metrics("joint", 0.3, 0, 0.5, 0.5)) - {"timings", "history"}
+    fake = fake_metrics("joint", 0.3, 0, 0.5, 0.5)
+    ledger = {k for k, v in fake.items() if not isinstance(v, dict | list)}
     assert ledger <= set(csv.columns)
     assert {"time_teacher", "time_prune", "time_total", "run_dir"} <= set(csv.columns)
-    assert "history" not in csv.columns and "timings" not in csv.columns
+    assert {"start_weights", "start_init", "epochs_student", "epochs_inherited"} <= set(csv.columns)
+    assert {"config_fingerprint", "pairing_key"} <= set(csv.columns)
+    assert csv["config_fingerprint"].nunique() == 6 and csv["pairing_key"].nunique() == 2
+    for nested in ("history", "timings", "config", "config_json", "start", "epochs"):
+        assert nested not in csv.columns
     assert sorted(Path(p).name for p in csv["run_dir"]) == sorted(str(i) for i in range(12))
     assert_png(out / "accuracy_vs_sparsity.png")
+    assert_png(out / "verdicts.png")
     assert not (out / "pareto.png").exists()
     assert not list(out.glob(".*tmp"))  # atomic writes leave no temporary file
     stdout = capsys.readouterr().out
-    for name in ("pruning_comparison.csv", "accuracy_vs_sparsity.png", "PRUNING_REPORT.md"):
+    for name in (
+        "pruning_comparison.csv",
+        "verdicts.csv",
+        "accuracy_vs_sparsity.png",
+        "verdicts.png",
+        "PRUNING_REPORT.md",
+    ):
         assert str(out / name) in stdout
     md = (out / "PRUNING_REPORT.md").read_text()
-    assert "](accuracy_vs_sparsity.png)" in md
-    assert "same 2 epochs" in section(md, "Settings")
+    assert "](accuracy_vs_sparsity.png)" in md and "](verdicts.png)" in md
+    assert "the orders had equal budgets" in section(md, "Budgets")
 
 
-def test_best_per_order_is_selected_on_val_and_reports_test(multirun: Path, capsys) -> None:
+def test_best_per_level_is_selected_on_val_and_reports_test(multirun: Path, capsys) -> None:
+    # Deliberately changed: there is no "best per order" over all compressions any more (it picks
+    # the least compressed by construction); the best is chosen within each compression level.
     assert commands.main(["report", str(multirun)]) == 0
-    best = section((multirun / "PRUNING_REPORT.md").read_text(), "Best configuration per order")
-    assert "selected by validation accuracy" in best.lower()
-    # prune_then_distill: ratio 0.3 has the higher val (0.91 vs 0.86) but lower test (0.81 vs 0.89)
-    cells = table_row(best, "prune_then_distill")
-    assert cells[3] == "0.3"
-    assert cells[4] == "0.9100 ± 0.0141" and cells[5] == "0.8100 ± 0.0141"
-    assert table_row(best, "distill_then_prune")[3] == "0.3"  # val 0.71 vs 0.61; test 0.71 vs 0.76
-    assert table_row(best, "joint")[3] == "0.6"  # val 0.64 vs 0.51; test 0.46 vs 0.53
+    md = (multirun / "PRUNING_REPORT.md").read_text()
+    assert "Best configuration per order" not in md
+    best = section(md, "Best configuration per compression level")
+    assert "selected by validation accuracy among configurations of equal achieved" in best.lower()
+    # target 0.6: prune_then_distill has the higher val (0.86 vs 0.61), distill_then_prune the
+    # higher test (0.94 vs 0.89)
+    cells = table_row(best, "target 0.6")
+    assert cells[1] == "`prune_then_distill, kd=hinton`" and cells[2] == "3"
+    assert cells[3] == "0.8600 ± 0.0141" and cells[4] == "0.8900 ± 0.0141"
+    assert table_row(best, "target 0.3")[1] == "`prune_then_distill, kd=hinton`"
     summary = capsys.readouterr().out
     assert re.search(
-        r"prune_then_distill .*ratio 0\.3: val 0\.9100 ± 0\.0141, test 0\.8100", summary
+        r"target 0\.6: prune_then_distill, kd=hinton: val 0\.8600 ± 0\.0141, test 0\.8900", summary
     )
 
 
@@ -147,8 +120,10 @@ def test_main_table_has_mean_and_std_over_seeds(multirun: Path) -> None:
     assert len(rows) == 2
     cells = [c.strip() for c in rows[1].strip("|").split("|")]  # joint, ratio 0.6
     assert cells[3:6] == ["0.6", "2", "0.4600 ± 0.0141"]
-    assert cells[6] == "0.6400 ± 0.0141"
-    assert cells[7] == "84.0 ± 0.0 %"
+    # t interval over 2 seeds: 0.46 ± t(0.975, 1) * 0.0141 / sqrt(2) = 0.46 ± 12.706 * 0.01
+    assert cells[6] == "[0.3329, 0.5871]"
+    assert cells[7] == "0.6400 ± 0.0141"
+    assert cells[8] == "84.0 ± 0.0 %"  # weight sparsity, as achieved
 
 
 def test_one_seed_reports_no_spread(tmp_path: Path) -> None:
@@ -157,7 +132,13 @@ def test_one_seed_reports_no_spread(tmp_path: Path) -> None:
     assert commands.main(["report", str(tmp_path)]) == 0
     md = (tmp_path / "PRUNING_REPORT.md").read_text()
     assert "±" not in section(md, "Results")
-    assert table_row(section(md, "Best configuration per order"), "joint")[3] == "0.6"
+    assert table_row(section(md, "Results"), "joint")[6] == "n/a"  # no interval from one seed
+    # Two targets are two compression levels with one configuration each: nothing to choose
+    # among at equal compression (deliberately changed from "best per order"); the front shows
+    # the trade-off.
+    best = section(md, "Best configuration per compression level")
+    assert "No level holds two configurations" in best
+    assert table_row(section(md, "Pareto front"), "`joint, kd=hinton`")[1] == "0.6"
 
 
 def test_report_with_macs_speedup_axis_and_pareto(multirun: Path) -> None:
@@ -165,6 +146,8 @@ def test_report_with_macs_speedup_axis_and_pareto(multirun: Path) -> None:
     assert_png(multirun / "accuracy_vs_macs_speedup.png")
     assert_png(multirun / "pareto.png")
     assert "](pareto.png)" in (multirun / "PRUNING_REPORT.md").read_text()
+    assert commands.main(["report", str(multirun), "--x", "params_removed"]) == 0
+    assert_png(multirun / "accuracy_vs_params_removed.png")
 
 
 @pytest.mark.parametrize(
@@ -173,6 +156,7 @@ def test_report_with_macs_speedup_axis_and_pareto(multirun: Path) -> None:
         ["report", "{empty}"],
         ["report", "{empty}/missing"],
         ["report", "{empty}", "--x", "latency"],
+        ["report", "{empty}", "--x", "nonsense"],
         ["report"],
         ["report", "--storage", "sqlite:///{empty}/none.db", "--study", "s"],
         ["evaluate", "{empty}/model.pt", "--dataset", "digits"],

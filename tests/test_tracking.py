@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import wandb
 from compose import run_args
+from fake_runs import fake_metrics
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
@@ -23,11 +24,13 @@ from kdprune.results import write_metrics
 from kdprune.tracking import WandbSweepCallback, WandbTracker
 from kdprune.tracking.sweep_callback import (
     TABLE_COLUMNS,
+    VERDICT_COLUMNS,
     curve_data,
     is_multi_objective,
     pareto_front,
     sweep_rows,
     table_data,
+    verdict_data,
 )
 from kdprune.tracking.wandb_tracker import flatten, resolve_mode
 
@@ -242,36 +245,19 @@ def test_unreachable_server_times_out_and_falls_back(tmp_path) -> None:
     assert "W&B tracking off for this run: CommError" in text and "tracking False" in text
 
 
-def _metrics(order: str, ratio: float, seed: int, test_acc: float, **extra: Any) -> dict:
-    return {
-        "order": order,
-        "kd": "hinton",
-        "method": "l1",
-        "target_ratio": ratio,
-        "params_removed_fraction": ratio + 0.1,
-        "macs_speedup": 1 / (1 - ratio),
-        "val_acc": test_acc + 0.01,
-        "test_acc": test_acc,
-        "seed": seed,
-        "teacher_test_acc": 0.9,
-        "history": [],
-        **extra,
-    }
-
-
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     """A sweep folder: 5 finished jobs (two seeds of one point), a failed one, a broken file."""
     runs = [
-        _metrics("prune_then_distill", 0.3, 0, 0.80),
-        _metrics("prune_then_distill", 0.3, 1, 0.70),
-        _metrics("prune_then_distill", 0.6, 0, 0.60),
-        _metrics("joint", 0.3, 0, 0.85),
-        _metrics("joint", 0.6, 0, 0.50),
+        ("prune_then_distill", 0.3, 0, 0.80),
+        ("prune_then_distill", 0.3, 1, 0.70),
+        ("prune_then_distill", 0.6, 0, 0.60),
+        ("joint", 0.3, 0, 0.85),
+        ("joint", 0.6, 0, 0.50),
     ]
     folder = tmp_path / "sweep"
-    for job in (0, 1, 2, 3, 10):
-        write_metrics(folder / str(job), runs.pop(0))
+    for job, (order, ratio, seed, test) in zip((0, 1, 2, 3, 10), runs, strict=True):
+        write_metrics(folder / str(job), fake_metrics(order, ratio, seed, test + 0.01, test))
     (folder / "4").mkdir()  # failed: no metrics.json
     (folder / "5").mkdir()
     (folder / "5" / "metrics.json").write_text("{not json")
@@ -284,16 +270,37 @@ def test_sweep_rows_and_table(sweep) -> None:
     assert [r["test_acc"] for r in rows] == [0.80, 0.70, 0.60, 0.85, 0.50]
     data = table_data(rows)
     assert len(data[0]) == len(TABLE_COLUMNS)
-    assert data[3] == ["joint", "hinton", "l1", 0.3, 0.4, 1 / 0.7, 0.86, 0.85, 0, "3"]
+    fingerprint = rows[3]["config_fingerprint"]
+    removed = 1 - int(10_000 * 0.7**2) / 10_000  # 0.5101: fake_metrics' params_after is an int
+    assert data[3] == ["joint", "hinton", "l1", 0.3, removed, removed, pytest.approx(1 / 0.49),
+                       0.86, 0.85, 0, fingerprint, "3"]  # fmt: skip
 
 
-def test_curve_averages_seeds_one_series_per_order_plus_teacher(sweep) -> None:
+def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
+    # Deliberately changed: x is the achieved weight sparsity, a point is one configuration
+    # (config fingerprint) with its distinct seeds averaged and a 95% t interval.
     points = curve_data(sweep_rows(sweep))
-    assert points[:2] == [["joint", 0.4, 0.85], ["joint", 0.7, 0.50]]
-    (series, sparsity, accuracy) = points[2]
-    assert series == "prune_then_distill" and sparsity == 0.4 and accuracy == pytest.approx(0.75)
-    assert points[3] == ["prune_then_distill", 0.7, 0.60]
-    assert points[4:] == [["teacher", 0.4, 0.9], ["teacher", 0.7, 0.9]]
+    for point in points:
+        point[1] = round(point[1], 2)  # achieved sparsity 0.5101 / 0.8400 (integer params_after)
+    assert points[:2] == [["joint", 0.51, 0.85, None, None, 1], ["joint", 0.84, 0.5, None, None, 1]]
+    series, sparsity, accuracy, low, high, n = points[2]
+    assert series == "prune_then_distill" and sparsity == 0.51 and n == 2
+    # 0.80 and 0.70: mean 0.75, std 0.0707, t(0.975, 1) = 12.706 -> 0.75 ± 0.635
+    assert accuracy == pytest.approx(0.75) and high - accuracy == pytest.approx(0.6353, abs=1e-4)
+    assert low == pytest.approx(2 * accuracy - high)
+    assert points[3] == ["prune_then_distill", 0.84, 0.60, None, None, 1]
+    assert points[4:] == [["teacher", 0.51, pytest.approx(0.94), None, None, None],
+                          ["teacher", 0.84, pytest.approx(0.94), None, None, None]]  # fmt: skip
+
+
+def test_verdict_table_pairs_the_orders_by_seed(sweep) -> None:
+    rows = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in verdict_data(sweep_rows(sweep))]
+    assert [r["level"] for r in rows] == ["target 0.3", "target 0.6"]
+    # target 0.3: prune_then_distill seeds 0, 1 vs joint seed 0 only: one pair, no interval
+    row = rows[0]
+    assert (row["a"], row["b"]) == ("prune_then_distill, kd=hinton", "joint, kd=hinton")
+    assert row["n"] == 1 and row["mean_diff"] == pytest.approx(-0.05) and row["ci_low"] is None
+    assert row["verdict"] == "n = 1: no interval" and row["matched"] is True
 
 
 def test_pareto_front_keeps_only_undominated_runs() -> None:
@@ -330,7 +337,10 @@ def test_sweep_callback_logs_one_summary_run(sweep, no_login) -> None:
     assert [row[-1] for row in table["data"]] == ["0", "1", "2", "3", "10"]
     assert [row[TABLE_COLUMNS.index("test_acc")] for row in table["data"]][:2] == [0.80, 0.70]
     (curve,) = _tables(folder, "test_acc_vs_sparsity_table")
+    assert curve["columns"][:3] == ["series", "weight_sparsity", "test_acc"]
     assert {row[0] for row in curve["data"]} == {"prune_then_distill", "joint", "teacher"}
+    (verdict,) = _tables(folder, "verdicts")
+    assert verdict["columns"] == list(VERDICT_COLUMNS) and len(verdict["data"]) == 2
     (front,) = _tables(folder, "pareto_front")
     assert [row[-1] for row in front["data"]] == ["3", "2"]  # joint 0.3, prune_then_distill 0.6
     assert _tables(folder, "val_acc_vs_macs_speedup_table")

@@ -8,6 +8,7 @@ same images); the test set only ever reports.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -41,15 +42,25 @@ class TensorSplit:
 
 @dataclass
 class Splits:
-    """Train / val / test splits, either all `TensorSplit` or all torch `Dataset`."""
+    """Train / val / test splits, either all `TensorSplit` or all torch `Dataset`, and the
+    identity of the data they came from (which files, where), part of every teacher's cache key."""
 
     train: TensorSplit | Dataset
     val: TensorSplit | Dataset
     test: TensorSplit | Dataset
+    identity: str = ""
 
     @property
     def in_memory(self) -> bool:
         return isinstance(self.train, TensorSplit)
+
+
+def files_identity(root: str | os.PathLike, files: list[Path]) -> str:
+    """The identity of a data set on disk: its root and a hash of its files' names and sizes."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(f"{path.relative_to(root)}\t{path.stat().st_size}\n".encode())
+    return f"{Path(root).resolve()}#{digest.hexdigest()[:16]}"
 
 
 def split_indices(n: int, val_size: int | float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +138,7 @@ def _from_torchvision(
 ) -> Splits:
     """Splits from a torchvision data set pair whose `.data` holds uint8 images."""
     targets = [torch.as_tensor(d.targets) for d in (train, test)]
-    return _tensor_splits(
+    splits = _tensor_splits(
         _to_nchw_float(train.data),
         targets[0],
         _to_nchw_float(test.data),
@@ -135,6 +146,10 @@ def _from_torchvision(
         val_size,
         split_seed,
     )
+    folder = Path(train.root) / type(train).__name__
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    splits.identity = files_identity(folder, files) if files else type(train).__name__
+    return splits
 
 
 def fashion_mnist(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Splits:
@@ -180,7 +195,9 @@ def digits(val_size: int | float = 0.15, test_size: float = 0.2, split_seed: int
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target)
     rest, test = split_indices(len(y), test_size, split_seed + 1)
-    return _tensor_splits(x[rest], y[rest], x[test], y[test], val_size, split_seed)
+    splits = _tensor_splits(x[rest], y[rest], x[test], y[test], val_size, split_seed)
+    splits.identity = "sklearn-digits#" + hashlib.sha256(bunch.images.tobytes()).hexdigest()[:16]
+    return splits
 
 
 class _Indexed(Dataset):
@@ -238,4 +255,5 @@ def imagefolder(
         train=_Indexed(Subset(full, pool[train_idx].tolist())),
         val=_Indexed(Subset(full, pool[val_idx].tolist())),
         test=_Indexed(test),
+        identity=files_identity(path, [p for p in path.rglob("*") if p.is_file()]),
     )

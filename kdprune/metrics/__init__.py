@@ -8,6 +8,7 @@ from kdprune.metrics.size import (
     count_macs_params,
     file_size_bytes,
     nonzero_fraction,
+    weight_sparsity,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "latency_keys",
     "ledger",
     "nonzero_fraction",
+    "weight_sparsity",
 ]

@@ -6,12 +6,17 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
 - `params_removed_fraction`: 1 - params_after / params_before
 - `nonzero_fraction`: fraction of non-zero conv + linear weights of the compressed model (all
   layers, classifier included, masks applied)
+- `weight_sparsity`: fraction of the dense model's conv + linear weights that are removed or zero
+  in the compressed one (structured and masked pruning alike: the achieved sparsity)
 - `macs_before`, `macs_after` (int): multiply-accumulates per sample, Torch-Pruning's count
 - `macs_removed_fraction`: 1 - macs_after / macs_before; `macs_speedup`: macs_before / macs_after
 - `channel_ratio`: achieved fraction of conv output channels removed
 - for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
   `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
   `cpu_speedup_bs{b}` (before / after)
+
+A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
+the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,12 @@ from typing import Any
 from torch import Tensor, nn
 
 from kdprune.metrics.latency import cpu_latency_ms
-from kdprune.metrics.size import channel_ratio, count_macs_params, nonzero_fraction
+from kdprune.metrics.size import (
+    channel_ratio,
+    count_macs_params,
+    nonzero_fraction,
+    weight_sparsity,
+)
 
 LATENCY_BATCH_SIZES = (1, 64)
 SIZE_KEYS = (
@@ -30,6 +40,7 @@ SIZE_KEYS = (
     "params_after",
     "params_removed_fraction",
     "nonzero_fraction",
+    "weight_sparsity",
     "macs_before",
     "macs_after",
     "macs_removed_fraction",
@@ -68,6 +79,7 @@ def ledger(
         "params_after": params_after,
         "params_removed_fraction": 1.0 - params_after / params_before,
         "nonzero_fraction": nonzero_fraction(compressed),
+        "weight_sparsity": weight_sparsity(dense, compressed),
         "macs_before": macs_before,
         "macs_after": macs_after,
         "macs_removed_fraction": 1.0 - macs_after / macs_before,

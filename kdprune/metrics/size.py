@@ -44,6 +44,19 @@ def nonzero_fraction(model: nn.Module, ignored: tuple[str, ...] = ()) -> float:
     return nonzero / total if total else 1.0
 
 
+@torch.no_grad()
+def weight_sparsity(dense: nn.Module, compressed: nn.Module) -> float:
+    """Fraction of the dense model's conv and linear weights that the compressed one removed or
+    zeroed (masks applied): one axis for structured and masked pruning alike."""
+    total = sum(m.weight.numel() for m in dense.modules() if isinstance(m, WEIGHTED_TYPES))
+    kept = sum(
+        int(torch.count_nonzero(_effective_weight(m)))
+        for m in compressed.modules()
+        if isinstance(m, WEIGHTED_TYPES)
+    )
+    return 1.0 - kept / total if total else 0.0
+
+
 def conv_channels(model: nn.Module) -> int:
     """Total output channels over all conv layers."""
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))

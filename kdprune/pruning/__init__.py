@@ -16,9 +16,10 @@ That is the `Pruner` interface (kdprune.pruning.base): a constructor taking the 
 `regularize(model)`, `apply() -> PruneResult` and a static `check_options(**options)`.
 Pluggable parts are objects built from YAML: a Torch-Pruning importance criterion, a calibration
 callable (Taylor, Hessian), a regularizer (BN-scale sparsity), a BasePruningMethod. A later
-method (movement pruning, Tucker low-rank, post-training quantization) joins as another class
-with the same constructor and methods; one that changes the architecture must also describe its
-change in a replayable form for the model file, as `history` does for channel pruning.
+method (movement pruning, post-training quantization) joins as another class with the same
+constructor and methods; one that changes the architecture must also describe its change in a
+replayable form for the model file, as `history` does for channel pruning and the
+{path, kind, ranks} steps of `LowRankPruner` (`prune_method=tucker2|cp`) do for decompositions.
 
 Structured pruning replaces parameters (new nn.Parameter objects): build the optimizer after
 `apply()`. Mask-based pruning keeps masks attached for fine-tuning; `make_permanent` folds them.
@@ -38,7 +39,11 @@ from kdprune.pruning.calibration import (
     SquaredGradientCalibration,
 )
 from kdprune.pruning.io import load_model, read_model_file, save_model
+from kdprune.pruning.layer_ratios import read_layer_ratios, write_layer_ratios
+from kdprune.pruning.lowrank import LowRankPruner
 from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_state_dict
+from kdprune.pruning.movement import MovementImportance, MovementScores
+from kdprune.pruning.movement_pruners import ChannelMovementPruner, MovementPruner
 from kdprune.pruning.structured import StructuredPruner, replay_history
 from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
 
@@ -46,9 +51,14 @@ __all__ = [
     "ALLOCATIONS",
     "UNITS",
     "BNScaleSparsity",
+    "ChannelMovementPruner",
     "Pruner",
     "FooBarPruningMethod",
     "GradientCalibration",
+    "MovementImportance",
+    "MovementPruner",
+    "MovementScores",
+    "LowRankPruner",
     "PruneResult",
     "SquaredGradientCalibration",
     "StructuredPruner",
@@ -59,8 +69,10 @@ __all__ = [
     "make_permanent",
     "plain_state_dict",
     "pruner_class",
+    "read_layer_ratios",
     "read_model_file",
     "replay_history",
     "save_model",
     "validate",
+    "write_layer_ratios",
 ]

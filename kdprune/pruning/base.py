@@ -23,13 +23,15 @@ class PruneResult:
     """What one compression step did.
 
     `history` is Torch-Pruning's pruning history (`[module_path, is_out_channel, indices]` per
-    group, JSON-serialisable) for structured pruning, which `kdprune.pruning.save_model` stores so
-    `load_model` can rebuild the shrunken architecture; None for mask-based methods, whose effect
-    lives in the weights alone. `pruning_ratio` is the channel ratio handed to Torch-Pruning (for a
-    params/macs target, the one the search settled on); None where it does not apply.
+    group, JSON-serialisable) for structured pruning, or the decomposition steps
+    (`{"path", "kind", "ranks"}` per layer) for low-rank methods, which
+    `kdprune.pruning.save_model` stores so `load_model` can rebuild the changed architecture; None
+    for mask-based methods, whose effect lives in the weights alone. `pruning_ratio` is the
+    channel ratio handed to Torch-Pruning (for a params/macs target, the one the search settled
+    on); None where it does not apply.
     """
 
-    history: list[list[Any]] | None
+    history: list[Any] | None
     pruning_ratio: float | None
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
@@ -39,7 +41,8 @@ class Pruner(Protocol):
     """A pruning step bound to one model: the object a `prune_method.pruner` node builds.
 
     The class attribute `kind` says what pruning does to the model: `structured` (channels are
-    removed: fewer MACs, a real speed-up) or `masked` (weights are zeroed in place, shapes stay).
+    removed: fewer MACs, a real speed-up), `masked` (weights are zeroed in place, shapes stay) or
+    `low_rank` (layers are replaced by factorised chains: fewer MACs, new layers).
 
     Built as `instantiate(cfg.prune_method.pruner)(model=..., example_inputs=..., calibration=...,
     loss_fn=...)`; the constructor checks everything it can (raising ConfigError) before any long

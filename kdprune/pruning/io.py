@@ -2,12 +2,15 @@
 
 A file is a `torch.save`d dict with fixed keys:
 
-- `format`: "kdprune.model"; `version`: 1
+- `format`: "kdprune.model"; `version`: 2 (version 1 files, without `decompositions`, still load)
 - `model_cfg`: the base model config (plain dict with `_target_`, as from
   `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with `kdprune.config.instantiate`
 - `history`: Torch-Pruning's pruning history, `[[module_path, is_out_channel, [indices]], ...]`,
   replayed in order on the rebuilt model; `[]` for a dense or mask-pruned model
-- `input_shape`: `[1, C, H, W]` used to trace the model for the replay (null without history)
+- `decompositions`: low-rank steps, `[{"path", "kind", "ranks", "after"}, ...]`, each replacing
+  the layer at `path` by an untrained factorised stand-in (`kdprune.decomposition.rebuild`) once
+  the first `after` steps of `history` are replayed; `[]` for a model with none
+- `input_shape`: `[1, C, H, W]` used to trace the model for the replay (null without either)
 - `extra`: any JSON-serialisable dict the caller adds (metrics, run id, ...)
 - `state_dict`: the weights on CPU; pruning masks are folded in, so it is a plain state_dict
 """
@@ -24,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from kdprune.decomposition import rebuild
 from kdprune.errors import ConfigError, KdpruneError
 from kdprune.models import build
 from kdprune.pruning.masks import plain_state_dict
@@ -31,8 +35,13 @@ from kdprune.pruning.structured import replay_history
 from kdprune.results import atomic_write
 
 FORMAT = "kdprune.model"
-VERSION = 1
-KEYS = ("format", "version", "model_cfg", "history", "input_shape", "extra", "state_dict")
+VERSION = 2
+# The keys of each version a file may have; a file of an older version still loads.
+KEYS = {
+    1: ("format", "version", "model_cfg", "history", "input_shape", "extra", "state_dict"),
+    2: ("format", "version", "model_cfg", "history", "decompositions", "input_shape", "extra",
+        "state_dict"),
+}  # fmt: skip
 
 
 def _input_shape(model_cfg: Mapping[str, Any], input_shape: Sequence[int] | None) -> list[int]:
@@ -47,6 +56,25 @@ def _input_shape(model_cfg: Mapping[str, Any], input_shape: Sequence[int] | None
     )
 
 
+def _split_history(steps: list) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """Torch-Pruning steps, and decomposition steps marked with how many of those precede them."""
+    history, decompositions = [], []
+    for step in steps:
+        if isinstance(step, Mapping):
+            decompositions.append(
+                {
+                    "path": str(step["path"]),
+                    "kind": str(step["kind"]),
+                    "ranks": [int(r) for r in step["ranks"]],
+                    "after": len(history),
+                }
+            )
+        else:
+            name, out, idxs = step
+            history.append([str(name), bool(out), [int(i) for i in idxs]])
+    return history, decompositions
+
+
 def save_model(
     path: str | os.PathLike,
     model: nn.Module,
@@ -59,7 +87,8 @@ def save_model(
     """Write `model` atomically (temp file in the same folder, then os.replace); return the path.
 
     `history` is every `PruneResult.history` applied to the model since it was built, concatenated
-    in order (None or [] for a dense or mask-pruned model). Masks are folded into the saved
+    in order (None or [] for a dense or mask-pruned model): Torch-Pruning steps and decomposition
+    steps ({path, kind, ranks}) in the order they happened. Masks are folded into the saved
     weights without touching `model`. `input_shape` ([1, C, H, W]) is needed with a history
     unless `model_cfg` has `in_channels` and `image_size`.
     """
@@ -68,13 +97,14 @@ def save_model(
         model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
     if "_target_" not in model_cfg:
         raise ConfigError("save_model needs a model_cfg with a _target_ to rebuild the model.")
-    history = [[str(n), bool(out), [int(i) for i in idxs]] for n, out, idxs in history or []]
+    history, decompositions = _split_history(history or [])
     meta = {
         "format": FORMAT,
         "version": VERSION,
         "model_cfg": dict(model_cfg),
         "history": history,
-        "input_shape": _input_shape(model_cfg, input_shape) if history else None,
+        "decompositions": decompositions,
+        "input_shape": _input_shape(model_cfg, input_shape) if history or decompositions else None,
         "extra": dict(extra or {}),
     }
     json.dumps(meta)  # raises TypeError now rather than writing a file that cannot be read back
@@ -93,9 +123,10 @@ def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise KdpruneError(f"model file {path} is corrupt or not a torch file ({err}).") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdpruneError(f"{path} is not a kdprune model file.")
-    if payload.get("version") != VERSION or any(key not in payload for key in KEYS):
+    keys = KEYS.get(payload.get("version"))
+    if keys is None or any(key not in payload for key in keys):
         raise KdpruneError(f"{path} has version {payload.get('version')!r} or misses keys.")
-    return payload
+    return {"decompositions": [], **payload}
 
 
 def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
@@ -113,8 +144,7 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu") -> nn.Module:
 def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any) -> nn.Module:
     try:
         model = build(payload["model_cfg"])
-        if payload["history"]:
-            replay_history(model, torch.zeros(payload["input_shape"]), payload["history"])
+        _replay(model, payload)
         model.load_state_dict(payload["state_dict"])
     except KdpruneError:
         raise
@@ -123,3 +153,17 @@ def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any
     if isinstance(map_location, str | torch.device):
         model = model.to(map_location)
     return model.eval()
+
+
+def _replay(model: nn.Module, payload: dict[str, Any]) -> None:
+    """Replay the pruning history and the decomposition steps in the order they happened."""
+    history, done = payload["history"], 0
+    example = torch.zeros(payload["input_shape"]) if payload["input_shape"] else None
+    for step in payload["decompositions"]:
+        replay_history(model, example, history[done : step["after"]])
+        done = max(done, int(step["after"]))
+        try:
+            rebuild(model, step)
+        except ConfigError as err:  # a step this code cannot rebuild: the file's fault
+            raise ValueError(str(err)) from err
+    replay_history(model, example, history[done:])

@@ -20,9 +20,11 @@ from kdprune.pruning.base import (
     check_choice,
     check_ratio,
     ignored_module_paths,
+    is_ignored,
     move_inputs,
 )
 from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
+from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
 
 ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
@@ -40,6 +42,31 @@ def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[
         graph.load_pruning_history([list(step) for step in history])
 
 
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Module path -> output channels (convs) or features (linears) of every such layer."""
+    return {
+        path: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
+        for path, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+    }
+
+
+def _bound_ratios(model: nn.Module, layer_ratios: Any, ignored: Iterable[str]) -> dict[str, float]:
+    """The per-layer ratios (read from their file), checked against the model: every path is
+    a conv or linear layer that is not ignored."""
+    if layer_ratios is None:
+        return {}
+    ratios = read_layer_ratios(layer_ratios)
+    widths = layer_widths(model)
+    for path in ratios:
+        if path not in widths or is_ignored(path, ignored):
+            what = "is ignored" if path in widths else "is not a conv or linear layer"
+            raise ConfigError(
+                f"layer_ratios names {path!r}, which {what} in {type(model).__name__}."
+            )
+    return ratios
+
+
 def _plain_history(history: Iterable[Any]) -> list[list[Any]]:
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
 
@@ -51,9 +78,11 @@ class StructuredPruner:
     pruning_ratio); `params` / `macs` the fraction of the model's parameters / MACs removed, found
     by bisecting the channel ratio until the count is within `tolerance` (absolute) of the target.
     `allocation` is `uniform` (every layer loses the same fraction) or `global` (one ranking over
-    all layers); `max_layer_ratio` caps any layer. The classifier and `ignored_layers` (module
-    paths) keep their output channels. Candidates are pruned on copies; the chosen history is then
-    replayed on `model`, which is left untouched if anything fails.
+    all layers); `max_layer_ratio` caps any layer. `layer_ratios` (a ratio file or a mapping,
+    module path -> channel ratio, see `kdprune.pruning.layer_ratios`) sets the ratio of the
+    layers it names (unit channels, uniform allocation). The classifier and `ignored_layers`
+    (module paths) keep their output channels. Candidates are pruned on copies; the chosen
+    history is then replayed on `model`, which is left untouched if anything fails.
     """
 
     kind = "structured"  # channels are removed: fewer MACs, a real speed-up
@@ -71,6 +100,7 @@ class StructuredPruner:
         round_to: int | None = None,
         iterative_steps: int = 1,
         ignored_layers: Iterable[str] = (),
+        layer_ratios: Any = None,
         tolerance: float = 0.02,
         max_search_steps: int = 12,
         calibrate: Callable[[nn.Module, Batches, LossFn], None] | None = None,
@@ -86,6 +116,7 @@ class StructuredPruner:
             round_to=round_to,
             iterative_steps=iterative_steps,
             tolerance=tolerance,
+            layer_ratios=layer_ratios,
         )
         if calibrate is not None and calibration is None:
             raise ConfigError(
@@ -104,6 +135,7 @@ class StructuredPruner:
         self.calibrate, self.regularizer = calibrate, regularizer
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
+        self.layer_ratios = _bound_ratios(model, layer_ratios, self.ignored)
         self._check_prunable()
 
     @staticmethod
@@ -115,6 +147,7 @@ class StructuredPruner:
         round_to: Any = None,
         iterative_steps: Any = 1,
         tolerance: Any = 0.02,
+        layer_ratios: Any = None,
         **_: Any,
     ) -> None:
         """Raise ConfigError if an option is out of range (no model needed)."""
@@ -138,6 +171,13 @@ class StructuredPruner:
             raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
         if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
             raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+        if layer_ratios is not None:
+            if unit != "channels" or allocation != "uniform":
+                raise ConfigError(
+                    "prune_method layer_ratios sets channel ratios per layer: it needs unit "
+                    f"channels and allocation uniform, not {unit} and {allocation}."
+                )
+            read_layer_ratios(layer_ratios, max_layer_ratio)
 
     def regularize(self, model: nn.Module) -> None:
         """Apply the configured sparsity regularizer to `model`'s gradients (no-op if none)."""
@@ -147,14 +187,41 @@ class StructuredPruner:
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
         start = time.perf_counter()
-        if self.ratio == 0:
-            history, ratio = [], 0.0
-        elif self.unit == "channels":
-            history, ratio = self._prune_copy(self.ratio)[1], self.ratio
-        else:
-            history, ratio = self._search()
+        history, ratio = self._one_shot()
         replay_history(self.model, self.example_inputs, history)
         return PruneResult(history, ratio, time.perf_counter() - start)
+
+    def plan(self) -> dict[str, int]:
+        """The widths `apply` would leave, computed on a copy: module path -> output channels
+        (features) of every conv and linear layer. The bound model is not touched."""
+        history, _ = self._one_shot()
+        planned = clone_model(self.model)
+        replay_history(planned, self.example_inputs, history)
+        return layer_widths(planned)
+
+    def apply_widths(self, widths: dict[str, int]) -> PruneResult:
+        """Prune the bound model in place until no layer is wider than `widths` (module path ->
+        output channels), removing its least important channels; exact, unlike a ratio, which
+        Torch-Pruning rounds per layer. Gradual pruning steps towards `plan()` with this."""
+        start = time.perf_counter()
+        current = layer_widths(self.model)
+        # Torch-Pruning keeps int(c * (1 - r)) of c channels: r = 1 - (k + 0.5) / c keeps k.
+        ratios = {
+            path: 1.0 - (widths[path] + 0.5) / width
+            for path, width in current.items()
+            if path in widths and widths[path] < width
+        }
+        history = self._prune_copy_by_layer(ratios) if ratios else []
+        replay_history(self.model, self.example_inputs, history)
+        return PruneResult(history, None, time.perf_counter() - start)
+
+    def _one_shot(self) -> tuple[list[list[Any]], float]:
+        """The history and channel ratio of the configured cut of the bound model."""
+        if self.ratio == 0 and not self.layer_ratios:
+            return [], 0.0
+        if self.unit == "channels":
+            return self._prune_copy(self.ratio)[1], self.ratio
+        return self._search()
 
     def _check_prunable(self) -> None:
         """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
@@ -226,6 +293,9 @@ class StructuredPruner:
                 iterative_steps=self.iterative_steps,
                 ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
                 round_to=self.round_to,
+                pruning_ratio_dict={
+                    candidate.get_submodule(path): r for path, r in self.layer_ratios.items()
+                },
             )
             for _ in range(self.iterative_steps):
                 if self.calibrate is not None and importance is None:
@@ -233,6 +303,25 @@ class StructuredPruner:
                 pruner.step()
         candidate.zero_grad(set_to_none=True)
         return candidate, _plain_history(pruner.pruning_history())
+
+    def _prune_copy_by_layer(self, ratios: dict[str, float]) -> list[list[Any]]:
+        """Prune a copy with a ratio per layer (module path -> ratio); return its history."""
+        candidate = clone_model(self.model)
+        with autograd_enabled():
+            pruner = tp.pruner.BasePruner(
+                candidate,
+                move_inputs(self.example_inputs, candidate),
+                importance=self.importance,
+                pruning_ratio=0.0,
+                pruning_ratio_dict={candidate.get_submodule(p): r for p, r in ratios.items()},
+                max_pruning_ratio=0.999,  # the caller's widths already respect the cap
+                ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
+            )
+            if self.calibrate is not None:
+                self.calibrate(candidate, self.calibration, self.loss_fn)
+            pruner.step()
+        candidate.zero_grad(set_to_none=True)
+        return _plain_history(pruner.pruning_history())
 
     def _search(self) -> tuple[list[list[Any]], float]:
         """Find the channel ratio whose params/macs reduction is within tolerance of the target.
@@ -284,7 +373,7 @@ class StructuredPruner:
             ratio = (low + high) / 2
         best = choice()
         reduction, history = tried[best]
-        if abs(reduction - self.ratio) > self.tolerance:
+        if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f})."

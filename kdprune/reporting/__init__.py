@@ -3,14 +3,15 @@
 from kdprune.reporting.plots import plot_accuracy, plot_pareto
 from kdprune.reporting.report import Report, write_report
 from kdprune.reporting.runs import collect_runs, ledger_row
-from kdprune.reporting.statistics import best_per_order, pareto_mask, summarise
+from kdprune.reporting.statistics import best_per_level, pareto_mask, summarise
 from kdprune.reporting.study import StudyInfo, collect_study
 from kdprune.reporting.table import comparison_table
+from kdprune.reporting.verdicts import paired_difference, verdict, verdicts
 
 __all__ = [
     "Report",
     "StudyInfo",
-    "best_per_order",
+    "best_per_level",
     "collect_runs",
     "collect_study",
     "comparison_table",
@@ -18,6 +19,9 @@ __all__ = [
     "pareto_mask",
     "plot_accuracy",
     "plot_pareto",
+    "paired_difference",
     "summarise",
+    "verdict",
+    "verdicts",
     "write_report",
 ]

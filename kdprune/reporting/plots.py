@@ -1,34 +1,42 @@
-"""The report's figures: test accuracy against sparsity (or MACs speed-up), and the Pareto front."""
+"""The report's figures: test accuracy against achieved compression, and the Pareto front."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from kdprune.reporting.statistics import CONFIG_KEYS, ORDERS, order_rank, pareto_mask
+from kdprune.reporting.configs import NO_KD, series_labels
+from kdprune.reporting.statistics import ORDERS, order_rank, pareto_mask, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.results import atomic_write
 
 X_AXES = {
-    "sparsity": ("params_removed_fraction", "parameters removed (sparsity)"),
+    "sparsity": (
+        "weight_sparsity",
+        "weight sparsity (dense weights removed or zero)",
+    ),
     "macs_speedup": ("macs_speedup", "MACs speed-up (dense MACs / pruned MACs)"),
+    "params_removed": ("params_removed_fraction", "parameters removed (1 − after / before)"),
 }
-# One line per series: a configuration without its target ratio (the x axis runs over those).
-SERIES_KEYS = ["model", "dataset", "order", "kd", "method", "unit"]
 ORDER_COLOURS = dict(zip(ORDERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
 OTHER_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 KD_STYLES = ["-", "-.", (0, (1, 1.5)), (0, (3, 1, 1, 1, 1, 1))]  # "--" is the teacher's
 NO_KD_STYLE = (0, (1, 1.5))  # dotted: without distillation
 TEACHER_STYLE = (0, (6, 3))
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
+# Beyond these, the legend names orders only and points lose their target labels.
+MAX_LEGEND_SERIES = 20
+MAX_ANNOTATED_POINTS = 40
 AXIS_NAMES = {
     "val_acc": "validation accuracy",
     "test_acc": "test accuracy",
     "macs_speedup": "MACs speed-up (×)",
+    "weight_sparsity": "weight sparsity (fraction)",
     "params_removed_fraction": "parameters removed (fraction)",
     "cpu_speedup_bs1": "CPU speed-up, batch 1 (×)",
     "cpu_speedup_bs64": "CPU speed-up, batch 64 (×)",
@@ -42,58 +50,68 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
 
 
-def _series_label(key: tuple, varying: list[str]) -> str:
-    parts = dict(zip(SERIES_KEYS, key, strict=True))
-    label = parts["order"]
-    extra = [f"kd={parts['kd']}" if k == "kd" else parts[k] for k in varying if k != "order"]
-    return label + (f" ({', '.join(extra)})" if extra else "")
-
-
-def _accuracy_points(runs: pd.DataFrame, x_col: str) -> pd.DataFrame:
-    """Per configuration: the mean of `x_col`, mean and std of test accuracy, number of seeds."""
-    return (
-        runs.groupby(CONFIG_KEYS, dropna=False)
-        .agg(
-            x=(x_col, "mean"),
-            mean=("test_acc", "mean"),
-            std=("test_acc", "std"),
-            n=("test_acc", "size"),
-        )
-        .reset_index()
+def accuracy_points(summary: pd.DataFrame, x_col: str) -> pd.DataFrame:
+    """One point per configuration: x = mean achieved `x_col` over its seeds, y = mean test
+    accuracy with its 95% t interval; `series` joins the points that differ only in target."""
+    points = summary.rename(
+        columns={
+            f"{x_col}_mean": "x",
+            "test_acc_mean": "mean",
+            "test_acc_ci_low": "low",
+            "test_acc_ci_high": "high",
+        }
     )
+    points["series"] = points["series_key"].map(series_labels(summary, ("schedule.name",)))
+    return points
 
 
-def _order_colours(runs: pd.DataFrame) -> dict[str, str]:
+def _order_colours(orders: pd.Series) -> dict[str, str]:
     """A colour per order: the natural orders their own, any other the next spare colour."""
     others = iter(OTHER_COLOURS * 10)
-    return {o: ORDER_COLOURS.get(o) or next(others) for o in sorted(runs["order"].unique())}
+    return {o: ORDER_COLOURS.get(o) or next(others) for o in sorted(orders.unique())}
 
 
-def _draw_series(ax: Axes, runs: pd.DataFrame, points: pd.DataFrame) -> None:
-    """A line per series: colour by order, dashes by kd, marker by method; ±1 std bands."""
-    varying = [k for k in SERIES_KEYS if runs[k].nunique() > 1]
-    kds = sorted(k for k in runs["kd"].unique() if k != "none")
-    methods = sorted(runs["method"].unique())
-    colours = _order_colours(runs)
-    series = sorted(points.groupby(SERIES_KEYS, sort=True), key=lambda kg: order_rank(kg[0][2]))
-    for key, group in series:
+def _style(points: pd.DataFrame) -> tuple[dict[str, str], dict[str, Any], dict[str, str]]:
+    """Colour per order, dashes per KD name, marker per pruning method."""
+    kds = sorted(k for k in points["kd"].unique() if k != NO_KD)
+    methods = sorted(points["method"].unique())
+    dashes = {k: KD_STYLES[i % len(KD_STYLES)] for i, k in enumerate(kds)} | {NO_KD: NO_KD_STYLE}
+    markers = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(methods)}
+    return _order_colours(points["order"]), dashes, markers
+
+
+def _draw_series(ax: Axes, points: pd.DataFrame) -> None:
+    """A line per series through its configurations' means, a band of their 95% intervals."""
+    colours, dashes, markers = _style(points)
+    groups = sorted(
+        points.groupby("series_key"),
+        key=lambda kg: (order_rank(kg[1]["order"].iloc[0]), kg[1]["series"].iloc[0]),
+    )
+    by_order = len(groups) > MAX_LEGEND_SERIES
+    named: set[str] = set()
+    for _, group in groups:
         group = group.sort_values("x")
+        first = group.iloc[0]
+        colour = colours[first["order"]]
+        label = first["order"] if by_order else first["series"]
         xs, mean = group["x"].to_numpy(float), group["mean"].to_numpy(float)
-        std = np.nan_to_num(group["std"].to_numpy(float))
-        order, kd, method = key[2], key[3], key[4]
-        colour = colours[order]
-        ax.plot(
-            xs,
-            mean,
-            color=colour,
-            linestyle=NO_KD_STYLE if kd == "none" else KD_STYLES[kds.index(kd) % len(KD_STYLES)],
-            marker=MARKERS[methods.index(method) % len(MARKERS)],
-            linewidth=2,
-            markersize=6,
-            label=_series_label(key, varying),
-        )
-        if (group["n"] > 1).any():
-            ax.fill_between(xs, mean - std, mean + std, color=colour, alpha=0.15, linewidth=0)
+        ax.plot(xs, mean, color=colour, linestyle=dashes[first["kd"]], linewidth=2,
+                marker=markers[first["method"]], markersize=6,
+                label=None if label in named else label)  # fmt: skip
+        named.add(label)
+        # An accuracy lies in [0, 1]: a few seeds' t interval can reach past it; draw it clipped
+        # (the tables give it as computed).
+        low = np.clip(group["low"].to_numpy(float), 0.0, 1.0)
+        high = np.clip(group["high"].to_numpy(float), 0.0, 1.0)
+        if np.isfinite(low).any() and len(xs) > 1:
+            ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
+        elif np.isfinite(low).any():  # a band needs two points: an error bar instead
+            ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=colour,
+                        alpha=0.6, capsize=3, linewidth=1)  # fmt: skip
+    if len(points) <= MAX_ANNOTATED_POINTS:
+        for _, p in points.iterrows():
+            ax.annotate(f"{p['target_ratio']:g}", (p["x"], p["mean"]), xytext=(4, -10),
+                        textcoords="offset points", fontsize=7, color="0.4")  # fmt: skip
 
 
 def _draw_teachers(ax: Axes, runs: pd.DataFrame) -> pd.Series:
@@ -109,30 +127,38 @@ def _draw_teachers(ax: Axes, runs: pd.DataFrame) -> pd.Series:
 
 def _label_accuracy_plot(fig: Figure, ax: Axes, x: str, n_seeds: int, teachers: pd.Series) -> None:
     """Tick format, axis labels, title (subject and seeds) and the legend beside the axes."""
-    if x == "sparsity":
-        ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
-    else:
+    if x == "macs_speedup":
         ax.xaxis.set_major_formatter(lambda v, _: f"{v:.1f}×")
-    ax.set_xlabel(X_AXES[x][1])
+    else:
+        ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
+    ax.set_xlabel(X_AXES[x][1] + ", achieved (mean over seeds)")
     ax.set_ylabel("test accuracy")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.04)
-    what = "parameter sparsity" if x == "sparsity" else "MACs speed-up"
+    what = {"sparsity": "weight sparsity", "macs_speedup": "MACs speed-up"}.get(x, "params removed")
     fig.suptitle(f"Test accuracy vs {what}", fontsize=13, fontweight="bold")
     subject = " / ".join(f"{m} on {d}" for m, d in teachers.index) or "runs"
-    note = f"mean ± std over {n_seeds} seeds (bands)" if n_seeds > 1 else "one seed per point"
-    ax.set_title(f"{subject}; {note}", fontsize=9, color="0.3")
+    note = (
+        f"mean over up to {n_seeds} seeds, bands: 95% t interval"
+        if n_seeds > 1
+        else "one seed per point: no interval"
+    )
+    ax.set_title(f"{subject}; {note}; small numbers: target ratio", fontsize=9, color="0.3")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
 
 
-def plot_accuracy(runs: pd.DataFrame, path: Path, x: str = "sparsity") -> Path:
-    """Test accuracy against sparsity (or MACs speed-up): a line per order, bands of ±1 std."""
-    points = _accuracy_points(runs, X_AXES[x][0])
+def plot_accuracy(
+    runs: pd.DataFrame, path: Path, x: str = "sparsity", summary: pd.DataFrame | None = None
+) -> Path:
+    """Test accuracy against achieved sparsity, MACs speed-up or parameters removed: a point per
+    configuration, a line per series, bands of 95% t intervals over seeds."""
+    summary = summarise(runs) if summary is None else summary
+    points = accuracy_points(summary, X_AXES[x][0])
     fig = Figure(figsize=(10, 5.5), layout="constrained")
     ax = fig.add_subplot()
-    _draw_series(ax, runs, points)
+    _draw_series(ax, points)
     teachers = _draw_teachers(ax, runs)
-    _label_accuracy_plot(fig, ax, x, int(points["n"].max()), teachers)
+    _label_accuracy_plot(fig, ax, x, int(points["n_seeds"].max()), teachers)
     return save_figure(fig, path)
 
 

@@ -1,8 +1,11 @@
-"""The sweep report: a CSV ledger, accuracy-vs-sparsity and Pareto plots, and a markdown summary.
+"""The sweep report: a CSV ledger, accuracy-vs-compression, Pareto and verdict plots, the paired
+verdicts (verdicts.csv) and a markdown summary.
 
 Runs come from every `metrics.json` below a folder (a multirun, `runs.py`) or from the `run_dir`
-user attribute of an Optuna study's trials (`study.py`). Configurations are selected by
-validation accuracy; test accuracy is only reported.
+user attribute of an Optuna study's trials (`study.py`). A configuration is one
+`config_fingerprint`; a compression level is the configurations that differ only in order and
+KD. Configurations are selected by validation accuracy within a level; test accuracy is only
+reported and is what the paired verdicts compare.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ from pathlib import Path
 import pandas as pd
 
 from kdprune.errors import ConfigError
+from kdprune.reporting.budgets import check_budgets
+from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
 from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
-from kdprune.reporting.report_markdown import markdown, plus_minus
+from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
+from kdprune.reporting.report_markdown import ReportInputs, markdown
+from kdprune.reporting.report_sections import plus_minus
 from kdprune.reporting.runs import CSV_FILE, write_csv
-from kdprune.reporting.statistics import best_per_order, summarise
+from kdprune.reporting.statistics import best_per_level, summarise
 from kdprune.reporting.study import StudyInfo
+from kdprune.reporting.verdict_plot import VERDICTS_PLOT, plot_verdicts
+from kdprune.reporting.verdicts import A_BETTER, B_BETTER, VERDICTS_FILE, verdicts, write_verdicts
 from kdprune.results import atomic_write
 
 MARKDOWN_FILE = "PRUNING_REPORT.md"
@@ -27,23 +36,43 @@ PARETO_FILE = "pareto.png"
 
 @dataclass
 class Report:
-    """The files a report wrote and the configuration selected per order."""
+    """The files a report wrote, the best configuration per compression level, the verdicts."""
 
     files: list[Path] = field(default_factory=list)
     best: pd.DataFrame = field(default_factory=pd.DataFrame)
+    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    names: dict[str, str] = field(default_factory=dict)
+    titles: dict[str, str] = field(default_factory=dict)
     study: StudyInfo | None = None
 
-    def summary(self) -> str:
-        """A few lines: the best configuration per order (picked on val, test reported)."""
-        lines = ["best per order (selected by val_acc, test_acc reported):"]
-        mixed = self.best[["model", "dataset"]].drop_duplicates().shape[0] > 1
+    def _best_lines(self) -> list[str]:
+        lines = [
+            "best per compression level (selected by val_acc among equal MACs, test reported):"
+        ]
         for _, row in self.best.iterrows():
-            where = f"{row['model']} on {row['dataset']}: " if mixed else ""
             lines.append(
-                f"  {where}{row['order']:<20} kd={row['kd']} {row['method']}"
-                f" ratio {row['target_ratio']:g}"
+                f"  {self.titles[row['pairing_key']]}: {self.names[row['config_fingerprint']]}"
                 f": val {plus_minus(row, 'val_acc')}, test {plus_minus(row, 'test_acc')}"
-                f" (n={int(row['n_seeds'])})"
+                f" (n={int(row['n_seeds'])}, {row['macs_speedup_mean']:.2f}x MACs)"
+            )
+        if self.best.empty:
+            lines.append("  none: no level holds two configurations (see the Pareto front)")
+        return lines
+
+    def summary(self) -> str:
+        """A few lines: the best per level (picked on val, test reported), the verdicts."""
+        lines = self._best_lines()
+        decided = self.verdicts["verdict"].isin([A_BETTER, B_BETTER])
+        lines.append(
+            f"verdicts: {len(self.verdicts)} paired comparisons, {int(decided.sum())} with a "
+            f"difference detected (95% paired t interval); see {VERDICTS_FILE}"
+        )
+        for _, row in self.verdicts[decided].iterrows():
+            lines.append(
+                f"  {self.titles[row['pairing_key']]}: {row['verdict_text']}"
+                f" ({row['a']} - {row['b']}: {row['mean_diff']:+.4f}"
+                f" [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], n={row['n']})"
+                + ("" if row["matched"] is not False else " [MACs not matched]")
             )
         if self.study is not None and self.study.best:
             what = "best trial" if len(self.study.best) == 1 else "Pareto-optimal trials"
@@ -55,6 +84,26 @@ class Report:
         return "\n".join(lines)
 
 
+def _figures(
+    runs: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, x: str, pareto: bool,
+    study: StudyInfo | None,
+) -> dict[str, Path]:  # fmt: skip
+    """The accuracy plot, and the Pareto plot when asked for or the study has two objectives."""
+    title = {"sparsity": "weight sparsity", "macs_speedup": "MACs speed-up"}.get(
+        x, "parameters removed"
+    )
+    figures = {
+        f"Accuracy vs {title}": plot_accuracy(runs, out_dir / f"accuracy_vs_{x}.png", x, summary)
+    }
+    if pareto or (study is not None and len(study.directions) > 1):
+        figures["Pareto front"] = plot_pareto(runs, out_dir / PARETO_FILE, study)
+    if has_int8(runs):
+        figures["Accuracy vs size and latency, FP32 and INT8"] = plot_size(
+            runs, out_dir / SIZE_PLOT
+        )
+    return figures
+
+
 def write_report(
     runs: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -63,23 +112,27 @@ def write_report(
     pareto: bool = False,
     study: StudyInfo | None = None,
     source: str = "",
+    compare: str = ORDERS_AND_KD,
 ) -> Report:
-    """Write the CSV, the plots and PRUNING_REPORT.md into out_dir; a Pareto plot when the study
-    has several objectives or `pareto` is set."""
+    """Write the ledger CSV, verdicts.csv, the plots and PRUNING_REPORT.md into out_dir; a
+    Pareto plot when the study has several objectives or `pareto` is set. `compare` names what
+    the verdicts compare: the orders and KD (default), or a config group (`prune_method`)."""
     if x not in X_AXES:
         raise ConfigError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}.")
     out_dir = Path(out_dir)
+    runs = paired_by(runs, compare)
     summary = summarise(runs)
-    best = best_per_order(summary)
-    files = [write_csv(runs, out_dir / CSV_FILE)]
-    figures = {
-        "Accuracy vs " + ("sparsity" if x == "sparsity" else "MACs speed-up"): plot_accuracy(
-            runs, out_dir / f"accuracy_vs_{x}.png", x
-        )
-    }
-    if pareto or (study is not None and len(study.directions) > 1):
-        figures["Pareto front"] = plot_pareto(runs, out_dir / PARETO_FILE, study)
+    table = verdicts(runs, summary, compare)
+    titles = group_titles(summary, compare)
+    files = [write_csv(runs, out_dir / CSV_FILE), write_verdicts(table, out_dir / VERDICTS_FILE)]
+    figures = _figures(runs, summary, out_dir, x, pareto, study)
+    if not table.empty:
+        figures["Paired verdicts"] = plot_verdicts(table, titles, out_dir / VERDICTS_PLOT)
     files += figures.values()
-    text = markdown(runs, summary, best, figures, source or str(out_dir), study)
+    inputs = ReportInputs(
+        runs, summary, table, check_budgets(runs, summary), titles, figures,
+        source or str(out_dir), study, compare,
+    )  # fmt: skip
+    text = markdown(inputs)
     files.append(atomic_write(out_dir / MARKDOWN_FILE, lambda fh: fh.write(text.encode())))
-    return Report(files=files, best=best, study=study)
+    return Report(files, best_per_level(summary), table, config_names(summary), titles, study)

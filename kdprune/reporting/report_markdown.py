@@ -1,27 +1,61 @@
-"""The text of PRUNING_REPORT.md: settings, results over seeds, the best per order, the study."""
+"""The text of PRUNING_REPORT.md: settings, budgets, results over seeds, the paired verdicts,
+the best per compression level, the Pareto front, the study."""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from kdprune.reporting.budgets import BudgetCheck
+from kdprune.reporting.configs import (
+    LEGACY_KEYS,
+    ORDERS_AND_KD,
+    config_names,
+    configs_of,
+    distinguishing_keys,
+)
+from kdprune.reporting.configs import describe as describe_config
 from kdprune.reporting.markdown import md_table
+from kdprune.reporting.quantized import has_int8, quantization_lines
+from kdprune.reporting.report_sections import (
+    budget_statement,
+    interval,
+    plus_minus,
+    select_epoch_note,
+    selection_lines,
+    verdict_lines,
+)
 from kdprune.reporting.runs import CSV_FILE
-from kdprune.reporting.statistics import order_rank
+from kdprune.reporting.statistics import (
+    CONFIDENCE,
+    best_per_level,
+    duplicates,
+    order_rank,
+    pareto_configurations,
+)
 from kdprune.reporting.study import StudyInfo
+from kdprune.reporting.verdicts import VERDICTS_FILE
+
+# Keys with their own column in the Results table (not repeated under "differs in").
+COLUMN_KEYS = ("schedule.name", "kd.name", "prune_method.name", "prune_method.unit")
+COLUMN_GROUPS = ("model.", "dataset.", "prune_method.ratio")
 
 
-def plus_minus(row: pd.Series, name: str, fmt: str = "{:.4f}", scale: float = 1.0) -> str:
-    """`mean ± std` of a summary row's `name` (the mean alone for one seed), or n/a."""
-    mean, std = row[f"{name}_mean"], row.get(f"{name}_std")
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "n/a"
-    text = fmt.format(mean * scale)
-    if row.get("n_seeds", 1) > 1 and std is not None and not math.isnan(std):
-        text += " ± " + fmt.format(std * scale)
-    return text
+@dataclass
+class ReportInputs:
+    """Everything the markdown is written from."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    verdicts: pd.DataFrame
+    budgets: BudgetCheck
+    titles: dict[str, str]  # pairing key -> compression level title
+    figures: dict[str, Path] = field(default_factory=dict)
+    source: str = ""
+    study: StudyInfo | None = None
+    compare: str = ORDERS_AND_KD  # what the verdicts compare (see reporting.configs)
 
 
 def _values(runs: pd.DataFrame, col: str) -> str:
@@ -29,99 +63,111 @@ def _values(runs: pd.DataFrame, col: str) -> str:
     return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals) or "n/a"
 
 
-def _budget_lines(runs: pd.DataFrame) -> list[str]:
-    lines = []
-    per_order = runs.groupby("order")
-    for order, group in per_order:
-        stages = ", ".join(sorted(group["student_stages"].unique()))
-        epochs = ", ".join(str(int(e)) for e in sorted(group["student_epochs"].unique()))
-        unit = "epoch" if epochs == "1" else "epochs"
-        lines.append(f"  - `{order}`: {epochs} {unit} ({stages})")
-    budgets = runs["student_epochs"].unique()
-    if len(budgets) == 1:
-        lines.append(
-            f"  - Every run trained its student for the same {int(budgets[0])} epochs: the "
-            "orders had equal budgets."
+def _identity_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """How configurations were told apart; runs without `config`; duplicate seeds."""
+    out = [
+        f"- configurations: {len(summary)}, each one `config_fingerprint` of the run's resolved "
+        "config (seeds, paths, logging and timing settings left out); a point's seeds are the "
+        "*distinct* seeds of its configuration"
+    ]
+    legacy = int((runs["fingerprint_from"] != "config").sum())
+    if legacy:
+        keys = ", ".join(LEGACY_KEYS)
+        out.append(
+            f"- **{legacy} run(s) have no `config` in metrics.json** (written before it was "
+            f"recorded): they are told apart only by {keys}, so runs that differ in anything "
+            "else (temperature, alpha, budget, starting point ...) may be pooled as seeds"
         )
-    else:
-        lines.append(
-            "  - **The budgets differ between runs**: an order with more epochs had more time "
-            "to recover; compare accuracies with that in mind."
+    dup = duplicates(runs)
+    if len(dup):
+        names = config_names(summary)
+        targets = summary.set_index("config_fingerprint")["target_ratio"]
+        cases = "; ".join(
+            f"`{names[fp]}` (target {targets[fp]:g}) seed {int(seed)}: {len(dirs)} runs"
+            for (fp, seed), dirs in dup.items()
         )
-    return lines
+        out.append(
+            f"- **duplicates**: {cases}. Each seed counts once (its runs averaged); see "
+            f"`{CSV_FILE}` for their folders"
+        )
+    estimated = int(runs["weight_sparsity_estimated"].fillna(False).astype(bool).sum())
+    if estimated:
+        out.append(
+            f"- weight sparsity estimated for {estimated} run(s) without `weight_sparsity`, "
+            "as 1 − nonzero_fraction × params_after / params_before"
+        )
+    return out
 
 
-def _settings_lines(runs: pd.DataFrame, n_seeds: int) -> list[str]:
-    """The Settings section: what was swept, the seeds, the teacher, the epoch budgets."""
+def _settings_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """The Settings section: what was swept, the seeds, the teacher, the configurations."""
     return [
         "## Settings",
         "",
         f"- model: {_values(runs, 'model')}; dataset: {_values(runs, 'dataset')}",
         f"- orders: {_values(runs, 'order')}",
         f"- pruning methods: {_values(runs, 'method')} (unit: {_values(runs, 'unit')}); "
-        f"target ratios: {_values(runs, 'target_ratio')}",
+        f"target ratios: {_values(runs, 'target_ratio')} (labels only: points sit at the "
+        "compression achieved)",
         f"- knowledge distillation: {_values(runs, 'kd')}",
-        f"- seeds: {_values(runs, 'seed')} (at most {n_seeds} per configuration)",
+        f"- seeds: {_values(runs, 'seed')} (at most {int(summary['n_seeds'].max())} distinct "
+        "per configuration)",
         f"- dense teacher test accuracy: {runs['teacher_test_acc'].mean():.4f} "
         "(mean over the runs' teachers)",
-        "- student epoch budget per order (epochs of every stage but the teacher's):",
-        *_budget_lines(runs),
+        *_identity_lines(runs, summary),
     ]
 
 
-def _results_row(row: pd.Series, shown: list[str]) -> list[str]:
-    """One configuration's cells in the Results table."""
-    return (
-        [str(row[k]) for k in shown]
-        + [str(row["order"]), str(row["kd"]), str(row["method"])]
-        + [f"{row['target_ratio']:g}", str(int(row["n_seeds"]))]
-        + [plus_minus(row, "test_acc"), plus_minus(row, "val_acc")]
-        + [plus_minus(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
-        + [
-            plus_minus(row, "macs_speedup", "{:.2f}") + "×",
-            plus_minus(row, "cpu_speedup_bs64", "{:.2f}") + "×",
-        ]
-    )
+def _budget_lines(runs: pd.DataFrame, inputs: ReportInputs) -> list[str]:
+    """The Budgets section: student epochs per order from the histories, then the verdict on
+    equal budgets (starting weights and epoch counts within each compared group)."""
+    lines = ["## Budgets", "", "Student epochs per order (from each run's history):", ""]
+    for order, group in sorted(runs.groupby("order"), key=lambda og: order_rank(og[0])):
+        stages = ", ".join(sorted(group["student_stages"].unique()))
+        epochs = ", ".join(str(int(e)) for e in sorted(group["student_epochs"].unique()))
+        lines.append(f"- `{order}`: {epochs} epoch{'' if epochs == '1' else 's'} ({stages})")
+    return [*lines, "", *budget_statement(inputs.budgets, inputs.titles)]
 
 
-def _results_lines(summary: pd.DataFrame, shown: list[str], n_seeds: int) -> list[str]:
-    """The Results section: every configuration, mean ± std over its seeds."""
-    header = [*shown, "order", "kd", "method", "ratio", "seeds"]
-    header += ["test acc", "val acc", "params removed", "MACs speed-up", "CPU speed-up bs64"]
-    rows = [_results_row(row, shown) for _, row in summary.iterrows()]
+def _other_keys(summary: pd.DataFrame) -> list[str]:
+    """Keys that tell configurations apart beyond the table's own columns."""
+    keys = distinguishing_keys(configs_of(summary).values())
+    return [k for k in keys if k not in COLUMN_KEYS and not k.startswith(COLUMN_GROUPS)]
+
+
+def _results_lines(summary: pd.DataFrame, shown: list[str]) -> list[str]:
+    """The Results section: every configuration, mean ± std and a t interval over its seeds."""
+    others = _other_keys(summary)
+    configs = configs_of(summary)
+    header = [*shown, "order", "kd", "method", "target", *(["differs in"] if others else [])]
+    header += ["seeds", "test acc", f"test {CONFIDENCE:.0%} CI", "val acc", "weight sparsity"]
+    header += ["params removed", "MACs speed-up", "CPU speed-up bs64"]
+    rows = []
+    for _, row in summary.iterrows():
+        cells = [str(row[k]) for k in shown]
+        cells += [str(row["order"]), str(row["kd"]), str(row["method"])]
+        cells += [f"{row['target_ratio']:g}"]
+        cells += [describe_config(configs[row["config_fingerprint"]], others)] if others else []
+        cells += [str(int(row["n_seeds"])), plus_minus(row, "test_acc")]
+        cells += [interval(row, "test_acc"), plus_minus(row, "val_acc")]
+        cells += [plus_minus(row, "weight_sparsity", "{:.1f}", 100) + " %"]
+        cells += [plus_minus(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
+        cells += [plus_minus(row, "macs_speedup", "{:.2f}") + "×"]
+        cells += [plus_minus(row, "cpu_speedup_bs64", "{:.2f}") + "×"]
+        rows.append(cells)
     return [
         "## Results",
         "",
-        ("Mean ± sample standard deviation over seeds" if n_seeds > 1 else "One seed each")
-        + "; parameters removed = 1 − params_after / params_before; speed-ups = dense / pruned.",
-        "",
-        *md_table(header, rows),
-    ]
-
-
-def _best_row(row: pd.Series, where: list[str]) -> list[str]:
-    """One order's cells in the Best configuration table."""
-    return (
-        [str(row[k]) for k in where]
-        + [str(row["order"]), str(row["kd"]), str(row["method"]), f"{row['target_ratio']:g}"]
-        + [plus_minus(row, "val_acc"), plus_minus(row, "test_acc")]
-        + [plus_minus(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
-        + [plus_minus(row, "macs_speedup", "{:.2f}") + "×"]
-    )
-
-
-def _best_lines(best: pd.DataFrame, shown: list[str]) -> list[str]:
-    """The Best configuration per order section: picked on val_acc, test_acc reported."""
-    where = [k for k in ("model", "dataset") if k in shown]
-    header = [*where, "order", "kd", "method", "ratio"]
-    header += ["val acc (selects)", "test acc (reported)", "params removed", "MACs speed-up"]
-    rows = [_best_row(row, where) for _, row in best.iterrows()]
-    return [
-        "## Best configuration per order",
-        "",
-        "**Selected by validation accuracy (val_acc); test accuracy reported.** For each order, "
-        "the configuration (kd, method, ratio) with the highest mean val_acc over its seeds; ties "
-        "go to the one that removed more parameters. The test set played no part in the choice.",
+        "One row per configuration. "
+        + (
+            "Mean ± sample standard deviation over its distinct seeds, "
+            f"{CONFIDENCE:.0%} t interval of the mean (one seed: none)"
+            if summary["n_seeds"].max() > 1
+            else "One seed each: no spread, no interval"
+        )
+        + "; compression as achieved: weight sparsity = dense conv + linear weights removed or "
+        "zero; parameters removed = 1 − params_after / params_before; speed-ups = dense / "
+        "pruned. The target is a label.",
         "",
         *md_table(header, rows),
     ]
@@ -158,36 +204,48 @@ def _study_lines(study: StudyInfo) -> list[str]:
 
 
 def _figure_lines(figures: dict[str, Path]) -> list[str]:
-    """The Figures section: each figure under its title, then a link to the ledger CSV."""
+    """The Figures section: each figure under its title, then links to the CSV files."""
     out = ["## Figures", ""]
     for title, fig in figures.items():
         out += [f"### {title}", "", f"![{title}]({fig.name})", ""]
-    return [*out, f"Every run's ledger: [`{CSV_FILE}`]({CSV_FILE})."]
+    return [
+        *out,
+        f"Every run's ledger: [`{CSV_FILE}`]({CSV_FILE}); every comparison: "
+        f"[`{VERDICTS_FILE}`]({VERDICTS_FILE}).",
+    ]
 
 
-def markdown(
-    runs: pd.DataFrame,
-    summary: pd.DataFrame,
-    best: pd.DataFrame,
-    figures: dict[str, Path],
-    source: str,
-    study: StudyInfo | None = None,
-) -> str:
+def markdown(inputs: ReportInputs) -> str:
     """The text of PRUNING_REPORT.md."""
-    n_seeds = int(summary["n_seeds"].max())
+    runs, summary = inputs.runs, inputs.summary
     shown = [k for k in ("model", "dataset", "unit") if runs[k].nunique() > 1]
+    names = config_names(summary)
     out = [
         "# Pruning + distillation report",
         "",
-        f"Source: `{source}` ({len(runs)} run{'s' if len(runs) != 1 else ''}).",
+        f"Source: `{inputs.source}` ({len(runs)} run{'s' if len(runs) != 1 else ''}).",
         "",
-        *_settings_lines(runs, n_seeds),
+        *_settings_lines(runs, summary),
         "",
-        *_results_lines(summary, shown, n_seeds),
+        *_budget_lines(runs, inputs),
         "",
-        *_best_lines(best, shown),
+        *_results_lines(summary, shown),
+        "",
+        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare),
+        "",
+        *selection_lines(
+            summary,
+            best_per_level(summary),
+            pareto_configurations(summary),
+            inputs.titles,
+            names,
+            select_epoch_note(runs),
+            inputs.compare,
+        ),
     ]
-    if study is not None:
-        out += ["", *_study_lines(study)]
-    out += ["", *_figure_lines(figures)]
+    if has_int8(runs):
+        out += ["", *quantization_lines(runs, summary)]
+    if inputs.study is not None:
+        out += ["", *_study_lines(inputs.study)]
+    out += ["", *_figure_lines(inputs.figures)]
     return "\n".join(out) + "\n"

@@ -1,6 +1,9 @@
 """The ledger of runs: one row per `metrics.json` below a folder, and its CSV file.
 
-Runs are read only through `kdprune.results.read_metrics`.
+Runs are read only through `kdprune.results.read_metrics`. Each row carries the run's identity
+(`config_fingerprint`, `pairing_key`, ... from `configs.run_identity`), its starting point and
+epochs flattened (`start_weights`, `epochs_student`, ...) and `weight_sparsity` (estimated for
+runs that predate it, flagged by `weight_sparsity_estimated`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,20 @@ import pandas as pd
 import yaml
 
 from kdprune.errors import ConfigError
-from kdprune.reporting.statistics import CONFIG_KEYS, STAT_COLUMNS, sort_runs
+from kdprune.reporting.configs import run_identity
+from kdprune.reporting.statistics import LABEL_KEYS, STAT_COLUMNS, sort_runs
 from kdprune.results import METRICS_FILE, atomic_write, read_metrics
 
 CSV_FILE = "pruning_comparison.csv"
 # Derived and trial columns, in this sequence after the ledger keys and timings.
 TAIL_COLUMNS = [
+    "config_fingerprint",
+    "pairing_key",
+    "series_key",
+    "schedule_key",
+    "kd_key",
+    "fingerprint_from",
+    "weight_sparsity_estimated",
     "student_epochs",
     "student_stages",
     "trial_number",
@@ -29,6 +40,13 @@ TAIL_COLUMNS = [
     "overrides",
     "run_dir",
 ]
+# Kept in the DataFrame for the report, left out of the CSV (long JSON text).
+NOT_IN_CSV = ("config_json",)
+# Nested metrics.json keys flattened into ledger columns: start.weights -> start_weights.
+NESTED = {
+    "start": ("init", "weights", "inherited_epochs"),
+    "epochs": ("inherited", "student", "total"),
+}
 
 
 def _is_scalar(value: Any) -> bool:
@@ -44,9 +62,36 @@ def read_yaml(path: Path) -> Any:
         return None
 
 
+def estimated_weight_sparsity(metrics: dict[str, Any]) -> float | None:
+    """For runs without `weight_sparsity`: 1 - nonzero_fraction * params_after / params_before,
+    the removed or zero fraction of the dense weights (biases and norms counted as weights)."""
+    removed = metrics.get("params_removed_fraction")
+    if not isinstance(removed, int | float):
+        return None
+    nonzero = metrics.get("nonzero_fraction")
+    nonzero = nonzero if isinstance(nonzero, int | float) else 1.0
+    return 1.0 - nonzero * (1.0 - removed)
+
+
+def _flat_nested(metrics: dict[str, Any]) -> dict[str, Any]:
+    """`start` and `epochs` as columns (`start_weights`, `epochs_student`, ...), None if absent."""
+    out = {}
+    for name, keys in NESTED.items():
+        value = metrics.get(name)
+        value = value if isinstance(value, dict) else {}
+        out.update({f"{name}_{k}": value.get(k) for k in keys})
+    return out
+
+
 def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
-    """One CSV row: the scalar keys of a metrics dict, `time_<stage>`, `student_epochs`, run_dir."""
+    """One CSV row: the scalar keys of a metrics dict, the run's identity, `start_*`, `epochs_*`,
+    `time_<stage>`, `student_epochs` (from its history) and run_dir."""
     row = {k: v for k, v in metrics.items() if k not in ("timings", "history") and _is_scalar(v)}
+    row.update(_flat_nested(metrics))
+    row.update(run_identity(metrics))
+    row["weight_sparsity_estimated"] = not isinstance(metrics.get("weight_sparsity"), int | float)
+    if row["weight_sparsity_estimated"]:
+        row["weight_sparsity"] = estimated_weight_sparsity(metrics)
     for stage, seconds in (metrics.get("timings") or {}).items():
         row[f"time_{stage}"] = seconds
     epochs: dict[str, int] = {}
@@ -76,7 +121,7 @@ def _column_order(df: pd.DataFrame) -> list[str]:
 def ledger_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The ledger rows as a DataFrame: every configuration and statistic column present, sorted."""
     df = pd.DataFrame(rows)
-    for key in CONFIG_KEYS:
+    for key in LABEL_KEYS:
         if key not in df:
             df[key] = "?" if key != "target_ratio" else np.nan
         elif key != "target_ratio":
@@ -84,7 +129,10 @@ def ledger_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for key in [*STAT_COLUMNS, "teacher_test_acc", "seed"]:
         if key not in df:
             df[key] = np.nan
-    return sort_runs(df[_column_order(df)], [*CONFIG_KEYS, "seed", "run_dir"])
+    for key in ["select_epoch", *(f"{n}_{k}" for n, keys in NESTED.items() for k in keys)]:
+        if key not in df:
+            df[key] = None
+    return sort_runs(df[_column_order(df)], [*LABEL_KEYS, "seed", "run_dir"])
 
 
 def load_run(path: Path) -> dict[str, Any] | None:
@@ -116,7 +164,7 @@ def collect_runs(folder: str | os.PathLike) -> pd.DataFrame:
 
 
 def write_csv(runs: pd.DataFrame, path: Path) -> Path:
-    """The ledger CSV: one row per run, run_dir last."""
-    columns = [c for c in runs.columns if c != "run_dir"] + ["run_dir"]
+    """The ledger CSV: one row per run, run_dir last (the configuration's JSON left out)."""
+    columns = [c for c in runs.columns if c not in ("run_dir", *NOT_IN_CSV)] + ["run_dir"]
     text = runs[columns].to_csv(index=False)
     return atomic_write(path, lambda fh: fh.write(text.encode()))

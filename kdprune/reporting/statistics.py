@@ -1,7 +1,9 @@
-"""Numbers over the ledger: configurations, their mean and spread over seeds, the best per order."""
+"""Numbers over the ledger: configurations (one `config_fingerprint` each), their mean, spread
+and 95% interval over distinct seeds, compression levels, the best per level, Pareto fronts."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -9,16 +11,22 @@ import pandas as pd
 
 # The orders in their natural sequence: tables, legends and sorting list them this way.
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
-# A configuration: the runs that differ only in their seed.
-CONFIG_KEYS = ["model", "dataset", "order", "kd", "method", "unit", "target_ratio"]
+# What tables show about a configuration (its identity is `config_fingerprint`, not these).
+LABEL_KEYS = ["model", "dataset", "order", "kd", "method", "unit", "target_ratio"]
 STAT_COLUMNS = [
     "test_acc",
     "val_acc",
+    "weight_sparsity",
     "params_removed_fraction",
     "macs_speedup",
     "cpu_speedup_bs64",
     "student_epochs",
 ]
+# Interval columns of `summarise` (95% t interval over seeds).
+CI_COLUMNS = ["test_acc", "val_acc"]
+CONFIDENCE = 0.95
+# Achieved MACs of two configurations within this relative gap: the same compression.
+MATCHED_MACS = 0.02
 
 
 def order_rank(order: str) -> str:
@@ -36,26 +44,113 @@ def sort_runs(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return df.sort_values(by, key=key, kind="stable", na_position="last").reset_index(drop=True)
 
 
-def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over seeds of the report's metrics, one row per configuration."""
-    grouped = runs.groupby(CONFIG_KEYS, dropna=False, sort=True)
-    out = grouped[STAT_COLUMNS].agg(["mean", "std"])
-    out.columns = [f"{c}_{s}" for c, s in out.columns]
-    out["n_seeds"] = grouped.size()
-    out["seeds"] = grouped["seed"].agg(lambda s: ", ".join(str(int(v)) for v in s.dropna()))
-    return sort_runs(out.reset_index(), CONFIG_KEYS)
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, ...]:
+    """(mean, sample std, low, high): Student's t interval mean ± t(n-1) * std / sqrt(n).
 
-
-def best_per_order(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset, order): the configuration with the highest mean val_acc.
-
-    Ties go to the one that removed more parameters. Test accuracy plays no part.
+    One value has no spread and no interval (std, low and high are NaN).
     """
-    ranked = summary.sort_values(
-        ["val_acc_mean", "params_removed_fraction_mean"], ascending=False, kind="stable"
+    from scipy import stats  # here: a run imports kdprune.reporting for its end-of-run table
+
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(x) == 0:
+        return (math.nan,) * 4
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1)) * std / math.sqrt(len(x))
+    return mean, std, mean - half, mean + half
+
+
+def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (configuration, seed): duplicate runs of a seed averaged, counted in `n_runs`."""
+    keys = ["config_fingerprint", "seed"]
+    numeric = [c for c in STAT_COLUMNS if c in runs]
+    grouped = runs.groupby(keys, dropna=False, sort=True)
+    out = grouped[numeric].mean()
+    out["n_runs"] = grouped.size()
+    return out.reset_index()
+
+
+def duplicates(runs: pd.DataFrame) -> pd.DataFrame:
+    """The (configuration, seed) pairs with more than one run, and those runs' folders."""
+    grouped = runs.groupby(["config_fingerprint", "seed"], dropna=False)
+    dup = grouped.filter(lambda g: len(g) > 1)
+    return dup.groupby(["config_fingerprint", "seed"], dropna=False)["run_dir"].agg(list)
+
+
+def _first_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """The descriptive columns of each configuration (equal within one by construction)."""
+    keys = [*LABEL_KEYS, "pairing_key", "series_key", "schedule_key", "kd_key", "config_json"]
+    keys += ["fingerprint_from"]
+    return runs.groupby("config_fingerprint", sort=False)[[k for k in keys if k in runs]].first()
+
+
+def _seed_statistics(seeds: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (and a t interval for CI_COLUMNS) over the distinct seeds of each config."""
+    rows = {}
+    for fingerprint, group in seeds.groupby("config_fingerprint", sort=False):
+        row: dict[str, object] = {}
+        for col in STAT_COLUMNS:
+            if col not in group:
+                continue
+            mean, std, low, high = t_interval(group[col].tolist())
+            row[f"{col}_mean"], row[f"{col}_std"] = mean, std
+            if col in CI_COLUMNS:
+                row[f"{col}_ci_low"], row[f"{col}_ci_high"] = low, high
+        row["n_seeds"] = len(group)
+        row["seeds"] = ", ".join(str(int(s)) if s == s else "?" for s in sorted(group["seed"]))
+        row["n_runs"] = int(group["n_runs"].sum())
+        rows[fingerprint] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (`config_fingerprint`): mean and std over its distinct seeds,
+    a 95% t interval of test and val accuracy, n_seeds (distinct), n_runs, and its level."""
+    seeds = per_seed(runs)
+    out = _first_columns(runs).join(_seed_statistics(seeds))
+    out.index.name = "config_fingerprint"
+    out = compression_levels(out.reset_index())
+    return sort_runs(out, ["level_rank", "order", "kd", "config_fingerprint"])
+
+
+def _level_numbers(speedups: pd.Series) -> pd.Series:
+    """Within one pairing group: a new level wherever the MACs speed-up exceeds the current
+    level's least compressed configuration by more than MATCHED_MACS."""
+    numbers, level, start = {}, 0, math.nan
+    for idx, speedup in speedups.sort_values(na_position="last").items():
+        if not math.isnan(start) and speedup > start * (1 + MATCHED_MACS):
+            level, start = level + 1, speedup
+        start = speedup if math.isnan(start) else start
+        numbers[idx] = level
+    return pd.Series(numbers, dtype=int)
+
+
+def compression_levels(summary: pd.DataFrame) -> pd.DataFrame:
+    """`level`: configurations of one pairing group (same everything but order and KD) whose
+    mean achieved MACs lie within MATCHED_MACS of each other; `level_rank` sorts the groups."""
+    out = summary.copy()
+    numbers = pd.concat(
+        [_level_numbers(g["macs_speedup_mean"]) for _, g in out.groupby("pairing_key")]
     )
-    best = ranked.groupby(["model", "dataset", "order"], sort=False).head(1)
-    return sort_runs(best, ["model", "dataset", "order"])
+    out["level"] = out["pairing_key"] + ":" + numbers.loc[out.index].astype(str)
+    ordered = sort_runs(out, ["model", "dataset", "method", "unit", "target_ratio", "pairing_key"])
+    rank = {key: i for i, key in enumerate(ordered["pairing_key"].drop_duplicates())}
+    out["level_rank"] = out["pairing_key"].map(rank)
+    return out
+
+
+def best_per_level(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per compression level with at least two configurations: the one with the highest mean
+    val_acc (ties: more MACs speed-up), with `candidates`. Test accuracy plays no part."""
+    ranked = summary.sort_values(
+        ["val_acc_mean", "macs_speedup_mean"], ascending=False, kind="stable"
+    )
+    counts = summary.groupby("level").size()
+    best = ranked.groupby("level", sort=False).head(1).copy()
+    best["candidates"] = best["level"].map(counts)
+    return sort_runs(best[best["candidates"] > 1], ["level_rank", "level"])
 
 
 def pareto_mask(x: Sequence[float], y: Sequence[float], maximise: tuple[bool, bool]) -> np.ndarray:
@@ -67,3 +162,10 @@ def pareto_mask(x: Sequence[float], y: Sequence[float], maximise: tuple[bool, bo
         dominated = np.all(pts >= p, axis=1) & np.any(pts > p, axis=1)
         keep[i] = not dominated.any()
     return keep
+
+
+def pareto_configurations(summary: pd.DataFrame) -> pd.DataFrame:
+    """The configurations on the front of mean val_acc vs mean MACs speed-up (both maximised)."""
+    data = summary.dropna(subset=["val_acc_mean", "macs_speedup_mean"])
+    mask = pareto_mask(data["macs_speedup_mean"], data["val_acc_mean"], (True, True))
+    return data[mask].sort_values("macs_speedup_mean")

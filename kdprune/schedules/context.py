@@ -34,6 +34,7 @@ class RunContext:
     loaders: Loaders
     tracker: Tracker
     run_dir: Path
+    data_identity: str = ""  # which data set files the loaders read (see Splits.identity)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, recorded
     history: list[dict] = field(default_factory=list)  # one record per epoch, recorded
     on_epoch: Callable[[dict[str, Any]], None] | None = None  # a sweep trial's reporter, if any
@@ -82,9 +83,11 @@ class RunContext:
         objective,
         optimizer: DictConfig | None = None,
         lr_scheduler: DictConfig | None = None,
+        select_on_val: bool = True,
         **kwargs: Any,
     ) -> Stage:
-        """A training stage with the run's trainer settings."""
+        """A training stage with the run's trainer settings; it ends on its best-validation epoch
+        only if `select_on_val` and `trainer.select_epoch` is best_val (else on its last)."""
         t = self.cfg.trainer
         return Stage(
             name=name,
@@ -97,6 +100,7 @@ class RunContext:
             device=self.device,
             amp=bool(t.amp),
             progress=progress_setting(t.progress),
+            select_on_val=select_on_val and t.get("select_epoch", "best_val") == "best_val",
             max_batches=t.max_batches,
             log=self.record,
             **kwargs,

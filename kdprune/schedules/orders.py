@@ -1,7 +1,8 @@
 """The three orders of pruning and distillation; each reads like its definition.
 
-Every order takes the run context and the frozen dense teacher, and returns the run's
-ledger (see `stages.finish`). Epoch counts come from the `schedule` config group.
+Every order takes the run context, the frozen dense teacher and the student's starting point (the
+same for every order of a comparison), and returns the run's ledger (see `stages.finish`). Epoch
+counts come from the `schedule` config group, which splits one student budget for all orders.
 """
 
 from __future__ import annotations
@@ -12,35 +13,71 @@ from typing import Any
 
 from torch import nn
 
-from kdprune.models import classifier_path
-from kdprune.pruning import pruner_class
+from kdprune.errors import ConfigError
+from kdprune.pruning.structured import layer_widths
 from kdprune.schedules.context import RunContext
-from kdprune.schedules.stages import build_pruner, finish, new_student, prune, train
+from kdprune.schedules.stages import build_pruner, finish, prune, train
+from kdprune.schedules.start import Start, new_student, same_architecture
 from kdprune.schedules.teacher import Teacher
 
 log = logging.getLogger("kdprune")
 
+PRUNE_TARGETS = ("auto", "student", "teacher")
+
 
 def _regularizer(pruner):
-    """`after_backward` for training that precedes pruning (BN-scale sparsity); None if unused."""
+    """`after_backward` for training that precedes pruning (BN-scale sparsity, movement scores);
+    None if unused."""
     return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
+
+
+def _carried(pruner) -> dict[str, Any]:
+    """What a pruner learned while training (its regularizer: movement scores), for the pruners
+    built later in the same order, so it carries over from one pruning step to the next."""
+    regularizer = getattr(pruner, "regularizer", None)
+    return {} if regularizer is None else {"regularizer": regularizer}
+
+
+def resolve_prune_target(
+    prune_target: str, student_init: str, same_arch: bool, prune_untrained: bool = False
+) -> str:
+    """What prune_then_distill prunes: `student` (its starting weights) or `teacher` (then a
+    student is distilled from the pruned teacher, the reading for another architecture).
+
+    `auto` prunes the student when it starts from trained weights or shares the teacher's
+    architecture, else the teacher. Pruning an untrained student is refused unless asked for.
+    """
+    if prune_target not in PRUNE_TARGETS:
+        raise ConfigError(
+            f"schedule.prune_target must be one of {', '.join(PRUNE_TARGETS)}, got {prune_target!r}"
+        )
+    if prune_target == "auto":
+        prune_target = "student" if student_init != "scratch" or same_arch else "teacher"
+    if prune_target == "student" and student_init == "scratch" and not prune_untrained:
+        raise ConfigError(
+            "prune_then_distill would prune an untrained network (student_init=scratch): start "
+            "from trained weights (student_init=teacher, trained or checkpoint), prune the "
+            "teacher (schedule.prune_target=teacher), or set schedule.prune_untrained=true"
+        )
+    return prune_target
 
 
 def prune_then_distill(
     ctx: RunContext,
     teacher: Teacher,
+    start: Start,
     finetune_epochs: int,
-    prune_target: str = "student",
+    prune_target: str = "auto",
+    prune_untrained: bool = False,
 ) -> dict[str, Any]:
-    """Start from trained weights, prune once to the target, then recover with KD.
-
-    `prune_target: student` prunes a copy of the trained weights (the teacher's own when the
-    student shares its architecture) and distills it from the dense teacher. `prune_target:
-    teacher` is the other reading: prune the teacher, then distill a fresh student from it.
-    """
-    if prune_target == "teacher":
-        return _prune_teacher_then_distill(ctx, teacher, finetune_epochs)
-    student = new_student(ctx, teacher, init="teacher" if _same_arch(ctx) else "scratch")
+    """Prune the starting weights once to the target, then recover with KD (see
+    `resolve_prune_target` for the reading that prunes the teacher instead)."""
+    target = resolve_prune_target(
+        prune_target, start.init, same_architecture(ctx.cfg), prune_untrained
+    )
+    if target == "teacher":
+        return _prune_teacher_then_distill(ctx, teacher, start, finetune_epochs)
+    student = new_student(ctx, start)
     dense = copy.deepcopy(student)
     step = prune(ctx, student)
     train(ctx, "distill", student, teacher, finetune_epochs)
@@ -49,14 +86,14 @@ def prune_then_distill(
 
 
 def _prune_teacher_then_distill(
-    ctx: RunContext, teacher: Teacher, finetune_epochs: int
+    ctx: RunContext, teacher: Teacher, start: Start, finetune_epochs: int
 ) -> dict[str, Any]:
-    """Prune a copy of the teacher, then distill a fresh student from the pruned teacher."""
+    """Prune a copy of the teacher, then distill the student from the pruned teacher."""
     pruned = copy.deepcopy(teacher.module).requires_grad_(True)
     step = prune(ctx, pruned)
     pruned.eval().requires_grad_(False)
-    pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after})
-    student = new_student(ctx, teacher, init="scratch")
+    pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after}, "pruned teacher", None)
+    student = new_student(ctx, start)
     dense = copy.deepcopy(student)
     train(ctx, "distill", student, pruned_teacher, finetune_epochs)
     return {
@@ -70,33 +107,18 @@ def _prune_teacher_then_distill(
 def distill_then_prune(
     ctx: RunContext,
     teacher: Teacher,
+    start: Start,
     distill_epochs: int,
     finetune_epochs: int,
-    student_init: str = "scratch",
 ) -> dict[str, Any]:
     """Train the student with KD, prune it to the target, then fine-tune (with KD unless none)."""
-    student = new_student(ctx, teacher, init=student_init)
+    student = new_student(ctx, start)
     pruner = build_pruner(ctx, student)
     train(ctx, "distill", student, teacher, distill_epochs, after_backward=_regularizer(pruner))
     dense = copy.deepcopy(student)
     step = prune(ctx, student, pruner)
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(ctx, dense, student, step.result.history, step.val_acc_after)
-
-
-def _units(model: nn.Module) -> int:
-    """Prunable units: conv output channels plus hidden linear features (not the classifier's)."""
-    classifier = model.get_submodule(classifier_path(model))
-    return sum(
-        m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
-        for m in model.modules()
-        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear) and m is not classifier
-    )
-
-
-def unit_ratio(dense: nn.Module, pruned: nn.Module) -> float:
-    """Fraction of prunable units (channels and hidden features) removed so far."""
-    return 1.0 - _units(pruned) / _units(dense)
 
 
 def cubic_sparsity(step: int, start: int, end: int, target: float, initial: float = 0.0) -> float:
@@ -108,74 +130,106 @@ def cubic_sparsity(step: int, start: int, end: int, target: float, initial: floa
     return target + (initial - target) * (1 - (step - start) / (end - start)) ** 3
 
 
+def scheduled_widths(
+    dense: dict[str, int], final: dict[str, int], fraction: float
+) -> dict[str, int]:
+    """Per-layer widths `fraction` of the way from dense to final (never past final)."""
+    return {
+        path: max(final[path], round(width - fraction * (width - final[path])))
+        for path, width in dense.items()
+        if path in final
+    }
+
+
 class GradualPruning:
     """A step hook that raises sparsity on the cubic schedule while the student trains.
 
     At each of `steps` evenly spaced pruning points between `start` and `end` (fractions of the
-    joint stage's optimizer steps), prunes from the current sparsity to the scheduled one. The
-    configured ratio is a fraction of the *original* model, so each step prunes
-    1 - (1 - s_t) / (1 - s_now) of what is left, where s_now is measured (channel counts round,
-    and Torch-Pruning removes at least one channel per layer, so the schedule must not compound
-    the rounding). Returns True when it pruned, so the engine rebuilds the optimizer.
+    joint stage's optimizer steps) it prunes to the scheduled sparsity. Structured pruning moves
+    every layer from its dense width towards the widths of the one-shot cut of the same method and
+    target (`plan()`, taken at the start): the schedule's fraction s_t / s_final of the way, so the
+    last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
+    Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
+    exactly s_final. Low-rank decomposition moves every layer's ranks from full towards those of
+    the one-shot cut (planned at the first point) the same fraction of the way, re-decomposing
+    the trained layer each time. Returns True when it pruned, so the engine rebuilds the optimizer.
+    `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
+    if it has none), and what it learns is handed to every pruning step.
     """
 
     def __init__(
         self,
         ctx: RunContext,
-        dense: nn.Module,
+        model: nn.Module,
         total_steps: int,
         start: float,
         end: float,
         steps: int,
     ):
-        self.ctx, self.dense, self.target = ctx, dense, float(ctx.cfg.prune_method.ratio)
-        self.structured = pruner_class(ctx.cfg.prune_method).kind == "structured"
+        self.ctx, self.target = ctx, float(ctx.cfg.prune_method.ratio)
         self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
         span = max(self.last - self.first, 1)
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
-        self.sparsity, self.history, self.seconds = 0.0, [], 0.0
+        self.sparsity, self.history = 0.0, []
+        pruner = build_pruner(ctx, model)
+        self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
+        self.structured = pruner.kind == "structured"
+        # Low-rank: one pruner shrinks ranks towards its one-shot cut (see apply_fraction).
+        self.low_rank = pruner if pruner.kind == "low_rank" else None
+        self.dense = layer_widths(model)
+        with ctx.timed("prune"):
+            self.final = pruner.plan() if self.structured else {}
 
     def __call__(self, model: nn.Module, step: int) -> bool:
         if step not in self.points:
             return False
         scheduled = cubic_sparsity(step, self.first, self.last, self.target)
-        now = unit_ratio(self.dense, model) if self.structured else self.sparsity
-        relative = 1 - (1 - scheduled) / (1 - now)
-        if relative <= 1e-6:
+        with self.ctx.timed("prune"):
+            result = self._prune_to(model, scheduled)
+        if result is None:
             return False
-        cap = float(self.ctx.cfg.prune_method.get("max_layer_ratio", 0.9))
-        result = build_pruner(self.ctx, model, ratio=min(relative, cap)).apply()
         self.history += result.history or []
-        self.sparsity, self.seconds = scheduled, self.seconds + result.seconds
+        self.sparsity = scheduled
         log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
         return True
+
+    def _prune_to(self, model: nn.Module, scheduled: float):
+        if self.low_rank is not None:
+            return self.low_rank.apply_fraction(scheduled / self.target if self.target > 0 else 1.0)
+        if self.structured:
+            fraction = scheduled / self.target if self.target > 0 else 1.0
+            widths = scheduled_widths(self.dense, self.final, fraction)
+            pruner = build_pruner(self.ctx, model, self.carried, ratio=0.0, unit="channels")
+            return pruner.apply_widths(widths)
+        relative = 1 - (1 - scheduled) / (1 - self.sparsity)
+        if relative <= 1e-6:
+            return None
+        return build_pruner(self.ctx, model, self.carried, ratio=relative).apply()
 
 
 def joint(
     ctx: RunContext,
     teacher: Teacher,
+    start: Start,
     joint_epochs: int,
     finetune_epochs: int,
     pruning_start: float = 0.0,
     pruning_end: float = 0.75,
     pruning_steps: int = 8,
-    student_init: str = "scratch",
 ) -> dict[str, Any]:
     """Train with KD while sparsity rises from 0 to the target (cubic schedule), then fine-tune."""
-    student = new_student(ctx, teacher, init=student_init)
+    student = new_student(ctx, start)
     dense = copy.deepcopy(student)
     steps_per_epoch = len(ctx.loaders.train)
     if ctx.cfg.trainer.max_batches is not None:
         steps_per_epoch = min(steps_per_epoch, int(ctx.cfg.trainer.max_batches))
     gradual = GradualPruning(
-        ctx, dense, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
+        ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
     )
-    train(ctx, "joint", student, teacher, joint_epochs, step_hooks=[gradual], select_on_val=False)
-    ctx.timings["prune"] = gradual.seconds
+    train(
+        ctx, "joint", student, teacher, joint_epochs,
+        after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
+    )  # fmt: skip
     after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(ctx, dense, student, gradual.history, after_prune_val_acc)
-
-
-def _same_arch(ctx: RunContext) -> bool:
-    return ctx.cfg.teacher.model is None or ctx.cfg.teacher.model == ctx.cfg.model

@@ -18,7 +18,7 @@ from kdprune.config import instantiate
 from kdprune.engine import fit
 from kdprune.metrics import file_size_bytes, ledger
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
-from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
+from kdprune.schedules.context import RunContext
 from kdprune.schedules.teacher import Teacher
 
 log = logging.getLogger("kdprune")
@@ -34,19 +34,6 @@ class PruneStep:
     result: PruneResult
     val_acc_before: float
     val_acc_after: float
-
-
-def new_student(ctx: RunContext, teacher: Teacher, init: str) -> nn.Module:
-    """The student: a copy of the teacher's weights (`init: teacher`, same architecture only),
-    the user's checkpoint (`student_checkpoint`), or freshly initialised (`init: scratch`)."""
-    cfg = ctx.cfg
-    ctx.seed(2)
-    student = build_model(cfg.model, ctx.device, cfg.trainer.channels_last)
-    if cfg.schedule.get("student_checkpoint"):
-        load_state_dict_file(student, cfg.schedule.student_checkpoint, "student")
-    elif init == "teacher":
-        student.load_state_dict(teacher.module.state_dict())
-    return student.train().requires_grad_(True)
 
 
 def teacher_logits(ctx: RunContext, teacher: Teacher) -> torch.Tensor | None:
@@ -85,13 +72,17 @@ def calibration_batches(ctx: RunContext, count: int = 8) -> list[tuple[torch.Ten
     return batches
 
 
-def build_pruner(ctx: RunContext, model: nn.Module, **overrides: Any):
-    """The configured `prune_method` pruner bound to `model` (overrides replace config values)."""
+def build_pruner(
+    ctx: RunContext, model: nn.Module, carried: dict[str, Any] | None = None, **overrides: Any
+):
+    """The configured `prune_method` pruner bound to `model` (overrides replace config values;
+    `carried` objects, e.g. an earlier pruner's learned scores, replace those the config builds)."""
     return instantiate(ctx.cfg.prune_method.pruner, **overrides)(
         model=model,
         example_inputs=ctx.example_inputs,
         calibration=calibration_batches(ctx),
         loss_fn=F.cross_entropy,
+        **(carried or {}),
     )
 
 

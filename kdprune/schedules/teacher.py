@@ -1,8 +1,13 @@
-"""The teacher stage: frozen, from a checkpoint, from the cache, or trained (then cached)."""
+"""The teacher stage: frozen, from a checkpoint, from the cache, or trained (then cached).
+
+The same cache serves the dense trained network of the student's own architecture, the start of
+`student_init=trained` (it is the teacher itself when both share the architecture).
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,31 +27,46 @@ from kdprune.schedules.context import RunContext, build_model, load_state_dict_f
 log = logging.getLogger("kdprune")
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (which exact weights a file holds)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 @dataclass
 class Teacher:
-    """A frozen teacher, its accuracy, and where its training-set logits are stored (if cached)."""
+    """A frozen network, its accuracy, which weights it holds and how many epochs made them."""
 
     module: nn.Module
     metrics: dict[str, Any]
-    logits_file: Path | None = None  # beside its cache file; None for a teacher not cached
+    weights: str  # e.g. "cache lenet5_wide-fashion_mnist-<key>.pt" or "checkpoint <sha256>"
+    epochs: int | None  # epochs that trained these weights (None: unknown, a user's file)
+    file: Path | None = None  # its cache file: its training-set logits are stored beside it
     _train_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def train_logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Its logits for every training image, computed once per run (and stored beside a cached
-        teacher, so every later run of a sweep reuses them)."""
-        if self._train_logits is None:
-            self._train_logits = self._stored(images) if self.logits_file else None
+        """Its logits for every training image, computed once per run; for a cached teacher,
+        stored beside its file together with that file's hash, and reused only by that file."""
+        if self._train_logits is None and self.file is not None:
+            self._train_logits = self._stored(images)
         if self._train_logits is None:
             self._train_logits = compute_teacher_logits(self.module, images, batch_size=batch_size)
-            if self.logits_file is not None:
-                atomic_save(self._train_logits.cpu(), self.logits_file)
+            if self.file is not None:
+                stored = {"teacher_sha256": file_sha256(self.file)}
+                atomic_save({**stored, "logits": self._train_logits.cpu()}, self._logits_file)
         return self._train_logits
+
+    @property
+    def _logits_file(self) -> Path:
+        return self.file.with_suffix(".logits.pt")
 
     def _stored(self, images: torch.Tensor) -> torch.Tensor | None:
         try:
-            logits = torch.load(self.logits_file, map_location=images.device, weights_only=True)
+            stored = torch.load(self._logits_file, map_location=images.device, weights_only=True)
         except (FileNotFoundError, RuntimeError, EOFError):
             return None  # missing or unreadable: compute (and store) them again
+        if not isinstance(stored, dict) or stored.get("teacher_sha256") != file_sha256(self.file):
+            return None  # another teacher's logits (the teacher was retrained): never reused
+        logits = stored.get("logits")
         ok = isinstance(logits, torch.Tensor) and logits.shape[0] == len(images)
         return logits if ok else None
 
@@ -56,14 +76,16 @@ def teacher_model_cfg(cfg: DictConfig) -> DictConfig:
     return cfg.teacher.model if cfg.teacher.model is not None else cfg.model
 
 
-def teacher_spec(cfg: DictConfig) -> dict[str, Any]:
-    """Everything a trained teacher depends on, and nothing else (not paths, device or logging)."""
+def teacher_spec(cfg: DictConfig, model_cfg: DictConfig, data_identity: str) -> dict[str, Any]:
+    """Everything a trained dense network depends on, and nothing else (not device or logging):
+    the architecture, the data set (its files too), the training recipe and the seed."""
     splits = OmegaConf.to_container(cfg.dataset.splits, resolve=True)
-    splits.pop("root", None)
+    splits.pop("root", None)  # in data_identity, with a hash of the files
     return {
-        "model": OmegaConf.to_container(teacher_model_cfg(cfg), resolve=True),
+        "model": OmegaConf.to_container(model_cfg, resolve=True),
         "dataset": {
             "name": cfg.dataset.name,
+            "identity": data_identity,
             "splits": splits,
             "augment": OmegaConf.to_container(cfg.dataset.augment, resolve=True),
         },
@@ -73,42 +95,55 @@ def teacher_spec(cfg: DictConfig) -> dict[str, Any]:
         "batch_size": int(cfg.trainer.batch_size),
         "label_smoothing": float(cfg.trainer.label_smoothing),
         "max_batches": cfg.trainer.max_batches,
+        "select_epoch": cfg.trainer.get("select_epoch", "best_val"),
         "seed": int(cfg.teacher.seed),
     }
 
 
 def train_teacher(ctx: RunContext) -> Teacher:
-    """The frozen teacher: loaded from a checkpoint, from the cache, or trained (then cached)."""
+    """The frozen teacher: loaded from `teacher.checkpoint`, else the cached (or newly trained)
+    dense network of the teacher's architecture."""
     cfg = ctx.cfg
-    model_cfg = teacher_model_cfg(cfg)
+    if not cfg.teacher.checkpoint:
+        return dense_network(ctx, teacher_model_cfg(cfg))
+    seed_everything(int(cfg.teacher.seed) * 1000 + 1)
+    module = build_model(teacher_model_cfg(cfg), ctx.device, cfg.trainer.channels_last)
+    with ctx.timed("teacher"):
+        load_state_dict_file(module, cfg.teacher.checkpoint, "teacher")
+        metrics = {**_accuracy(ctx, module), "source": "checkpoint"}
+    weights = f"checkpoint {file_sha256(Path(cfg.teacher.checkpoint).expanduser())[:16]}"
+    return _frozen(Teacher(module, metrics, weights, None))
+
+
+def dense_network(ctx: RunContext, model_cfg: DictConfig) -> Teacher:
+    """The dense network of `model_cfg` trained by the teacher's recipe: from the cache, or
+    trained once (then cached) — shared by every run and sweep trial that needs it."""
+    cfg = ctx.cfg
     seed_everything(int(cfg.teacher.seed) * 1000 + 1)
     module = build_model(model_cfg, ctx.device, cfg.trainer.channels_last)
-    logits_file = None
+    name = f"{model_name(model_cfg)}-{cfg.dataset.name}"
+    cache, spec = TeacherCache(cfg.paths.cache_dir), teacher_spec(cfg, model_cfg, ctx.data_identity)
     with ctx.timed("teacher"):
-        if cfg.teacher.checkpoint:
-            load_state_dict_file(module, cfg.teacher.checkpoint, "teacher")
-            metrics = {**_accuracy(ctx, module), "source": "checkpoint"}
-        else:
-            name = f"{model_name(model_cfg)}-{cfg.dataset.name}"
-            cache, spec = TeacherCache(cfg.paths.cache_dir), teacher_spec(cfg)
-            metrics, hit = cache.get_or_train(name, spec, module, lambda m: _fit(ctx, m))
-            logits_file = cache.path(name, spec).with_suffix(".logits.pt")
-            metrics = {**metrics, "source": "cache" if hit else "trained"}
-    module.eval().requires_grad_(False)
+        metrics, hit = cache.get_or_train(name, spec, module, lambda m: _fit(ctx, m))
+    path = cache.path(name, spec)
+    metrics = {**metrics, "source": "cache" if hit else "trained"}
+    return _frozen(Teacher(module, metrics, f"cache {path.name}", int(cfg.teacher.epochs), path))
+
+
+def _frozen(teacher: Teacher) -> Teacher:
+    teacher.module.eval().requires_grad_(False)
     log.info(
-        "teacher (%s): val acc %.4f, test acc %.4f",
-        metrics["source"],
-        metrics["val_acc"],
-        metrics["test_acc"],
+        "%s (%s): val acc %.4f, test acc %.4f",
+        teacher.weights,
+        teacher.metrics["source"],
+        teacher.metrics["val_acc"],
+        teacher.metrics["test_acc"],
     )
-    return Teacher(module, metrics, logits_file)
+    return teacher
 
 
 def _accuracy(ctx: RunContext, module: nn.Module) -> dict[str, float]:
-    return {
-        "val_acc": ctx.score(module, "val")["acc"],
-        "test_acc": ctx.score(module, "test")["acc"],
-    }
+    return {split + "_acc": ctx.score(module, split)["acc"] for split in ("val", "test")}
 
 
 def _fit(ctx: RunContext, module: nn.Module) -> dict[str, Any]:

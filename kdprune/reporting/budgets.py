@@ -1,0 +1,130 @@
+"""Did the compared runs have equal budgets? The same starting weights (metrics.json
+`start.weights`, per seed) and the same epochs (`epochs.inherited`, `epochs.student`) within
+every compared group; otherwise what differs, in words."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from kdprune.reporting.verdicts import side_labels
+
+STARTS = {
+    "teacher": "from the teacher's weights",
+    "trained": "from trained weights",
+    "scratch": "from scratch",
+    "checkpoint": "from a checkpoint",
+}
+
+
+@dataclass
+class BudgetCheck:
+    """Per pairing group, the sentences that say what differs (none: equal budgets)."""
+
+    differences: dict[str, list[str]] = field(default_factory=dict)
+    unrecorded: int = 0  # runs without `start.weights` or `epochs.student`
+    epochs: set[tuple[Any, Any]] = field(default_factory=set)  # (inherited, student) seen
+
+    @property
+    def equal(self) -> bool:
+        """Every run recorded its start and epochs, and no compared group differs."""
+        return self.unrecorded == 0 and not any(self.differences.values())
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value: Any) -> Any:
+    return None if _missing(value) else int(value)
+
+
+def _inherited(row: pd.Series) -> Any:
+    """Epochs that shaped the starting weights: `epochs.inherited`, else those in `start`."""
+    value = row.get("epochs_inherited")
+    return _number(row.get("start_inherited_epochs") if _missing(value) else value)
+
+
+def _start_phrase(init: Any, inherited: Any) -> str:
+    phrase = STARTS.get(str(init), f"from {init}")
+    if inherited:
+        phrase += f" ({inherited} inherited epoch{'s' if inherited != 1 else ''})"
+    return phrase
+
+
+def _joined(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _grouped(phrases: dict[str, str], verb: str = "") -> str:
+    """'A <verb> X, B and C Y': configurations grouped by what they did, in first-seen order."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for name, phrase in phrases.items():
+        grouped[phrase].append(name)
+    parts = [f"{_joined(names)} {phrase}" for phrase, names in grouped.items()]
+    if verb:
+        names, phrase = next(iter(grouped.values())), next(iter(grouped))
+        parts[0] = f"{_joined(names)} {verb} {phrase}"
+    return ", ".join(parts)
+
+
+def _phrases(runs: pd.DataFrame, group: pd.DataFrame, describe: Any) -> dict[str, str]:
+    """What each configuration did (its runs' phrases joined with ' / '), named by its order
+    alone where every configuration of that order did the same, else by its full label."""
+    names = side_labels(group)
+    orders = group.set_index("config_fingerprint")["order"]
+    per_config = {}
+    for fingerprint, members in runs.groupby("config_fingerprint", sort=False):
+        seen = dict.fromkeys(describe(row) for _, row in members.iterrows())
+        per_config[fingerprint] = " / ".join(seen)
+    out = {}
+    for order in dict.fromkeys(orders[list(per_config)]):
+        mine = {f: p for f, p in per_config.items() if orders[f] == order}
+        if len(set(mine.values())) == 1:
+            out[f"`{order}`"] = next(iter(mine.values()))
+        else:
+            out.update({f"`{names[f]}`": p for f, p in mine.items()})
+    return out
+
+
+def _weights_sentence(runs: pd.DataFrame) -> str | None:
+    """Seeds whose runs started from different weights although they start the same way."""
+    seeds = []
+    for seed, group in runs.groupby("seed", sort=True):
+        if group["start_init"].nunique() == 1 and group["start_weights"].nunique() > 1:
+            seeds.append(str(int(seed)) if seed == seed else "?")
+    if not seeds:
+        return None
+    which = "seed" if len(seeds) == 1 else "seeds"
+    return f"{which} {', '.join(seeds)}: the runs started the same way but from different weights"
+
+
+def _group_differences(runs: pd.DataFrame, group: pd.DataFrame) -> list[str]:
+    """What differs in one pairing group's starting points and epochs, in sentences."""
+    recorded = runs.dropna(subset=["start_weights", "epochs_student"])
+    out = []
+    starts = _phrases(recorded, group, lambda r: _start_phrase(r["start_init"], _inherited(r)))
+    if len(set(starts.values())) > 1:
+        out.append(_grouped(starts, "started"))
+    epochs = _phrases(recorded, group, lambda r: str(_number(r["epochs_student"])))
+    if len(set(epochs.values())) > 1:
+        out.append("epochs on the student: " + _grouped(epochs))
+    weights = _weights_sentence(recorded)
+    return out + ([weights] if weights else [])
+
+
+def check_budgets(runs: pd.DataFrame, summary: pd.DataFrame) -> BudgetCheck:
+    """Compare starting points and epochs within each pairing group (and seed, for weights)."""
+    check = BudgetCheck()
+    unrecorded = runs["start_weights"].isna() | runs["epochs_student"].isna()
+    check.unrecorded = int(unrecorded.sum())
+    for key, group in summary.groupby("pairing_key", sort=False):
+        members = runs[runs["pairing_key"] == key]
+        check.differences[key] = _group_differences(members, group)
+    recorded = runs[~unrecorded]
+    check.epochs = {(_inherited(r), _number(r["epochs_student"])) for _, r in recorded.iterrows()}
+    return check

@@ -1,0 +1,81 @@
+"""`kdprune report --compare prune_method`: methods paired by seed at the same target.
+
+Ledgers come from metrics dicts made in the test (no training): movement and magnitude at 50%
+and 90%, in one order; each target is its own level, and only methods of the same target and
+unit are compared.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fake_runs import fake_metrics
+
+from kdprune import commands
+from kdprune.reporting import ledger_row, summarise, verdicts
+from kdprune.reporting.configs import paired_by
+from kdprune.reporting.runs import ledger_frame
+from kdprune.results import write_metrics
+
+T_975_2 = 4.302652729911275  # t quantile, 97.5%, 2 degrees of freedom (tables)
+
+
+def method_run(method: str, ratio: float, seed: int, test: float, unit: str = "params") -> dict:
+    """A joint run of `method` at `ratio` (masked: MACs unchanged) with test accuracy `test`."""
+    metrics = fake_metrics("joint", ratio, seed, 0.9, test, speedup=1.0, method=method, unit=unit)
+    node = {"_target_": f"kdprune.pruning.{method}", "ratio": ratio, "unit": unit}
+    group = {"name": method, "ratio": ratio, "unit": unit, "pruner": node}
+    metrics["config"]["prune_method"] = group
+    return metrics
+
+
+def sweep() -> list[dict[str, Any]]:
+    # movement beats magnitude by 0.02, 0.03, 0.04 at 90%; they tie (+-0.01) at 50%
+    out = []
+    for s in range(3):
+        out += [method_run("l1_unstructured", 0.9, s, 0.70)]
+        out += [method_run("movement", 0.9, s, 0.72 + 0.01 * s)]
+        out += [method_run("l1_unstructured", 0.5, s, 0.85)]
+        out += [method_run("movement", 0.5, s, 0.85 + (s - 1) * 0.01)]
+    out.append(method_run("l1", 0.9, 0, 0.5, unit="channels"))  # another unit: not comparable
+    return out
+
+
+def ledger(metrics: list[dict[str, Any]]) -> pd.DataFrame:
+    return ledger_frame([ledger_row(m, f"/runs/{i}") for i, m in enumerate(metrics)])
+
+
+def test_methods_are_compared_at_each_target_and_unit() -> None:
+    runs = paired_by(ledger(sweep()), "prune_method")
+    table = verdicts(runs, summarise(runs), "prune_method")
+    assert len(table) == 2 and set(table["kind"]) == {"prune_method"}
+    high = table[table["target_ratio"] == 0.9].iloc[0]
+    assert (high["a"], high["b"]) == ("prune_method=l1_unstructured", "prune_method=movement")
+    assert high["n"] == 3 and high["mean_diff"] == pytest.approx(-0.03)
+    half = T_975_2 * 0.01 / math.sqrt(3)
+    assert high["ci_high"] == pytest.approx(-0.03 + half) and high["verdict"] == "B better"
+    assert high["verdict_text"] == "prune_method=movement better"
+    low = table[table["target_ratio"] == 0.5].iloc[0]
+    assert low["mean_diff"] == pytest.approx(0.0) and low["verdict"].startswith("no difference")
+
+
+def test_the_default_report_does_not_pair_methods() -> None:
+    runs = ledger(sweep())
+    assert verdicts(runs, summarise(runs)).empty  # one order, one KD: nothing to compare
+
+
+def test_report_compare_option_writes_method_verdicts(tmp_path: Path, capsys) -> None:
+    for i, m in enumerate(sweep()):
+        write_metrics(tmp_path / "runs" / str(i), m)
+    assert commands.main(["report", str(tmp_path / "runs"), "--compare", "prune_method"]) == 0
+    text = (tmp_path / "runs" / "PRUNING_REPORT.md").read_text()
+    assert "everything the same but `prune_method`" in text
+    assert "**prune_method=movement better**" in text
+    csv = pd.read_csv(tmp_path / "runs" / "verdicts.csv")
+    assert list(csv["kind"]) == ["prune_method", "prune_method"]
+    assert commands.main(["report", str(tmp_path / "runs"), "--compare", "nothing"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("kdprune: error: --compare")
