@@ -44,7 +44,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="kdprune", description="kdprune subcommands (runs: `kdprune [overrides]`)"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (
+        _report_parser,
+        _evaluate_parser,
+        _add_dashboard,
+        _onnx_parser,
+        _sensitivity_parser,
+    ):
+        add(sub)
+    return parser
 
+
+def _report_parser(sub: Any) -> None:
     report = sub.add_parser(
         "report",
         help="CSV, plots and markdown summary of a multirun folder or an Optuna study",
@@ -62,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     compare = "what verdicts compare: orders (orders and KD) or a config group, e.g. prune_method"
     report.add_argument("--compare", default="orders", help=compare)
 
+
+def _evaluate_parser(sub: Any) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="accuracy of a saved model file (or a run's .onnx file) on a data set",
@@ -80,8 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=1024)
     evaluate.add_argument("--device", default="cpu", help="cpu, cuda[:N], mps or auto")
 
-    _add_dashboard(sub)
 
+def _onnx_parser(sub: Any) -> None:
     onnx = sub.add_parser(
         "export-onnx",
         help="export a saved model to ONNX, checked against PyTorch with ONNX Runtime",
@@ -99,8 +112,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     onnx.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 18)")
     onnx.add_argument("--batch-size", type=int, default=None, help="fixed batch (default: dynamic)")
-    _sensitivity_parser(sub)
-    return parser
 
 
 def _sensitivity_parser(sub: Any) -> None:

@@ -159,6 +159,8 @@ def test_int8_on_a_cpu_without_int8_instructions(monkeypatch, capsys, tmp_path, 
     assert code == 2, lines
     assert len(lines) == 1 and "INT8" in lines[0] and "quantize=none" in lines[0], lines
     _nothing_done(tmp_path)
+
+
 RATIO_FILES = {
     "not-yaml": "layer_ratios: [unclosed\n",
     "no-mapping": "- layer1.0\n- 0.5\n",
