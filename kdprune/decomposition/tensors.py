@@ -3,6 +3,11 @@
 All work in float64 on a detached CPU copy (the same numbers whatever device trains the model) and
 return factors on the weight's device, in its dtype. Signs of singular vectors are whatever LAPACK
 returns: deterministic for the same input on the same machine.
+
+Written here rather than taken from TensorLy: what kdprune needs is a few dozen lines over
+`torch.linalg.svd` (HOOI for two modes, CP-ALS), while TensorLy's `partial_tucker` / `parafac` have
+changed their return values between releases (a known pitfall of Tucker/CP pruning code) and run on
+NumPy by default, which would add a backend switch and a copy to every decomposition.
 """
 
 from __future__ import annotations
