@@ -159,7 +159,8 @@ def warm_teacher(args: argparse.Namespace, folder: Path) -> None:
     """Train and cache the teacher (and its logits) once, outside every measured study."""
     log = folder / "teacher.log"
     argv = [*common(args, folder), "budget.student_epochs=1", "budget.finetune_epochs=0",
-            "schedule=prune_then_distill", f"hydra.run.dir={folder / 'teacher'}"]  # fmt: skip
+            "schedule=prune_then_distill", "student_init=teacher",
+            f"hydra.run.dir={folder / 'teacher'}"]  # fmt: skip
     wait_all([kdprune(argv, log)], [log])
 
 
