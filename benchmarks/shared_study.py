@@ -155,12 +155,17 @@ def pruning(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     }
 
 
+def teacher_argv(args: argparse.Namespace, folder: Path) -> list[str]:
+    """The one run that trains and caches the teacher (and its logits): the shortest order."""
+    return [*common(args, folder), "budget.student_epochs=1", "budget.finetune_epochs=0",
+            "schedule=prune_then_distill", "student_init=teacher",
+            f"hydra.run.dir={folder / 'teacher'}"]  # fmt: skip
+
+
 def warm_teacher(args: argparse.Namespace, folder: Path) -> None:
-    """Train and cache the teacher (and its logits) once, outside every measured study."""
+    """Train and cache the teacher once, outside every measured study."""
     log = folder / "teacher.log"
-    argv = [*common(args, folder), "budget.student_epochs=1", "budget.finetune_epochs=0",
-            "schedule=prune_then_distill", f"hydra.run.dir={folder / 'teacher'}"]  # fmt: skip
-    wait_all([kdprune(argv, log)], [log])
+    wait_all([kdprune(teacher_argv(args, folder), log)], [log])
 
 
 def _load(values: list[float]) -> str:

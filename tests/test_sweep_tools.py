@@ -112,3 +112,10 @@ def test_the_shared_study_benchmark_page_says_what_was_met() -> None:
     assert "50 vs 96 = 52% | ≤ 60% | yes |" in page and "0.20 points | ≤ 0.5 | yes |" in page
     assert "8.0 (one worker) and 8.2 (two)" in page and "0.96 (one) and 0.98 (two)" in page
     assert "| (g) MedianPruner(n_startup_trials=2): student epochs vs none |" in page
+
+
+def test_the_shared_study_benchmark_teacher_run_passes_the_checks(tmp_path: Path) -> None:
+    from benchmarks.shared_study import parse_args, teacher_argv
+    from kdprune.cli import check_command_line
+
+    assert check_command_line(teacher_argv(parse_args([]), tmp_path)) is None

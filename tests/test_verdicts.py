@@ -231,3 +231,12 @@ def test_labels_name_what_differs_once() -> None:
         "b": "joint, kd=hinton, kd.temperature=2",
         "c": "joint, kd=hinton, kd.temperature=4",
     }
+
+
+def test_a_teacher_of_the_students_own_architecture_is_named_not_none() -> None:
+    same = {"schedule": {"name": "joint"}, "teacher": {"model": None}}
+    larger = {"schedule": {"name": "joint"}, "teacher": {"model": {"name": "cnn5", "width": 64}}}
+    assert labels({"a": same, "b": larger}, always=("schedule.name",)) == {
+        "a": "joint, teacher.model=the student's",
+        "b": "joint, teacher.model=cnn5",
+    }

@@ -166,7 +166,13 @@ def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
     return sorted(kept.values())
 
 
-def _show(value: Any) -> str:
+# What a null means for the keys where it means something (conf/teacher/same.yaml).
+NULL_MEANS = {"teacher.model": "the student's"}
+
+
+def _show(value: Any, key: str = "") -> str:
+    if value is None and key in NULL_MEANS:
+        return NULL_MEANS[key]
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, str) and "/" in value and len(value) > 40:  # a file: name its end
@@ -187,7 +193,7 @@ def describe(config: Mapping[str, Any], keys: Iterable[str]) -> str:
         elif key.endswith(".name"):  # kd=hinton, teacher.model=cnn5
             parts.append(f"{key[: -len('.name')]}={_show(value)}")
         else:
-            parts.append(f"{key}={_show(value)}")
+            parts.append(f"{key}={_show(value, key)}")
     return ", ".join(parts)
 
 
