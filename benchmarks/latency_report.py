@@ -7,7 +7,7 @@ from typing import Any
 from benchmarks.compression import NARROW
 from benchmarks.latency import RUNTIMES
 from benchmarks.markdown import pct, target_cell, times
-from benchmarks.targets import LATENCY, LATENCY_RATIO
+from benchmarks.targets import LATENCY, LATENCY_RATIO, met_cell
 from kdprune.reporting.markdown import md_table
 
 HEADER = [
@@ -47,17 +47,9 @@ def summary(f: dict[str, Any]) -> list[list[str]]:
 
 
 def _met(sel: list[dict[str, Any]]) -> str:
-    """How many rows met the target, how many are out of reach, how many are not met."""
-    met = sum(r["ratio"] >= LATENCY_RATIO for r in sel)
     # out of reach: missed, and the measured fixed cost and narrow kernels predict it
-    bound = sum(r["ratio"] < LATENCY_RATIO and r["ratio_bound"] < LATENCY_RATIO for r in sel)
-    open_ = len(sel) - met - bound
-    if met == len(sel):
-        return "yes"
-    return (
-        f"{met} of {len(sel)}; {bound} out of reach here (expected ratio "
-        f"< {LATENCY_RATIO:g}, see (d))" + (f"; **{open_} not met**" if open_ else "")
-    )
+    why = f"expected ratio < {LATENCY_RATIO:g}, see (d)"
+    return met_cell([r["ratio"] for r in sel], [r["ratio_bound"] for r in sel], LATENCY_RATIO, why)
 
 
 def section(f: dict[str, Any]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.markdown import pct, target_cell, times
-from benchmarks.targets import QUANTIZATION, QUANTIZATION_RATIO
+from benchmarks.targets import QUANTIZATION, QUANTIZATION_RATIO, met_cell
 from kdprune.reporting.markdown import md_table
 
 HEADER = [
@@ -36,16 +36,8 @@ def summary(f: dict[str, Any]) -> list[list[str]]:
 
 
 def _met(sel: list[dict[str, Any]]) -> str:
-    """How many rows met the target, how many are out of reach, how many are not met."""
-    met = sum(r["speedup"] >= QUANTIZATION_RATIO for r in sel)
-    bound = sum(r["speedup"] < QUANTIZATION_RATIO and r["bound"] < QUANTIZATION_RATIO for r in sel)
-    open_ = len(sel) - met - bound
-    if met == len(sel):
-        return "yes"
-    return (
-        f"{met} of {len(sel)}; {bound} out of reach here (bound < {QUANTIZATION_RATIO:g}×, "
-        "see (f))" + (f"; **{open_} not met**" if open_ else "")
-    )
+    why = f"bound < {QUANTIZATION_RATIO:g}×, see (f)"
+    return met_cell([r["speedup"] for r in sel], [r["bound"] for r in sel], QUANTIZATION_RATIO, why)
 
 
 def section(f: dict[str, Any]) -> list[str]:

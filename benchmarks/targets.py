@@ -49,3 +49,17 @@ def targets_for(name: str, ratios: Iterable[str]) -> dict[str, str]:
 
 LATENCY_RATIO = bound(LATENCY)
 QUANTIZATION_RATIO = bound(QUANTIZATION)
+
+
+def met_cell(values: list[float], bounds: list[float], target: float, why: str) -> str:
+    """A summary row's "met" cell: how many rows met `target`, how many are out of reach here
+    (missed, and their measured bound is below the target too: `why` says which bound), and
+    how many are simply not met."""
+    met = sum(v >= target for v in values)
+    out_of_reach = sum(v < target and b < target for v, b in zip(values, bounds, strict=True))
+    open_ = len(values) - met - out_of_reach
+    if met == len(values):
+        return "yes"
+    return f"{met} of {len(values)}; {out_of_reach} out of reach here ({why})" + (
+        f"; **{open_} not met**" if open_ else ""
+    )
