@@ -164,7 +164,7 @@ def measure(ctx: RunContext, files: dict[str, Path]) -> dict[str, Any]:
         **latency_record(files, shape, cfg.measure),
     }
     log.info(
-        "int8: test acc %.4f, file %.1fx smaller than FP32, %.2fx faster at batch 64 (ORT)",
+        "int8: test acc %.4f, file %.1fx smaller than FP32, speed-up %.2fx at batch 64 (ORT)",
         record["int8_test_acc"],
         record["int8_size_reduction"],
         record["int8_speedup_bs64"],

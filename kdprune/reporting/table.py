@@ -57,7 +57,7 @@ def comparison_table(m: dict[str, Any]) -> str:
                     f"CPU latency bs={b}",
                     f"{before:.2f} ms",
                     f"{after:.2f} ms",
-                    f"{before / after:.2f}x faster",
+                    _faster(before / after),
                 )
             )
     rows.append(
