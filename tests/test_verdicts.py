@@ -240,3 +240,12 @@ def test_a_teacher_of_the_students_own_architecture_is_named_not_none() -> None:
         "a": "joint, teacher.model=the student's",
         "b": "joint, teacher.model=cnn5",
     }
+
+
+def test_a_cut_without_a_ratio_file_is_called_uniform() -> None:
+    uniform = {"prune_method": {"name": "l1", "layer_ratios": None}}
+    guided = {"prune_method": {"name": "l1", "layer_ratios": "/runs/sens/layer_ratios.yaml"}}
+    assert labels({"a": uniform, "b": guided}) == {
+        "a": "prune_method.layer_ratios=uniform",
+        "b": "prune_method.layer_ratios=/runs/sens/layer_ratios.yaml",
+    }

@@ -166,8 +166,9 @@ def _without_copies(keys: list[str], flats: list[dict[str, Any]]) -> list[str]:
     return sorted(kept.values())
 
 
-# What a null means for the keys where it means something (conf/teacher/same.yaml).
-NULL_MEANS = {"teacher.model": "the student's"}
+# What a null means for the keys where it means something (conf/teacher/same.yaml, a
+# prune_method without a ratio file).
+NULL_MEANS = {"teacher.model": "the student's", "prune_method.layer_ratios": "uniform"}
 
 
 def _show(value: Any, key: str = "") -> str:
