@@ -243,3 +243,16 @@ def test_onnx_export_of_every_stand_in_matches(tmp_path: Path) -> None:
     path = save_model(tmp_path / "m.pt", model, cfg, history)
     out = export_onnx(path, tmp_path / "m.onnx")  # raises unless ONNX Runtime agrees
     assert out.is_file()
+
+
+@pytest.mark.parametrize("method", ["tucker2", "cp"])
+def test_factorised_layers_keep_their_output_channels_in_the_ledger(method: str) -> None:
+    import copy
+
+    from kdprune.metrics import channel_ratio
+
+    model = models()["resnet20"]
+    dense = copy.deepcopy(model)
+    make_pruner(method, model, unit="macs", ratio=0.5, iterations=5).apply()
+    assert any(isinstance(m, Factorised) for m in model.modules())
+    assert channel_ratio(dense, model) == 0.0  # a chain of thin convs removes no channel

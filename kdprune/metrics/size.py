@@ -62,10 +62,20 @@ def conv_channels(model: nn.Module) -> int:
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
 
 
+def _out_channels(module: nn.Module) -> int:
+    """Output channels of a conv, or of the last conv of what replaced it (a factorised chain)."""
+    convs = [m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    return convs[-1].out_channels if convs else 0
+
+
 def channel_ratio(dense: nn.Module, pruned: nn.Module) -> float:
-    """Achieved fraction of conv output channels removed (0 for mask-based pruning)."""
-    before = conv_channels(dense)
-    return 1.0 - conv_channels(pruned) / before if before else 0.0
+    """Achieved fraction of the dense model's conv output channels removed, counted at the dense
+    convs' paths (0 for mask-based pruning and for low-rank factorisation, which keeps them)."""
+    convs = {n: m for n, m in dense.named_modules() if isinstance(m, nn.modules.conv._ConvNd)}
+    before = sum(m.out_channels for m in convs.values())
+    modules = dict(pruned.named_modules())
+    after = sum(_out_channels(modules[n]) for n in convs if n in modules)
+    return 1.0 - after / before if before else 0.0
 
 
 def file_size_bytes(path: str | os.PathLike) -> int:
