@@ -8,9 +8,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
+from kdprune.pruning.base import WEIGHTED_TYPES
 from kdprune.pruning.masks import clone_model
-
-WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, int]:

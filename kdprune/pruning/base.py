@@ -103,6 +103,27 @@ def is_ignored(name: str, ignored: Iterable[str]) -> bool:
     return any(name == path or name.startswith(path + ".") for path in ignored)
 
 
+WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def weighted_layers(model: nn.Module, ignored: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """The conv and linear layers a mask-based pruner may prune: (path, module), not ignored."""
+    return [
+        (path, module)
+        for path, module in model.named_modules()
+        if isinstance(module, WEIGHTED_TYPES) and not is_ignored(path, ignored)
+    ]
+
+
+def require_weighted_layers(model: nn.Module, ignored: tuple[str, ...]) -> None:
+    """Raise ConfigError if `ignored` leaves no conv or linear layer to prune."""
+    if not weighted_layers(model, ignored):
+        raise ConfigError(
+            f"nothing left to prune in {type(model).__name__}: every conv and linear layer "
+            f"is ignored ({', '.join(ignored)})."
+        )
+
+
 def move_inputs(example_inputs: Tensor, model: nn.Module) -> Tensor:
     """Return `example_inputs` on the device of the model's parameters."""
     param = next(model.parameters(), None)

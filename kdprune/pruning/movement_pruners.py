@@ -24,12 +24,12 @@ from kdprune.pruning.base import (
     check_choice,
     check_ratio,
     ignored_module_paths,
-    is_ignored,
+    require_weighted_layers,
+    weighted_layers,
 )
 from kdprune.pruning.masks import clone_model
 from kdprune.pruning.movement import MovementImportance, MovementScores
 from kdprune.pruning.structured import StructuredPruner
-from kdprune.pruning.unstructured import WEIGHTED_TYPES
 
 
 def _nothing_learned(method: str) -> ConfigError:
@@ -87,11 +87,7 @@ class MovementPruner:
         self.model, self.ratio, self.regularizer = model, float(ratio), regularizer
         self.global_pruning = allocation == "global"
         self.ignored = ignored_module_paths(model, ignored_layers)
-        if not self._targets():
-            raise ConfigError(
-                f"nothing left to prune in {type(model).__name__}: every conv and linear layer "
-                f"is ignored ({', '.join(self.ignored)})."
-            )
+        require_weighted_layers(model, self.ignored)
 
     @staticmethod
     def check_options(
@@ -130,11 +126,7 @@ class MovementPruner:
         return torch.zeros_like(module.weight) if score is None else score.to(module.weight)
 
     def _targets(self) -> list[tuple[str, nn.Module]]:
-        return [
-            (path, module)
-            for path, module in self.model.named_modules()
-            if isinstance(module, WEIGHTED_TYPES) and not is_ignored(path, self.ignored)
-        ]
+        return weighted_layers(self.model, self.ignored)
 
 
 class ChannelMovementPruner(StructuredPruner):

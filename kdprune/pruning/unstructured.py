@@ -26,12 +26,12 @@ from kdprune.pruning.base import (
     check_choice,
     check_ratio,
     ignored_module_paths,
-    is_ignored,
+    require_weighted_layers,
+    weighted_layers,
 )
 
 # The unit a method's ratio counts, by its PRUNING_TYPE: single weights, or whole channels.
 UNIT_OF_PRUNING_TYPE = {"unstructured": "params", "structured": "channels"}
-WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
 class FooBarPruningMethod(prune.BasePruningMethod):
@@ -97,11 +97,7 @@ class UnstructuredPruner:
             self.kwargs["amount"] = self.ratio
         self.global_pruning = allocation == "global"
         self.ignored = ignored_module_paths(model, ignored_layers)
-        if not self._targets():
-            raise ConfigError(
-                f"nothing left to prune in {type(model).__name__}: every conv and linear layer "
-                f"is ignored ({', '.join(self.ignored)})."
-            )
+        require_weighted_layers(model, self.ignored)
 
     @staticmethod
     def check_options(
@@ -150,8 +146,4 @@ class UnstructuredPruner:
         return PruneResult(None, None, time.perf_counter() - start)
 
     def _targets(self) -> list[tuple[nn.Module, str]]:
-        return [
-            (module, "weight")
-            for path, module in self.model.named_modules()
-            if isinstance(module, WEIGHTED_TYPES) and not is_ignored(path, self.ignored)
-        ]
+        return [(module, "weight") for _, module in weighted_layers(self.model, self.ignored)]
