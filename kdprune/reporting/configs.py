@@ -15,7 +15,7 @@ from pathlib import PurePath
 from typing import Any
 
 from kdprune.errors import ConfigError
-from kdprune.results import config_fingerprint, configuration
+from kdprune.results import config_fingerprint, configuration, flatten
 
 # Left out of the fingerprint that pairs runs across the orders and KD on / off.
 PAIRING_LEAVE_OUT = ("schedule", "kd")
@@ -104,18 +104,6 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "fingerprint_from": source,
         "config_json": json.dumps(kept, sort_keys=True, default=str),
     }
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys: {"kd": {"alpha": 0.9}} -> {"kd.alpha": 0.9}."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{dotted}."))
-        else:
-            out[dotted] = value
-    return out
 
 
 def _is_plumbing(key: str) -> bool:

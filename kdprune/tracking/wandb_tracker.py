@@ -10,6 +10,7 @@ from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.models.build import model_name
+from kdprune.results import flatten
 
 log = logging.getLogger("kdprune")
 
@@ -54,18 +55,6 @@ def resolve_mode(mode: str | None) -> str:
     if requested == "online":
         log.warning("W&B: no API key (WANDB_API_KEY or `wandb login`); logging offline instead")
     return "offline"
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings to one level with dotted keys: {"kd": {"alpha": 1}} -> {"kd.alpha": 1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def init_run(
