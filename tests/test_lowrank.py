@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ import compose
 import pytest
 import torch
 from compose import group_node
+from fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
 from kdprune.config import instantiate
@@ -212,7 +211,6 @@ def mixed() -> tuple[nn.Module, dict, list]:
 
 def test_fresh_process_loads_identical_decomposed_models(tmp_path: Path) -> None:
     x = torch.randn(4, 3, SIZE, SIZE)
-    torch.save(x, tmp_path / "x.pt")
     expected = {}
     for name, (model, cfg, history) in {
         "mixed": mixed(),
@@ -221,19 +219,7 @@ def test_fresh_process_loads_identical_decomposed_models(tmp_path: Path) -> None
         save_model(tmp_path / f"{name}.pt", model, cfg, history)
         with torch.no_grad():
             expected[name] = model(x)
-    script = (
-        "import sys, torch\n"
-        "from kdprune.pruning import load_model\n"
-        "torch.set_num_threads(1)\n"
-        "d, names = sys.argv[1], sys.argv[2:]\n"
-        "x = torch.load(d + '/x.pt', weights_only=True)\n"
-        "with torch.no_grad():\n"
-        "    out = {n: load_model(f'{d}/{n}.pt')(x) for n in names}\n"
-        "torch.save(out, d + '/out.pt')\n"
-    )
-    command = [sys.executable, "-c", script, str(tmp_path), *expected]
-    subprocess.run(command, check=True, timeout=120)
-    outputs = torch.load(tmp_path / "out.pt", weights_only=True)
+    outputs = outputs_in_a_fresh_process(tmp_path, x, expected)
     for name, value in expected.items():
         assert torch.equal(outputs[name], value), name
 

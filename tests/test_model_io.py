@@ -1,12 +1,11 @@
 """Pruned-model files: save -> load gives the same outputs, in this process and a fresh one."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import compose
 import pytest
 import torch
+from fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
 from kdprune.config import instantiate
@@ -96,27 +95,14 @@ def test_saving_does_not_touch_a_masked_model(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_fresh_process_loads_identical_models(tmp_path: Path) -> None:
     x = torch.randn(4, 3, SIZE, SIZE)
-    torch.save(x, tmp_path / "x.pt")
     expected = {}
     for name, method in CASES:
         model, cfg, history = pruned(name, method)
         save_model(tmp_path / f"{name}.pt", model, cfg, history)
         with torch.no_grad():
             expected[name] = model(x)
-    script = (
-        "import sys, torch\n"
-        "from kdprune.pruning import load_model\n"
-        "torch.set_num_threads(1)\n"
-        "d = sys.argv[1]\n"
-        "x = torch.load(d + '/x.pt', weights_only=True)\n"
-        "names = sys.argv[2:]\n"
-        "with torch.no_grad():\n"
-        "    out = {n: load_model(f'{d}/{n}.pt')(x) for n in names}\n"
-        "torch.save(out, d + '/out.pt')\n"
-    )
     names = [name for name, _ in CASES]
-    subprocess.run([sys.executable, "-c", script, str(tmp_path), *names], check=True, timeout=120)
-    outputs = torch.load(tmp_path / "out.pt", weights_only=True)
+    outputs = outputs_in_a_fresh_process(tmp_path, x, names)
     for name in names:
         assert torch.equal(outputs[name], expected[name]), name
 
