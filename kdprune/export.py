@@ -61,16 +61,25 @@ def ort_session(path: str | os.PathLike, threads: int = 1) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@torch.inference_mode()
-def onnx_max_abs_diff(path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor) -> float:
-    """Largest absolute difference between ONNX Runtime's and PyTorch's outputs on `inputs`."""
-    expected = model.eval()(inputs).float().numpy()
-    got = ort_session(path).run(["logits"], {"input": inputs.numpy()})[0]
+def logit_gap(got: np.ndarray, expected: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """(largest |ONNX Runtime − PyTorch| output difference, the largest a check allows:
+    `tolerance` times max(1, largest |PyTorch logit|))."""
     if got.shape != expected.shape:
         raise KdpruneError(
             f"ONNX output shape {got.shape} differs from PyTorch's {expected.shape}."
         )
-    return float(np.abs(got - expected).max())
+    allowed = tolerance * max(1.0, float(np.abs(expected).max()))
+    return float(np.abs(got - expected).max()), allowed
+
+
+@torch.inference_mode()
+def onnx_logit_gap(
+    path: str | os.PathLike, model: nn.Module, inputs: torch.Tensor, tolerance: float
+) -> tuple[float, float]:
+    """`logit_gap` of the ONNX file at `path` against `model` on `inputs`."""
+    expected = model.eval()(inputs).float().numpy()
+    got = ort_session(path).run(["logits"], {"input": inputs.numpy()})[0]
+    return logit_gap(got, expected, tolerance)
 
 
 @contextlib.contextmanager
@@ -154,13 +163,11 @@ def export_onnx(
         except Exception as err:  # the exporter raises many types; all mean the same to a user
             raise KdpruneError(f"ONNX export of {model_file} failed ({err}).") from err
         for inputs in checks:
-            diff = onnx_max_abs_diff(tmp, model, inputs)
-            with torch.inference_mode():
-                scale = max(1.0, float(model(inputs).abs().max()))
-            if not diff <= tolerance * scale:
+            diff, allowed = onnx_logit_gap(tmp, model, inputs, tolerance)
+            if not diff <= allowed:
                 raise KdpruneError(
                     f"ONNX Runtime's outputs differ from PyTorch's by {diff:.3g} on a batch of "
-                    f"{len(inputs)} (allowed {tolerance * scale:.3g}); the file was not written."
+                    f"{len(inputs)} (allowed {allowed:.3g}); the file was not written."
                 )
             log.info("onnx check: batch %d, max abs diff %.3g", len(inputs), diff)
         os.replace(tmp, out)
