@@ -7,6 +7,7 @@ The same cache serves the dense trained network of the student's own architectur
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 import time
@@ -51,9 +52,13 @@ class Teacher:
         if self._train_logits is None:
             self._train_logits = compute_teacher_logits(self.module, images, batch_size=batch_size)
             if self.file is not None:
-                stored = {"teacher_sha256": file_sha256(self.file)}
+                stored = {"teacher_sha256": self._file_sha256}
                 atomic_save({**stored, "logits": self._train_logits.cpu()}, self._logits_file)
         return self._train_logits
+
+    @functools.cached_property
+    def _file_sha256(self) -> str:
+        return file_sha256(self.file)  # read once per run, however often the logits are checked
 
     @property
     def _logits_file(self) -> Path:
@@ -64,7 +69,7 @@ class Teacher:
             stored = torch.load(self._logits_file, map_location=images.device, weights_only=True)
         except (FileNotFoundError, RuntimeError, EOFError):
             return None  # missing or unreadable: compute (and store) them again
-        if not isinstance(stored, dict) or stored.get("teacher_sha256") != file_sha256(self.file):
+        if not isinstance(stored, dict) or stored.get("teacher_sha256") != self._file_sha256:
             return None  # another teacher's logits (the teacher was retrained): never reused
         logits = stored.get("logits")
         ok = isinstance(logits, torch.Tensor) and logits.shape[0] == len(images)
