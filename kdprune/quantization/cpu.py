@@ -4,28 +4,12 @@ quantized kernels are built on (x86: AVX2's vpmaddubsw, AVX-512 / AVX VNNI, AMX;
 from __future__ import annotations
 
 import platform
-from pathlib import Path
 
+from kdprune.cpu import cpu_flags
 from kdprune.errors import ConfigError
 
 # Any one of these CPU flags (/proc/cpuinfo) gives ONNX Runtime fast u8 x s8 kernels.
 INT8_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (`flags` on x86, `Features` on Arm), or None
-    where that file does not exist (not Linux)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags |= set(value.split())
-    return flags
 
 
 def int8_support(flags: set[str] | None, machine: str | None = None) -> str | None:
