@@ -8,31 +8,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.checks import validate
-from kdprune.config import TRUSTED_TARGETS, instantiate, trusted
+from kdprune.config import instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.engine import pick_device, process_settings
-from kdprune.errors import KdpruneError
+from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
-from kdprune.paths import CONF_DIR
 from kdprune.reporting import comparison_table
-from kdprune.results import config_fingerprint, write_metrics
+from kdprune.results import STATUS_DIVERGED, STATUS_OK, config_fingerprint, write_metrics
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
-from kdprune.sweeping.optuna_sweeper import register as register_sweeper
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 
 log = logging.getLogger("kdprune")
-register_sweeper()
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def run(cfg: DictConfig, run_dir: str | Path = ".", on_epoch: EpochHook = None) -> dict[str, Any]:
@@ -53,7 +50,11 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
         )
         failed = True
         try:
-            metrics = _experiment(cfg, device, tracker, run_dir, on_epoch)
+            try:
+                metrics = _experiment(cfg, device, tracker, run_dir, on_epoch)
+            except NonFiniteLossError as err:  # a result of this configuration: record it
+                write_metrics(run_dir, diverged_record(cfg, err))
+                raise
             metrics["timings"]["total"] = time.perf_counter() - start
             write_metrics(run_dir, metrics)
             tracker.summary({k: v for k, v in metrics.items() if k != "history"})
@@ -92,6 +93,7 @@ def _experiment(
         ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE
     )
     return {
+        "status": STATUS_OK,
         "order": cfg.schedule.name,
         "model": model_name(cfg.model),
         "dataset": cfg.dataset.name,
@@ -103,6 +105,22 @@ def _experiment(
         **_config_record(cfg, splits.identity),
         "timings": dict(ctx.timings),
         "history": ctx.history,
+    }
+
+
+def diverged_record(cfg: DictConfig, err: NonFiniteLossError) -> dict[str, Any]:
+    """The metrics.json of a run whose loss became non-finite: where, and its configuration."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    return {
+        "status": STATUS_DIVERGED,
+        "diverged": {**err.where, "error": str(err)},
+        "order": cfg.schedule.name,
+        "model": model_name(cfg.model),
+        "dataset": cfg.dataset.name,
+        "seed": int(cfg.seed),
+        "config": config,
+        "config_fingerprint": config_fingerprint(config),
     }
 
 
@@ -155,23 +173,30 @@ def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | tuple[f
     return tuple(float(metrics[n]) for n in names)
 
 
-@hydra.main(
-    config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS)
-)
-def hydra_main(cfg: DictConfig) -> float | tuple[float, ...] | None:
-    """Hydra's task function: a user error ends a single run with one line and exit code 2."""
+def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Hydra's task function (`kdprune.entry`): a user error ends a single run with one line and
+    exit code 2."""
     hc = HydraConfig.get()
     try:
         # In a kdprune Optuna sweep, the trial's reporter: a pruned trial raises TrialPruned,
         # which goes through to the sweeper like any job error and is recorded as PRUNED.
         with epoch_reporter(hc) as on_epoch:
             metrics = run(cfg, hc.runtime.output_dir, on_epoch)
+    except NonFiniteLossError as err:
+        where = Path(hc.runtime.output_dir) / "metrics.json"
+        if hc.mode != RunMode.MULTIRUN:
+            print(f"kdprune: error: the run diverged: {err} (recorded in {where})", file=sys.stderr)
+            sys.exit(1)
+        log.error("%s (recorded in %s)", err, where)
+        if hc.sweeper.get("_target_") != BASIC_SWEEPER:
+            raise  # a search's sweeper records the trial as failed and goes on
+        return None  # the other jobs run; `kdprune.entry.DivergedRuns` sums up at the end
     except KdpruneError as err:
         if hc.mode == RunMode.MULTIRUN:
             log.error("%s", err)
             raise  # the sweeper records the trial as failed and goes on
         print(f"kdprune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(err, FaultError) else 2)
     if hc.mode != RunMode.MULTIRUN:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")

@@ -5,18 +5,20 @@ Each check raises ConfigError with one sentence naming the key, the value and wh
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune.distillation import validate_kd
-from kdprune.engine import pick_device
+from kdprune.distillation.checks import validate_kd
 from kdprune.errors import ConfigError
-from kdprune.models import build
-from kdprune.pruning import pruner_class
-from kdprune.pruning import validate as validate_prune_method
-from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
+
+if TYPE_CHECKING:
+    import torch
+
+# This module imports torch (models, pruners, optimizers) only inside the checks that build
+# something, so a command line that a value check refuses answers without loading it (~2 s).
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
 # Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
@@ -47,8 +49,29 @@ def check_required(cfg: DictConfig) -> None:
         raise ConfigError(f"{missing[0]} must be set, e.g. on the command line: {missing[0]}=...")
 
 
+def _leaves(node: Any, key: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{key}[{i}]")
+    else:
+        yield key, node
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No float knob is inf or nan (as typed: interpolations are left to the checks that use them);
+    a value that only range checks would meet (kd.temperature=inf) would train into NaN."""
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=False)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+
+
 def check_run(cfg: DictConfig) -> None:
     """The run's own keys: seed, device, measurement settings."""
+    from kdprune.engine import pick_device
+
     whole_number(cfg.seed, "seed")
     whole_number(cfg.teacher.seed, "teacher.seed")
     pick_device(str(cfg.device))
@@ -91,6 +114,8 @@ def check_trainer(cfg: DictConfig) -> None:
 
 def check_optimizers(cfg: DictConfig) -> None:
     """Build each optimizer on a dummy parameter and each lr schedule: bad values fail here."""
+    import torch
+
     from kdprune.config import instantiate
 
     for key, node in (("optimizer", cfg.optimizer), ("teacher.optimizer", cfg.teacher.optimizer)):
@@ -140,6 +165,8 @@ def check_schedule(cfg: DictConfig) -> None:
 def check_learns_first(cfg: DictConfig) -> None:
     """A method that learns its scores while the student trains (movement) needs that training
     before it prunes: joint, or distill_then_prune with a distill stage."""
+    from kdprune.pruning import pruner_class
+
     if not getattr(pruner_class(cfg.prune_method), "learns_while_training", False):
         return
     s, method = cfg.schedule, cfg.prune_method.name
@@ -158,6 +185,8 @@ def check_learns_first(cfg: DictConfig) -> None:
 
 def check_joint(cfg: DictConfig) -> None:
     """The joint order prunes while training: it needs training steps and a channel target."""
+    from kdprune.pruning import pruner_class
+
     s, structured = cfg.schedule, pruner_class(cfg.prune_method).kind == "structured"
     whole_number(s.joint_epochs, "schedule.joint_epochs", 1)
     whole_number(s.pruning_steps, "schedule.pruning_steps", 1)
@@ -186,6 +215,7 @@ def check_sweep_metric(cfg: DictConfig) -> None:
 
 def check_models(cfg: DictConfig) -> None:
     """Build the student and teacher (cheap), load any checkpoint into them, check KD layers."""
+    from kdprune.models import build
     from kdprune.schedules.context import load_state_dict_file
 
     student = build(cfg.model)
@@ -215,6 +245,8 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     """Bind the pruner to the architecture it will prune: it refuses, in one line, a model with
     nothing to prune or a params / MACs target that no cut up to the per-layer cap reaches (the
     cut is searched here, on fresh weights, so a target that rounding cannot hit fails now)."""
+    import torch
+
     from kdprune.config import instantiate
 
     d = cfg.dataset
@@ -226,17 +258,26 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
         pruner.plan()
 
 
+def check_values(cfg: DictConfig) -> None:
+    """The checks of plain values, which need no torch: they run first, so they answer fast."""
+    check_required(cfg)
+    check_finite(cfg)
+    check_trainer(cfg)
+    validate_kd(cfg.kd)
+    check_sweep_metric(cfg)
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
-    check_required(cfg)
+    check_values(cfg)  # before the imports below, which load torch
+    from kdprune.pruning import validate as validate_prune_method
+    from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
+
     check_run(cfg)
     check_quantize_budget(cfg)  # before check_epochs: it says why a stage's epochs went negative
     check_epochs(cfg)
-    check_trainer(cfg)
     check_optimizers(cfg)
-    validate_kd(cfg.kd)
     validate_prune_method(cfg.prune_method)
     check_schedule(cfg)
-    check_sweep_metric(cfg)
     check_models(cfg)
     check_quantize_model(cfg)

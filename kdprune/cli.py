@@ -3,13 +3,35 @@ Hydra (runs and sweeps) or to a subcommand (report, evaluate, export-onnx, sensi
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+from collections.abc import Callable
 
 from kdprune.paths import config_groups, group_options
 
 SUBCOMMANDS = ("report", "evaluate", "export-onnx", "sensitivity", "dashboard")
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
 PASS_THROUGH_FLAGS = ("-m", "--multirun")
+# Hydra's flags that print something and run nothing: no sweeper (Optuna) needed.
+PRINT_ONLY_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i")
+# `scheme://user:password@host`: a URL that carries a password.
+URL_PASSWORD = re.compile(r"://[^/@:\s]*:[^/@\s]+@")
+
+
+def check_secrets(argv: list[str]) -> str | None:
+    """One-line error for an override whose URL holds a password: Hydra writes every override
+    (and the composed config) into each job's `.hydra/` files, in plain text."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if value and URL_PASSWORD.search(value):
+            return (
+                f"{key.lstrip('+~')} holds a password, which Hydra would write into every job's "
+                ".hydra/ files: give the storage URL in the KDPRUNE_STORAGE environment variable "
+                "(the sweeps read it), or keep the password in ~/.pgpass (PGPASSFILE) and leave "
+                "it out of the URL"
+            )
+    return None
 
 
 def check_group_overrides(argv: list[str]) -> str | None:
@@ -43,14 +65,17 @@ def check_command_line(argv: list[str]) -> str | None:
     from kdprune.checks import validate
     from kdprune.config import compose_run, trusted
     from kdprune.errors import KdpruneError, one_line
-    from kdprune.sweeping.checks import check_sweeper
+    from kdprune.sweeping.config import SWEEPER
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
-        check_sweeper(cfg.hydra)
+        if (cfg.hydra.get("sweeper") or {}).get("_target_") == SWEEPER:
+            from kdprune.sweeping.checks import check_sweeper  # imports Optuna
+
+            check_sweeper(cfg.hydra)
         with open_dict(cfg):
             del cfg["hydra"]
         with trusted(cfg.get("trusted_targets") or ()):
@@ -69,10 +94,40 @@ def main() -> None:
         from kdprune import commands
 
         sys.exit(commands.main(argv))
-    error = check_group_overrides(argv) or check_command_line(argv)
+    error = check_secrets(argv) or check_group_overrides(argv) or check_command_line(argv)
     if error:
         print(f"kdprune: error: {error}", file=sys.stderr)
         sys.exit(2)
-    from kdprune.app import hydra_main
+    from kdprune.entry import hydra_main, register_sweeper
 
-    hydra_main()
+    if not any(a.split("=")[0] in PRINT_ONLY_FLAGS for a in argv):
+        register_sweeper()
+    run_hydra(hydra_main)
+
+
+def run_hydra(hydra_main: Callable[[], None]) -> None:
+    """Run Hydra with its errors raised here rather than printed as tracebacks: a fault (no
+    database, a full disk) ends in one line. HYDRA_FULL_ERROR=1 set by the
+    user keeps every traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_main()
+        return
+    from kdprune.errors import FaultError, KdpruneError
+
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exit(1)
+    try:
+        hydra_main()
+    except KdpruneError as err:
+        print(f"kdprune: error: {err}", file=sys.stderr)
+        sys.exit(1 if isinstance(err, FaultError) else 2)
+    except OSError as err:
+        sys.exit(f"kdprune: error: {os_error_line(err)}")
+    finally:
+        del os.environ["HYDRA_FULL_ERROR"]
+
+
+def os_error_line(err: OSError) -> str:
+    """An OSError as one line naming its path: `<path>: No space left on device`."""
+    reason = err.strerror or str(err)
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason

@@ -16,7 +16,15 @@ class DataError(KdpruneError):
 
 
 class NonFiniteLossError(KdpruneError, FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss: `where` says in which stage, epoch and step."""
+
+    def __init__(self, message: str, stage: str = "", epoch: int = 0, step: int = 0):
+        super().__init__(message)
+        self.where = {"stage": stage, "epoch": epoch, "step": step}
+
+
+class FaultError(KdpruneError):
+    """Something outside the configuration failed (a database, the disk): exit code 1."""
 
 
 def one_line(err: Exception) -> str:

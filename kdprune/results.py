@@ -1,4 +1,11 @@
-"""The files a run writes: `metrics.json` is the contract every reader goes through."""
+"""The files a run writes: `metrics.json` is the contract every reader goes through.
+
+Every metrics.json has `status`: `ok` for a finished run (a file without the key is one written
+before it existed, and finished too), or `diverged` for a run whose loss became NaN or infinite.
+A diverged run's file holds only `status`, `diverged` ({stage, epoch, step, error}: where it
+happened), `order`, `model`, `dataset`, `seed`, `config` and `config_fingerprint`: readers use
+`run_status` and keep such runs out of every statistic (the report lists them apart).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 METRICS_FILE = "metrics.json"
+STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
 
 
 def _jsonable(value: Any) -> Any:
@@ -66,6 +74,32 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
         path = path / METRICS_FILE
     with open(path) as fh:
         return json.load(fh)
+
+
+def run_status(metrics: Mapping[str, Any]) -> str:
+    """A run's status from its metrics: `ok` (also for files written before `status` existed)."""
+    return str(metrics.get("status", STATUS_OK))
+
+
+def diverged_runs(folder: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
+    """(run folder, metrics) of every diverged run's metrics.json below `folder`, in path order."""
+    found = []
+    for path in sorted(Path(folder).rglob(METRICS_FILE)):
+        try:
+            metrics = read_metrics(path)
+        except (OSError, json.JSONDecodeError):
+            continue  # the report's own reader says which files it skipped and why
+        if isinstance(metrics, dict) and run_status(metrics) == STATUS_DIVERGED:
+            found.append((path.parent, metrics))
+    return found
+
+
+def where_diverged(metrics: Mapping[str, Any]) -> str:
+    """Where a diverged run's loss went non-finite, e.g. `distill epoch 1 step 3`."""
+    where = metrics.get("diverged") or {}
+    return (
+        f"{where.get('stage', '?')} epoch {where.get('epoch', '?')} step {where.get('step', '?')}"
+    )
 
 
 # Keys of a run's resolved config that say where or how a run was watched, not what it computed:

@@ -42,6 +42,11 @@ VALUES = [
     ("prune_method=cp", "prune_method.unit=params", "prune_method.ratio=0.6"),  # out of reach
     ("kd.temperature=0",),
     ("kd.temperature=abc",),
+    ("kd=hinton", "kd.temperature=inf"),  # would pass "> 0", then train into NaN
+    ("optimizer.lr=inf",),
+    ("optimizer.lr=-inf",),
+    ("kd.alpha=nan",),
+    ("prune_method.ratio=inf",),
     ("kd.alpha=2",),
     ("kd=attention", "kd.student_layers=[layer9]"),
     ("kd.alpha=[1,",),

@@ -24,41 +24,36 @@ are created on the student's device for its current channel counts. The class at
 Bad hyperparameters or layer paths raise `ConfigError` in the constructor, before training.
 """
 
-from kdprune.distillation.checks import validate_kd
-from kdprune.distillation.feature_objectives import AttentionObjective, FitNetObjective
-from kdprune.distillation.features import (
-    capture_features,
-    check_layers,
-    probe_feature_shapes,
-)
-from kdprune.distillation.logit_objectives import (
-    CrossEntropyObjective,
-    HintonObjective,
-    Objective,
-)
-from kdprune.distillation.losses import (
-    AttentionTransferLoss,
-    FitNetLoss,
-    KDLoss,
-    validate_kd_params,
-)
-from kdprune.distillation.teacher import check_distinct, compute_teacher_logits, freeze_teacher
+import importlib
+from typing import Any
 
-__all__ = [
-    "AttentionObjective",
-    "AttentionTransferLoss",
-    "CrossEntropyObjective",
-    "FitNetLoss",
-    "FitNetObjective",
-    "HintonObjective",
-    "KDLoss",
-    "Objective",
-    "capture_features",
-    "check_distinct",
-    "check_layers",
-    "compute_teacher_logits",
-    "freeze_teacher",
-    "probe_feature_shapes",
-    "validate_kd",
-    "validate_kd_params",
-]
+# Each public name and the module that defines it, imported on first use: the command line's
+# checks (checks.py) need no torch, and importing this package must not load it for them.
+_HOMES = {
+    "AttentionObjective": "feature_objectives",
+    "AttentionTransferLoss": "losses",
+    "CrossEntropyObjective": "logit_objectives",
+    "FitNetLoss": "losses",
+    "FitNetObjective": "feature_objectives",
+    "HintonObjective": "logit_objectives",
+    "KDLoss": "losses",
+    "Objective": "logit_objectives",
+    "capture_features": "features",
+    "check_distinct": "teacher",
+    "check_layers": "features",
+    "compute_teacher_logits": "teacher",
+    "freeze_teacher": "teacher",
+    "probe_feature_shapes": "features",
+    "validate_kd": "checks",
+    "validate_kd_params": "checks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (PEP 562)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+__all__ = sorted(_HOMES)

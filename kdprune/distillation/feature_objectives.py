@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from kdprune.distillation.checks import layer_paths
 from kdprune.distillation.features import (
     capture_features,
     check_layers,
     collect,
-    layer_paths,
     probe_feature_shapes,
 )
 from kdprune.distillation.losses import AttentionTransferLoss, FitNetLoss, KDLoss

@@ -21,13 +21,6 @@ def _suggestions(model: nn.Module, path: str, limit: int = 6) -> list[str]:
     return [name for name, _ in model.named_children()][:limit]
 
 
-def layer_paths(paths: Sequence[str] | None, key: str) -> list[str]:
-    """Return a config's module paths as strings; `ConfigError` unless a non-empty list."""
-    if paths is None or isinstance(paths, str) or len(paths) == 0:
-        raise ConfigError(f"{key} must be a non-empty list of module paths, got {paths!r}.")
-    return [str(p) for p in paths]
-
-
 def check_layers(model: nn.Module, paths: Sequence[str], key: str = "kd layers") -> None:
     """Raise `ConfigError` if any of `paths` is not a submodule path of `model`."""
     if isinstance(paths, str):

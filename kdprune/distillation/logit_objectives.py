@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdprune.distillation.losses import KDLoss, validate_kd_params
+from kdprune.distillation.checks import validate_kd_params
+from kdprune.distillation.losses import KDLoss
 from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
 

@@ -8,24 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdprune.distillation.checks import validate_kd_params
 from kdprune.errors import ConfigError
-
-
-def validate_kd_params(
-    temperature: float | None = None,
-    alpha: float | None = None,
-    label_smoothing: float | None = None,
-) -> None:
-    """Raise `ConfigError` if a given KD hyperparameter is out of range (None means not checked)."""
-    for name, value in (("kd.temperature", temperature), ("kd.alpha", alpha)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}.")
-    if temperature is not None and not float(temperature) > 0:
-        raise ConfigError(f"kd.temperature must be > 0, got {temperature}.")
-    if alpha is not None and not 0.0 <= float(alpha) <= 1.0:
-        raise ConfigError(f"kd.alpha must be in [0, 1], got {alpha}.")
-    if label_smoothing is not None and not 0.0 <= float(label_smoothing) < 1.0:
-        raise ConfigError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
 
 
 def _validate_weight(name: str, value: float) -> None:

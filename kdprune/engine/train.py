@@ -75,7 +75,10 @@ def _check_finite(total: torch.Tensor, stage: Stage, epoch: int, step: int) -> N
     if not torch.isfinite(total).item():
         raise NonFiniteLossError(
             f"{stage.name}: loss became NaN or infinite in epoch {epoch + 1} by step {step + 1}; "
-            "lower the learning rate or check the KD temperature"
+            "lower the learning rate or check the KD temperature",
+            stage=stage.name,
+            epoch=epoch + 1,
+            step=step + 1,
         )
 
 

@@ -1,0 +1,53 @@
+"""Hydra's entry point, kept light: `--help`, `--cfg job` and composition need no torch, so the
+application (`kdprune.app`, which loads torch and the models) is imported only when a run starts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from kdprune.config import TRUSTED_TARGETS
+from kdprune.paths import CONF_DIR
+
+
+@hydra.main(
+    config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS)
+)
+def hydra_main(cfg: DictConfig) -> float | tuple[float, ...] | None:
+    """Hydra's task function: `kdprune.app.task` on the composed config."""
+    from kdprune.app import task
+
+    return task(cfg)
+
+
+def register_sweeper() -> None:
+    """Make kdprune's Optuna sweeper known to Hydra (it imports Optuna: only runs need it)."""
+    from kdprune.sweeping.optuna_sweeper import register
+
+    register()
+
+
+class DivergedRuns(Callback):
+    """Ends a multirun in which runs diverged with one summary line and a non-zero exit, e.g.
+    `1 of 3 runs diverged: <dir> (distill epoch 1 step 2)` (conf/config.yaml's hydra.callbacks)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Exit 1 with the summary when any run below the sweep folder recorded `diverged` (a
+        SystemExit: Hydra turns a callback's exceptions into warnings)."""
+        from kdprune.results import METRICS_FILE, diverged_runs, where_diverged
+
+        sweep = Path(str(config.hydra.sweep.dir))
+        diverged = diverged_runs(sweep) if sweep.is_dir() else []
+        if diverged:
+            runs = {p.parent for p in sweep.rglob(METRICS_FILE)}
+            runs |= {p.parent for p in sweep.rglob(".hydra")}
+            listed = ", ".join(f"{d} ({where_diverged(m)})" for d, m in diverged)
+            print(
+                f"kdprune: {len(diverged)} of {len(runs)} runs diverged: {listed}", file=sys.stderr
+            )
+            sys.exit(1)
