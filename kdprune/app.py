@@ -17,7 +17,7 @@ from kdprune.checks import validate
 from kdprune.config import instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.engine import pick_device, process_settings
-from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError
+from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError, os_error_line
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
@@ -197,6 +197,11 @@ def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
             raise  # the sweeper records the trial as failed and goes on
         print(f"kdprune: error: {err}", file=sys.stderr)
         sys.exit(1 if isinstance(err, FaultError) else 2)
+    except OSError as err:  # a full disk, a folder we may not write: a fault, not a bug
+        if hc.mode == RunMode.MULTIRUN:
+            raise
+        print(f"kdprune: error: {os_error_line(err)}", file=sys.stderr)
+        sys.exit(1)
     if hc.mode != RunMode.MULTIRUN:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")

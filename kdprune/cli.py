@@ -112,7 +112,7 @@ def run_hydra(hydra_main: Callable[[], None]) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         hydra_main()
         return
-    from kdprune.errors import FaultError, KdpruneError
+    from kdprune.errors import FaultError, KdpruneError, os_error_line
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exit(1)
     try:
@@ -124,10 +124,3 @@ def run_hydra(hydra_main: Callable[[], None]) -> None:
         sys.exit(f"kdprune: error: {os_error_line(err)}")
     finally:
         del os.environ["HYDRA_FULL_ERROR"]
-
-
-def os_error_line(err: OSError) -> str:
-    """An OSError as one line naming its path: `<path>: No space left on device`."""
-    reason = err.strerror or str(err)
-    paths = [p for p in (err.filename, err.filename2) if p is not None]
-    return f"{' -> '.join(map(str, paths))}: {reason}" if paths else reason

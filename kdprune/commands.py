@@ -156,6 +156,12 @@ def _report(args: argparse.Namespace) -> int:
         runs, out, x=args.x, pareto=args.pareto, study=study, source=source, compare=args.compare
     )
     print(f"{len(runs)} runs from {source}")
+    if args.source is not None:
+        from kdprune.reporting.diverged import add_diverged_runs
+        from kdprune.reporting.report import MARKDOWN_FILE
+
+        if n_diverged := add_diverged_runs(out / MARKDOWN_FILE, args.source):
+            print(f"{n_diverged} diverged run(s) listed apart (Diverged runs)")
     for path in report.files:
         print(f"wrote {path}")
     print(report.summary())

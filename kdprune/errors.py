@@ -41,3 +41,10 @@ def one_line(err: Exception) -> str:
     if parsed and len(lines) > 1:
         return f"cannot parse the override {parsed.group(1)!r}: {lines[1]}"
     return lines[0]
+
+
+def os_error_line(err: OSError) -> str:
+    """An OSError as one line naming its path: `<path>: No space left on device`."""
+    reason = err.strerror or str(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{' -> '.join(paths)}: {reason}" if paths else reason

@@ -21,7 +21,7 @@ import yaml
 from kdprune.errors import ConfigError
 from kdprune.reporting.configs import run_identity
 from kdprune.reporting.statistics import LABEL_KEYS, STAT_COLUMNS, sort_runs
-from kdprune.results import METRICS_FILE, atomic_write, read_metrics
+from kdprune.results import METRICS_FILE, STATUS_OK, atomic_write, read_metrics, run_status
 
 CSV_FILE = "pruning_comparison.csv"
 # Derived and trial columns, in this sequence after the ledger keys and timings.
@@ -136,12 +136,15 @@ def ledger_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def load_run(path: Path) -> dict[str, Any] | None:
-    """A run's metrics, or None (with a warning) for a file that is not a finished run's."""
+    """A run's metrics, or None for a diverged run's (quietly) or a file that is not a finished
+    run's (with a warning)."""
     try:
         metrics = read_metrics(path)
     except (OSError, json.JSONDecodeError) as err:
         print(f"kdprune: warning: skipping {path}: {err}", file=sys.stderr)
         return None
+    if isinstance(metrics, dict) and run_status(metrics) != STATUS_OK:
+        return None  # a diverged run: listed apart (reporting/diverged.py), in no statistic
     if not isinstance(metrics, dict) or "order" not in metrics or "val_acc" not in metrics:
         print(f"kdprune: warning: skipping {path}: not a run's metrics", file=sys.stderr)
         return None

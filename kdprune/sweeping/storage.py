@@ -23,12 +23,13 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from kdprune.errors import ConfigError
+from kdprune.errors import ConfigError, FaultError, one_line
 from kdprune.paths import journal_file, sqlite_file
 
 HEARTBEAT_ATTR = "kdprune:heartbeat"  # journal storage: time.time() of the trial's last beat
 RACE_WORDS = ("already exists", "duplicate")
 SCHEMA_ATTEMPTS = 10  # workers creating an empty database's tables at once: tries each
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}  # the servers' own defaults, for messages
 DRIVER_HINT = "pip install 'psycopg[binary]' (or: pip install -e '.[postgres]')"
 
 
@@ -166,8 +167,21 @@ def _rdb_storage(
             message = str(err).lower()
             lost_race = isinstance(err, IntegrityError) or any(w in message for w in RACE_WORDS)
             if not lost_race or attempt == SCHEMA_ATTEMPTS - 1:
-                raise
+                raise unreachable(url, err) from None
     raise AssertionError("unreachable")
+
+
+def unreachable(url: str, err: Exception) -> FaultError:
+    """One line for a database that cannot be opened: where (host and port, never a password)
+    and the driver's first line of why (`Connection refused`, an authentication failure, ...)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    port = parsed.port or DEFAULT_PORTS.get(parsed.get_backend_name(), "?")
+    place = f"{parsed.host}:{port}" if parsed.host else (parsed.database or "?")
+    cause = getattr(err, "orig", None) or err
+    reason = one_line(cause) if str(cause).strip() else type(cause).__name__
+    return FaultError(f"cannot open the study's database {redacted(url)} at {place}: {reason}")
 
 
 def close_storage(storage: BaseStorage) -> None:

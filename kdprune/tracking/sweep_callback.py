@@ -17,7 +17,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune.results import METRICS_FILE, read_metrics
+from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
 from kdprune.tracking.wandb_tracker import describe_run, init_run
 
 log = logging.getLogger("kdprune")
@@ -91,6 +91,8 @@ def sweep_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError) as err:
             log.warning("sweep summary: skipping %s: %s", path, err)
             continue
+        if run_status(metrics) != STATUS_OK:
+            continue  # a diverged run has no accuracy to log
         row = ledger_row(metrics, path.parent)
         row["run"] = str(path.parent.relative_to(sweep_dir))
         rows.append(row)
