@@ -112,7 +112,10 @@ def run_hydra(hydra_main: Callable[[], None]) -> None:
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         hydra_main()
         return
-    from kdprune.errors import FaultError, KdpruneError, os_error_line
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from kdprune.errors import FaultError, KdpruneError, one_line, os_error_line
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exit(1)
     try:
@@ -122,5 +125,8 @@ def run_hydra(hydra_main: Callable[[], None]) -> None:
         sys.exit(1 if isinstance(err, FaultError) else 2)
     except OSError as err:
         sys.exit(f"kdprune: error: {os_error_line(err)}")
+    except (HydraException, OmegaConfBaseException) as err:  # what Hydra would have printed
+        print(f"kdprune: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
     finally:
         del os.environ["HYDRA_FULL_ERROR"]

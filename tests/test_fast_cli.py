@@ -31,6 +31,7 @@ COMMAND_LINES = [
     (("kd=hinton", "kd.temperature=inf"), 2),
     (("model=resnet999",), 2),
     (("trainer.batch_size=0",), 2),
+    (("--cfg", "job", "typo_key=1"), 2),  # Hydra's own error, in one line
 ]
 IDS = [" ".join(args) for args, _ in COMMAND_LINES]
 
