@@ -26,10 +26,10 @@ from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
+from kdprune.sweeping.config import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 
 log = logging.getLogger("kdprune")
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
 def run(cfg: DictConfig, run_dir: str | Path = ".", on_epoch: EpochHook = None) -> dict[str, Any]:

@@ -33,21 +33,24 @@ def register_sweeper() -> None:
 
 
 class DivergedRuns(Callback):
-    """Ends a multirun in which runs diverged with one summary line and a non-zero exit, e.g.
-    `1 of 3 runs diverged: <dir> (distill epoch 1 step 2)` (conf/config.yaml's hydra.callbacks)."""
+    """Ends a grid multirun in which runs diverged with one summary line and exit code 1, e.g.
+    `1 of 3 runs diverged: <dir> (distill epoch 1 step 2)` (conf/config.yaml's hydra.callbacks).
+    A search (an Optuna sweep) gets the line only: its diverged trials are failed trials."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Exit 1 with the summary when any run below the sweep folder recorded `diverged` (a
-        SystemExit: Hydra turns a callback's exceptions into warnings)."""
+        """Print the summary when any run below the sweep folder recorded `diverged`, and exit 1
+        after a grid (a SystemExit: Hydra turns a callback's exceptions into warnings)."""
         from kdprune.results import METRICS_FILE, diverged_runs, where_diverged
+        from kdprune.sweeping.config import BASIC_SWEEPER
 
         sweep = Path(str(config.hydra.sweep.dir))
         diverged = diverged_runs(sweep) if sweep.is_dir() else []
-        if diverged:
-            runs = {p.parent for p in sweep.rglob(METRICS_FILE)}
-            runs |= {p.parent for p in sweep.rglob(".hydra")}
-            listed = ", ".join(f"{d} ({where_diverged(m)})" for d, m in diverged)
-            print(
-                f"kdprune: {len(diverged)} of {len(runs)} runs diverged: {listed}", file=sys.stderr
-            )
+        if not diverged:
+            return
+        runs = {p.parent for p in sweep.rglob(METRICS_FILE)} | {
+            p.parent for p in sweep.rglob(".hydra")
+        }
+        listed = ", ".join(f"{d} ({where_diverged(m)})" for d, m in diverged)
+        print(f"kdprune: {len(diverged)} of {len(runs)} runs diverged: {listed}", file=sys.stderr)
+        if config.hydra.sweeper.get("_target_") == BASIC_SWEEPER:
             sys.exit(1)
