@@ -121,6 +121,7 @@ def test_a_single_diverged_run_is_one_line_with_its_record(shared: Path) -> None
     line = _one_line(done)
     assert line.startswith("kdprune: error: the run diverged: ") and str(run) in line
     assert read_metrics(run)["status"] == "diverged"
+    assert (run / "app.log").is_file()  # the run's log keeps its name (conf: hydra.job.name)
 
 
 @pytest.fixture
