@@ -107,8 +107,7 @@ def main() -> None:
 
 def run_hydra(hydra_main: Callable[[], None]) -> None:
     """Run Hydra with its errors raised here rather than printed as tracebacks: a fault (no
-    database, a full disk) ends in one line. HYDRA_FULL_ERROR=1 set by the
-    user keeps every traceback."""
+    database, a full disk) ends in one line. A user's own HYDRA_FULL_ERROR=1 keeps tracebacks."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         hydra_main()
         return
