@@ -385,8 +385,6 @@ class StructuredPruner:
         if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
-                f"(closest: {reduction:.1%} at channel ratio {best:.3f}"
-                + (f", round_to={round_to}" if round_to else "")
-                + ")."
+                f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."
             )
         return history, best
