@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,14 +70,15 @@ def compress(
     """Prune a copy to remove `reduction` of its MACs (L1, uniform).
 
     Returns the pruned copy, its history and the rounding used: the first of `roundings` with
-    which the target can be reached, else none.
+    which the target can be reached, else none (the rule of `prune_method.round_to: auto`).
     """
-    from kdprune.errors import ConfigError
+    from kdprune.pruning.rounding import first_reaching
 
-    for round_to in roundings:
-        with contextlib.suppress(ConfigError):
-            return (*_prune_macs(model, example, reduction, round_to, tolerance, 0.9), round_to)
-    return (*_prune_macs(model, example, reduction, None, tolerance, 0.9), None)
+    def prune(round_to: int | None) -> tuple[nn.Module, list]:
+        return _prune_macs(model, example, reduction, round_to, tolerance, 0.9)
+
+    (pruned, history), round_to = first_reaching((*roundings, None), prune)
+    return pruned, history, round_to
 
 
 def floor_model(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, list]:

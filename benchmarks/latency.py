@@ -219,7 +219,8 @@ def setup(sizes: Sizes) -> str:
     return (
         f"StructuredPruner(unit='macs', ratio={list(sizes.latency_reductions)}, L1 "
         f"importance, uniform allocation, channels rounded to multiples of the first of "
-        f"{list(sizes.latency_roundings)} that still reaches the target, else not rounded; "
+        f"{list(sizes.latency_roundings)} (this CPU's channel blocks, as `prune_method.round_to: "
+        f"auto` tries them) that still reaches the target, else not rounded; "
         f"the target met within {sizes.latency_default_tolerance:.0%} of the MACs, "
         f"{sizes.latency_tolerance} for some models); random weights; "
         f"eager PyTorch under inference_mode and ONNX Runtime {ort_version()} (CPU provider, "

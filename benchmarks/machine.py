@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.paths import ROOT
+from kdprune.cpu import cpu_info
 
 
 def _git(*args: str) -> str:
@@ -24,11 +23,20 @@ def _git(*args: str) -> str:
 
 def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return cpu_info().model
+
+
+def cpu_label(m: dict[str, Any]) -> str:
+    """The CPU of a `machine()` record in words: its model, vector ISA and INT8 instructions
+    (a record from before these were kept says so)."""
+    if "cpu_isa" not in m:
+        return f"{m['cpu']} (ISA not recorded)"
+    isa = {"avx512f": "AVX-512", "avx2": "AVX2"}.get(m["cpu_isa"], m["cpu_isa"])
+    vnni = "VNNI" if m["cpu_vnni"] else "no VNNI"
+    amx = "AMX" if m["cpu_amx"] else "no AMX"
+    # Records measured before the ISA was kept carry what was stated about their CPU since.
+    stated = "; stated afterwards, not recorded" if m.get("cpu_isa_source") else ""
+    return f"{m['cpu']} ({isa}, {vnni}, {amx}{stated})"
 
 
 def ort_version() -> str:
@@ -43,8 +51,12 @@ def ort_version() -> str:
 
 def machine(kept_freed_memory_mb: int | None = None) -> dict[str, Any]:
     """What the numbers were measured on."""
+    cpu = cpu_info()
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu.model,
+        "cpu_isa": cpu.isa,
+        "cpu_vnni": cpu.vnni,
+        "cpu_amx": cpu.amx,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

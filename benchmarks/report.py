@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.figures import REGISTRY
+from benchmarks.machine import cpu_label
 from benchmarks.markdown import load_cell
 from kdprune.reporting.markdown import md_table
 
-SUMMARY_HEADER = ["figure", "measured", "target", "met", "load avg", "reproduce"]
+SUMMARY_HEADER = ["figure", "measured", "target", "met", "CPU", "load avg", "reproduce"]
 
 
 def render(results: dict[str, Any]) -> str:
@@ -24,7 +25,7 @@ def render(results: dict[str, Any]) -> str:
     for name, fig in REGISTRY.items():
         if name in figures:
             record = figures[name]
-            lines += ["", *fig.section(record)]
+            lines += ["", *on_cpu(fig.section(record), record)]
             if record["commit"] != meta["commit"] or record["measured"] != meta["date"]:
                 lines.append(
                     f"\n(Measured earlier: {record['measured']}, commit {record['commit']}.)"
@@ -48,7 +49,7 @@ def header(meta: dict[str, Any]) -> list[str]:
         f"- **commit** `{meta['commit']}`"
         + (" (plus uncommitted changes)" if meta["dirty"] else ""),
         f"- **measured** {meta['date']}",
-        f"- **machine** {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
+        f"- **machine** {cpu_label(m)}, {m['cores']} cores, torch {m['torch']}, "
         f"{m['threads']} torch thread(s), onnxruntime {m['onnxruntime']}, Python {m['python']}, "
         + (f"CUDA device {m['cuda']}" if m["cuda"] else "no CUDA device")
         + (
@@ -60,12 +61,19 @@ def header(meta: dict[str, Any]) -> list[str]:
     ]
 
 
+def on_cpu(section: list[str], record: dict[str, Any]) -> list[str]:
+    """A figure's section with the CPU it was measured on named in its heading: timings from
+    different CPUs are different figures."""
+    heading, *rest = section
+    return [f"{heading} — on {cpu_label(record['machine'])}", *rest]
+
+
 def summary_rows(figures: dict[str, Any]) -> list[list[str]]:
     """The summary table's rows: figure, measured, target, met, load, how to reproduce."""
     rows = []
     for name, fig in REGISTRY.items():
         if name in figures:
             record = figures[name]
-            tail = [load_cell(record), f"`{record['command']}`"]
+            tail = [cpu_label(record["machine"]), load_cell(record), f"`{record['command']}`"]
             rows += [[*row, *tail] for row in fig.summary(record)]
     return rows

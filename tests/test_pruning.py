@@ -393,7 +393,7 @@ def test_ledger_has_the_documented_keys() -> None:
     )
     assert row["macs_speedup"] > 2 and row["channel_ratio"] == pytest.approx(0.5, abs=0.05)
     assert row["nonzero_fraction"] > 0.99
-    assert all(row[k] > 0 for k in LEDGER_KEYS if k.startswith("cpu_"))
+    assert all(row[k] > 0 for k in LEDGER_KEYS if k.startswith(("cpu_latency", "cpu_speedup")))
 
 
 def test_pruning_works_inside_no_grad() -> None:

@@ -1,7 +1,13 @@
 """Measurements for the run ledger: size (params, MACs, sparsity, channels, file) and latency."""
 
 from kdprune.metrics.latency import cpu_latency_ms
-from kdprune.metrics.ledger import LATENCY_BATCH_SIZES, LEDGER_KEYS, latency_keys, ledger
+from kdprune.metrics.ledger import (
+    CPU_KEYS,
+    LATENCY_BATCH_SIZES,
+    LEDGER_KEYS,
+    latency_keys,
+    ledger,
+)
 from kdprune.metrics.size import (
     channel_ratio,
     conv_channels,
@@ -12,6 +18,7 @@ from kdprune.metrics.size import (
 )
 
 __all__ = [
+    "CPU_KEYS",
     "LATENCY_BATCH_SIZES",
     "LEDGER_KEYS",
     "channel_ratio",

@@ -11,9 +11,15 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
 - `macs_before`, `macs_after` (int): multiply-accumulates per sample, Torch-Pruning's count
 - `macs_removed_fraction`: 1 - macs_after / macs_before; `macs_speedup`: macs_before / macs_after
 - `channel_ratio`: achieved fraction of conv output channels removed
+- `round_to` (int or null): the multiple structured pruning rounded the kept widths to, as
+  resolved (`prune_method.round_to: auto` becomes 16, 8 or null on the CPU that pruned; see
+  `kdprune.pruning.rounding`); null when not rounded or not structured
 - for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
   `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
   `cpu_speedup_bs{b}` (before / after)
+- with any latency: the CPU that timed it (`kdprune.cpu.CpuInfo.record`): `cpu_model` (the
+  model name), `cpu_isa` (widest vector ISA: `avx512f`, `avx2`, ..., `asimd`, `unknown`),
+  `cpu_vnni` and `cpu_amx` (bools: the INT8 dot-product instructions)
 
 A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
 the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
@@ -26,6 +32,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from kdprune.cpu import cpu_info
 from kdprune.metrics.latency import cpu_latency_ms
 from kdprune.metrics.size import (
     channel_ratio,
@@ -46,7 +53,9 @@ SIZE_KEYS = (
     "macs_removed_fraction",
     "macs_speedup",
     "channel_ratio",
+    "round_to",
 )
+CPU_KEYS = ("cpu_model", "cpu_isa", "cpu_vnni", "cpu_amx")
 
 
 def latency_keys(batch_size: int) -> tuple[str, str, str]:
@@ -55,7 +64,7 @@ def latency_keys(batch_size: int) -> tuple[str, str, str]:
     return f"cpu_latency_ms_bs{b}_before", f"cpu_latency_ms_bs{b}_after", f"cpu_speedup_bs{b}"
 
 
-LEDGER_KEYS = SIZE_KEYS + tuple(k for b in LATENCY_BATCH_SIZES for k in latency_keys(b))
+LEDGER_KEYS = SIZE_KEYS + tuple(k for b in LATENCY_BATCH_SIZES for k in latency_keys(b)) + CPU_KEYS
 
 
 def ledger(
@@ -67,10 +76,13 @@ def ledger(
     repeats: int = 10,
     warmup: int = 2,
     num_threads: int | None = None,
+    round_to: int | None = None,
 ) -> dict[str, Any]:
     """Measure `dense` and `compressed` on `example_inputs` (one sample); return the ledger dict.
 
-    Pass `latency_batch_sizes=()` to skip the (slow) timing; the size keys are always present.
+    `round_to` is recorded as the multiple the cut rounded widths to. Pass
+    `latency_batch_sizes=()` to skip the (slow) timing and the CPU keys; the size keys are always
+    present.
     """
     macs_before, params_before = count_macs_params(dense, example_inputs)
     macs_after, params_after = count_macs_params(compressed, example_inputs)
@@ -85,6 +97,7 @@ def ledger(
         "macs_removed_fraction": 1.0 - macs_after / macs_before,
         "macs_speedup": macs_before / macs_after,
         "channel_ratio": channel_ratio(dense, compressed),
+        "round_to": round_to,
     }
     shape = tuple(example_inputs.shape[1:])
     for batch_size in latency_batch_sizes:
@@ -93,4 +106,6 @@ def ledger(
         row[before_key] = cpu_latency_ms(dense, shape, batch_size, **timing)
         row[after_key] = cpu_latency_ms(compressed, shape, batch_size, **timing)
         row[speedup_key] = row[before_key] / row[after_key]
+    if latency_batch_sizes:
+        row |= cpu_info().record()
     return row

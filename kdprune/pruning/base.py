@@ -28,13 +28,15 @@ class PruneResult:
     `kdprune.pruning.save_model` stores so `load_model` can rebuild the changed architecture; None
     for mask-based methods, whose effect lives in the weights alone. `pruning_ratio` is the
     channel ratio handed to Torch-Pruning (for a params/macs target, the one the search settled
-    on); None where it does not apply.
+    on); None where it does not apply. `round_to` is the multiple the kept widths were rounded to
+    (what `auto` resolved to); None where they were not rounded.
     """
 
     history: list[Any] | None
     pruning_ratio: float | None
     seconds: float
     details: dict[str, Any] = field(default_factory=dict)
+    round_to: int | None = None
 
 
 class Pruner(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -20,55 +21,18 @@ from kdprune.pruning.base import (
     check_choice,
     check_ratio,
     ignored_module_paths,
-    is_ignored,
     move_inputs,
 )
 from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
+from kdprune.pruning.graph import bound_ratios, layer_widths, plain_history, replay_history
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
+from kdprune.pruning.rounding import candidate_roundings, check_round_to, first_reaching
+
+__all__ = ["ROOT_TYPES", "StructuredPruner", "layer_widths", "replay_history"]
 
 ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
 SCAN_POINTS = 20  # channel ratios tried when `round_to` is set
-
-
-def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[Any]]) -> None:
-    """Re-apply a Torch-Pruning history, in order, to a fresh model of the same architecture."""
-    if not history:
-        return
-    with eval_mode(model), autograd_enabled():
-        graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=move_inputs(example_inputs, model), verbose=False
-        )
-        graph.load_pruning_history([list(step) for step in history])
-
-
-def layer_widths(model: nn.Module) -> dict[str, int]:
-    """Module path -> output channels (convs) or features (linears) of every such layer."""
-    return {
-        path: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
-        for path, m in model.named_modules()
-        if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
-    }
-
-
-def _bound_ratios(model: nn.Module, layer_ratios: Any, ignored: Iterable[str]) -> dict[str, float]:
-    """The per-layer ratios (read from their file), checked against the model: every path is
-    a conv or linear layer that is not ignored."""
-    if layer_ratios is None:
-        return {}
-    ratios = read_layer_ratios(layer_ratios)
-    widths = layer_widths(model)
-    for path in ratios:
-        if path not in widths or is_ignored(path, ignored):
-            what = "is ignored" if path in widths else "is not a conv or linear layer"
-            raise ConfigError(
-                f"layer_ratios names {path!r}, which {what} in {type(model).__name__}."
-            )
-    return ratios
-
-
-def _plain_history(history: Iterable[Any]) -> list[list[Any]]:
-    return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in history]
 
 
 class StructuredPruner:
@@ -81,8 +45,11 @@ class StructuredPruner:
     all layers); `max_layer_ratio` caps any layer. `layer_ratios` (a ratio file or a mapping,
     module path -> channel ratio, see `kdprune.pruning.layer_ratios`) sets the ratio of the
     layers it names (unit channels, uniform allocation). The classifier and `ignored_layers`
-    (module paths) keep their output channels. Candidates are pruned on copies; the chosen
-    history is then replayed on `model`, which is left untouched if anything fails.
+    (module paths) keep their output channels. `round_to` keeps every pruned width a multiple of
+    it; `auto` picks the CPU's channel block (`cpu_flags`, default this machine's) that still
+    reaches the target (see `kdprune.pruning.rounding`); `round_to` holds the value the last cut
+    used. Candidates are pruned on copies; the chosen history is then replayed on `model`, which
+    is left untouched if anything fails.
     """
 
     kind = "structured"  # channels are removed: fewer MACs, a real speed-up
@@ -97,7 +64,8 @@ class StructuredPruner:
         unit: str = "channels",
         allocation: str = "uniform",
         max_layer_ratio: float = 0.9,
-        round_to: int | None = None,
+        round_to: int | str | None = None,
+        cpu_flags: Iterable[str] | None = None,
         iterative_steps: int = 1,
         ignored_layers: Iterable[str] = (),
         layer_ratios: Any = None,
@@ -129,13 +97,16 @@ class StructuredPruner:
         self.model, self.example_inputs = model, example_inputs
         self.importance, self.ratio, self.unit = importance, float(ratio), unit
         self.global_pruning = allocation == "global"
-        self.max_layer_ratio, self.round_to = float(max_layer_ratio), round_to
+        self.max_layer_ratio = float(max_layer_ratio)
+        self.roundings = candidate_roundings(round_to, cpu_flags)
+        # What the last cut rounded to; before a cut, `auto` has not chosen yet.
+        self.round_to = self.roundings[0] if len(self.roundings) == 1 else None
         self.iterative_steps, self.tolerance = int(iterative_steps), float(tolerance)
         self.max_search_steps = int(max_search_steps)
         self.calibrate, self.regularizer = calibrate, regularizer
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
-        self.layer_ratios = _bound_ratios(model, layer_ratios, self.ignored)
+        self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         self._check_prunable()
 
     @staticmethod
@@ -163,10 +134,7 @@ class StructuredPruner:
                 f"prune_method ratio {ratio} exceeds max_layer_ratio {max_layer_ratio}, "
                 "so no layer may lose that many channels."
             )
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise ConfigError(
-                f"prune_method round_to must be null or a positive int, got {round_to}."
-            )
+        check_round_to(round_to)
         if not isinstance(iterative_steps, int) or iterative_steps < 1:
             raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
         if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
@@ -189,7 +157,7 @@ class StructuredPruner:
         start = time.perf_counter()
         history, ratio = self._one_shot()
         replay_history(self.model, self.example_inputs, history)
-        return PruneResult(history, ratio, time.perf_counter() - start)
+        return PruneResult(history, ratio, time.perf_counter() - start, round_to=self.round_to)
 
     def plan(self) -> dict[str, int]:
         """The widths `apply` would leave, computed on a copy: module path -> output channels
@@ -216,12 +184,37 @@ class StructuredPruner:
         return PruneResult(history, None, time.perf_counter() - start)
 
     def _one_shot(self) -> tuple[list[list[Any]], float]:
-        """The history and channel ratio of the configured cut of the bound model."""
+        """The history and channel ratio of the configured cut of the bound model, with the
+        first rounding that reaches the target (kept in `round_to`)."""
         if self.ratio == 0 and not self.layer_ratios:
+            self.round_to = None
             return [], 0.0
         if self.unit == "channels":
-            return self._prune_copy(self.ratio)[1], self.ratio
-        return self._search()
+            cut = functools.partial(self._channel_cut, reference={})
+        else:
+            cut = self._search
+        (history, ratio), self.round_to = first_reaching(self.roundings, cut)
+        return history, ratio
+
+    def _channel_cut(
+        self, round_to: int | None, reference: dict[str, float]
+    ) -> tuple[list[list[Any]], float]:
+        """The history and ratio of the cut at the channel ratio, rounded to `round_to`. Where
+        `auto` tries roundings, ConfigError if rounding moves the cut's MACs reduction more than
+        `tolerance` from the unrounded cut's (a layer left whole); `reference` keeps that one."""
+        candidate, history = self._prune_copy(self.ratio, round_to)
+        if round_to is None or len(self.roundings) == 1:
+            return history, self.ratio
+        dense = self._macs(self.model)
+        if "macs" not in reference:
+            reference["macs"] = self._macs(self._prune_copy(self.ratio, None)[0])
+        moved = abs(self._macs(candidate) - reference["macs"]) / dense
+        if moved > self.tolerance:
+            raise ConfigError(
+                f"rounding to {round_to} channels moves the MACs reduction of a {self.ratio} "
+                f"channel cut by {moved:.1%} (tolerance {self.tolerance:.1%})."
+            )
+        return history, self.ratio
 
     def _check_prunable(self) -> None:
         """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
@@ -243,22 +236,30 @@ class StructuredPruner:
                 f"{type(self.model).__name__} (BN-scale importance needs BatchNorm layers)."
             )
         if self.unit != "channels":
-            reach = self._reach()
-            if self.ratio > reach + self.tolerance:
-                raise ConfigError(
-                    f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
-                    f"layer by up to max_layer_ratio={self.max_layer_ratio}"
-                    + (f" with round_to={self.round_to}" if self.round_to else "")
-                    + f" removes at most {reach:.1%}."
-                )
+            self._check_reach()
 
-    def _grid(self) -> list[float]:
+    def _check_reach(self) -> None:
+        """Raise ConfigError if no rounding lets the params/macs target be reached."""
+        reach = {}
+        for round_to in self.roundings:
+            reach[round_to] = self._reach(round_to)
+            if self.ratio <= reach[round_to] + self.tolerance:
+                return
+        best = max(reach, key=reach.__getitem__)
+        raise ConfigError(
+            f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
+            f"layer by up to max_layer_ratio={self.max_layer_ratio}"
+            + (f" with round_to={best}" if best else "")
+            + f" removes at most {reach[best]:.1%}."
+        )
+
+    def _grid(self, round_to: int | None) -> list[float]:
         """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
-        if not self.round_to:
+        if not round_to:
             return []
         return [self.max_layer_ratio * i / SCAN_POINTS for i in range(1, SCAN_POINTS + 1)]
 
-    def _reach(self) -> float:
+    def _reach(self, round_to: int | None) -> float:
         """The largest params/macs reduction the channel ratios up to the cap can give.
 
         Magnitude importance gives the same layer widths as any criterion when allocation is
@@ -268,19 +269,26 @@ class StructuredPruner:
         dense = self._count(self.model)
         magnitude = tp.importance.MagnitudeImportance()
         return max(
-            1.0 - self._count(self._prune_copy(ratio, magnitude)[0]) / dense
-            for ratio in self._grid() or [self.max_layer_ratio]
+            1.0 - self._count(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
+            for ratio in self._grid(round_to) or [self.max_layer_ratio]
         )
 
     def _count(self, model: nn.Module) -> float:
         if self.unit == "params":  # Torch-Pruning's own definition, without a forward pass
             return sum(p.numel() for p in model.parameters())
+        return self._macs(model)
+
+    def _macs(self, model: nn.Module) -> float:
         return tp.utils.count_ops_and_params(model, move_inputs(self.example_inputs, model))[0]
 
     def _prune_copy(
-        self, ratio: float, importance: Callable[..., Tensor] | None = None
+        self,
+        ratio: float,
+        round_to: int | None,
+        importance: Callable[..., Tensor] | None = None,
     ) -> tuple[nn.Module, list[list[Any]]]:
-        """Prune a copy of the model at channel `ratio`; return it and its history."""
+        """Prune a copy of the model at channel `ratio`, widths rounded to a multiple of
+        `round_to` (None: not rounded); return it and its history."""
         candidate = clone_model(self.model)
         with autograd_enabled():
             pruner = tp.pruner.BasePruner(
@@ -292,7 +300,7 @@ class StructuredPruner:
                 max_pruning_ratio=self.max_layer_ratio,
                 iterative_steps=self.iterative_steps,
                 ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
-                round_to=self.round_to,
+                round_to=round_to,
                 pruning_ratio_dict={
                     candidate.get_submodule(path): r for path, r in self.layer_ratios.items()
                 },
@@ -302,7 +310,7 @@ class StructuredPruner:
                     self.calibrate(candidate, self.calibration, self.loss_fn)
                 pruner.step()
         candidate.zero_grad(set_to_none=True)
-        return candidate, _plain_history(pruner.pruning_history())
+        return candidate, plain_history(pruner.pruning_history())
 
     def _prune_copy_by_layer(self, ratios: dict[str, float]) -> list[list[Any]]:
         """Prune a copy with a ratio per layer (module path -> ratio); return its history."""
@@ -321,10 +329,11 @@ class StructuredPruner:
                 self.calibrate(candidate, self.calibration, self.loss_fn)
             pruner.step()
         candidate.zero_grad(set_to_none=True)
-        return _plain_history(pruner.pruning_history())
+        return plain_history(pruner.pruning_history())
 
-    def _search(self) -> tuple[list[list[Any]], float]:
-        """Find the channel ratio whose params/macs reduction is within tolerance of the target.
+    def _search(self, round_to: int | None) -> tuple[list[list[Any]], float]:
+        """Find the channel ratio whose params/macs reduction is within tolerance of the target,
+        widths rounded to a multiple of `round_to` (None: not rounded).
 
         Without rounding the reduction grows with the ratio and is bisected. With `round_to` a
         layer whose kept width rounds down to zero is left whole (Torch-Pruning's rule), so the
@@ -335,7 +344,7 @@ class StructuredPruner:
         tried: dict[float, tuple[float, list[list[Any]]]] = {}
 
         def reduction_at(ratio: float) -> float:
-            candidate, history = self._prune_copy(ratio)
+            candidate, history = self._prune_copy(ratio, round_to)
             tried[ratio] = (1.0 - self._count(candidate) / dense, history)
             return tried[ratio][0]
 
@@ -351,8 +360,8 @@ class StructuredPruner:
         low, high = 0.0, self.max_layer_ratio
         # Params and MACs fall roughly with the square of the kept width: a good first guess.
         ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
-        if self.round_to:
-            points = [(0.0, 0.0)] + [(r, reduction_at(r)) for r in self._grid()]
+        if round_to:
+            points = [(0.0, 0.0)] + [(r, reduction_at(r)) for r in self._grid(round_to)]
             target = self.ratio
             brackets = [(r0, r1) for (r0, c0), (r1, c1) in pairwise(points) if c0 < target <= c1]
             low, high = brackets[0] if brackets else (low, high)
@@ -376,6 +385,6 @@ class StructuredPruner:
         if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
-                f"(closest: {reduction:.1%} at channel ratio {best:.3f})."
+                f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."
             )
         return history, best

@@ -81,7 +81,9 @@ def prune_then_distill(
     dense = copy.deepcopy(student)
     step = prune(ctx, student)
     train(ctx, "distill", student, teacher, finetune_epochs)
-    result = finish(ctx, dense, student, step.result.history, step.val_acc_after)
+    result = finish(
+        ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
+    )
     return {**result, "prune_target": "student"}
 
 
@@ -118,7 +120,9 @@ def distill_then_prune(
     dense = copy.deepcopy(student)
     step = prune(ctx, student, pruner)
     train(ctx, "finetune", student, teacher, finetune_epochs)
-    return finish(ctx, dense, student, step.result.history, step.val_acc_after)
+    return finish(
+        ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
+    )
 
 
 def cubic_sparsity(step: int, start: int, end: int, target: float, initial: float = 0.0) -> float:
@@ -179,6 +183,8 @@ class GradualPruning:
         self.dense = layer_widths(model)
         with ctx.timed("prune"):
             self.final = pruner.plan() if self.structured else {}
+        # The multiple the planned widths were rounded to (None: not rounded, or not structured).
+        self.round_to = pruner.round_to if self.structured else None
 
     def __call__(self, model: nn.Module, step: int) -> bool:
         if step not in self.points:
@@ -232,4 +238,4 @@ def joint(
     )  # fmt: skip
     after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, teacher, finetune_epochs)
-    return finish(ctx, dense, student, gradual.history, after_prune_val_acc)
+    return finish(ctx, dense, student, gradual.history, after_prune_val_acc, gradual.round_to)

@@ -135,8 +135,10 @@ def finish(
     compressed: nn.Module,
     history: list[list[Any]] | None,
     after_prune_val_acc: float | None,
+    round_to: int | None = None,
 ) -> dict[str, Any]:
-    """Save the compressed model, measure the ledger and the final val / test accuracy."""
+    """Save the compressed model, measure the ledger (with the multiple the cut rounded widths
+    to) and the final val / test accuracy."""
     cfg = ctx.cfg
     make_permanent(compressed)
     path = save_model(
@@ -156,6 +158,7 @@ def finish(
             repeats=int(cfg.measure.repeats),
             warmup=int(cfg.measure.warmup),
             num_threads=cfg.measure.get("threads"),
+            round_to=round_to,
         )
     val, test = ctx.evaluate(compressed, "val"), ctx.evaluate(compressed, "test")
     return {
