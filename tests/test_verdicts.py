@@ -121,12 +121,23 @@ def _teacher_start(seed: int) -> dict[str, Any]:
     }
 
 
-def test_budgets_equal_only_when_starts_and_epochs_match(tmp_path) -> None:
+def test_budgets_equal_only_when_starts_epochs_and_cycles_match(tmp_path) -> None:
     fair = [
-        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("prune_then_distill", "joint") for s in (0, 1)
+        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("distill_then_prune", "joint") for s in (0, 1)
     ]
     md = report(tmp_path / "fair", fair)
-    assert "the orders had equal budgets" in md
+    assert "the orders had equal budgets in everything recorded" in md
+    assert "2 per run" in md and "optimizer resets inside a stage" in md  # said: not recorded
+    # prune_then_distill trains its epochs in one stage (one learning-rate cycle), joint in two
+    one_cycle = [
+        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("prune_then_distill", "joint") for s in (0, 1)
+    ]
+    md = report(tmp_path / "cycles", one_cycle)
+    assert "the orders had equal budgets" not in md
+    assert (
+        "learning-rate cycles (a fresh optimizer and schedule per stage): "
+        "`prune_then_distill` 1, `joint` 2" in md
+    )
     head_start = [
         fake_metrics("prune_then_distill", 0.5, s, 0.9, 0.8, **_teacher_start(s)) for s in (0, 1)
     ] + [fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("distill_then_prune", "joint") for s in (0, 1)]
@@ -155,6 +166,15 @@ def test_budgets_name_differing_epochs_and_weights() -> None:
         "epochs on the student: `prune_then_distill` 5, `distill_then_prune` and `joint` 2" in said
     )
     assert "seed 0: the runs started the same way but from different weights" in said
+
+
+def test_budgets_name_a_different_epoch_selection() -> None:
+    runs = ledger(
+        [fake_metrics("distill_then_prune", 0.5, 0, 0.9, 0.8, select_epoch="best_val")]
+        + [fake_metrics("joint", 0.5, 0, 0.9, 0.8)]
+    )
+    (said,) = check_budgets(runs, summarise(runs)).differences.values()
+    assert said == ["epoch selection (`select_epoch`): `distill_then_prune` best_val, `joint` last"]
 
 
 def test_unmatched_compression_is_flagged_and_never_a_selection_level(tmp_path) -> None:

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from kdprune.reporting.budgets import BudgetCheck
+from kdprune.reporting.budgets import NOT_RECORDED, BudgetCheck
 from kdprune.reporting.configs import ORDERS_AND_KD
 from kdprune.reporting.inference import CORRECTION_NAMES, equivalent_words
 from kdprune.reporting.markdown import md_table
@@ -108,13 +108,21 @@ def _epochs_phrase(epochs: set[tuple]) -> str:
 
 
 def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
-    """'The orders had equal budgets' only when every compared group started from the same
-    weights and trained the same epochs; otherwise what differs, group by group."""
+    """'The orders had equal budgets in everything recorded' only when every compared group
+    started from the same weights, trained the same epochs in the same number of learning-rate
+    cycles and selected its epochs the same way; otherwise what differs, group by group. What
+    no run records is said to be not recorded."""
+    unknown = f"Not judged: {NOT_RECORDED}."
     if check.equal:
+        cycles = ", ".join(sorted(check.cycles))
+        selection = ", ".join(sorted(check.selection))
         return [
             "Within every compared group (one compression level; the same seed for the "
             "weights) the runs started from the same weights and trained the same epochs "
-            f"({_epochs_phrase(check.epochs)}): the orders had equal budgets."
+            f"({_epochs_phrase(check.epochs)}) in the same number of learning-rate cycles "
+            f"({cycles} per run; each stage starts a fresh optimizer and schedule), selecting "
+            f"epochs the same way (`select_epoch`: {selection}): the orders had equal budgets "
+            f"in everything recorded. {unknown}"
         ]
     out = []
     if check.unrecorded:
@@ -126,11 +134,11 @@ def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
     differing = {k: v for k, v in check.differences.items() if v}
     if differing:
         out.append(
-            "**The budgets are not equal**: a lead below may come from a head start rather "
-            "than from the order."
+            "**The budgets are not equal**: a lead below may come from a head start or a "
+            "different schedule rather than from the order."
         )
         out += [f"  - {titles[k]}: {'; '.join(v)}." for k, v in differing.items()]
-    return out
+    return [*out, unknown]
 
 
 def _verdict_cell(row: pd.Series) -> str:
