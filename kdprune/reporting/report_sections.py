@@ -16,8 +16,8 @@ from kdprune.reporting.verdicts import A_BETTER, B_BETTER, VERDICTS_FILE, Option
 # A compression level, in words: what its configurations share and what differs between them.
 LEVELS = {
     ORDERS_AND_KD: (
-        "same model, data, pruning method, target, budget and starting point; only the order "
-        "or KD differs"
+        "same model, data, pruning method, target, budget and starting point; only the order, "
+        "KD or the teacher differs"
     ),
 }
 
@@ -184,7 +184,7 @@ def _verdict_row(row: pd.Series) -> list[str]:
 
 
 def _header(options: Options) -> list[str]:
-    header = ["A", "B", "n", "mean A − B", "paired 95% CI", "blocked 95% CI"]
+    header = ["A", "B", "n", "mean A − B (paired)", "paired 95% CI", "blocked 95% CI"]
     header += [f"p ({options.analysis}, raw → adjusted)", "TOST p (raw → adjusted)", "verdict"]
     return header + ["A achieved (MACs × / sparsity)", "B achieved", "matched"]
 
