@@ -168,13 +168,21 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def _unused_elsewhere(key: str, flats: list[dict[str, Any]]) -> bool:
-    """One value wherever present, and the configurations without it lack its whole group
-    (the teacher of a run without KD): not news."""
-    if len({json.dumps(f[key], default=str) for f in flats if key in f}) > 1:
-        return False
-    top = key.split(".")[0]
-    missing = [f for f in flats if key not in f]
-    return bool(missing) and not any(k.split(".")[0] == top for f in missing for k in f)
+    """One value wherever the key (a group below it, or a null group above it) is present,
+    absent from the others:
+    not news (the teacher's architecture and file, which a run without KD does not keep)."""
+    values, absent = set(), False
+    for flat in flats:
+        near = {
+            k: v
+            for k, v in flat.items()
+            if k == key or k.startswith(key + ".") or key.startswith(k + ".")  # a null group
+        }
+        if near:
+            values.add(json.dumps(near, sort_keys=True, default=str))
+        else:
+            absent = True
+    return absent and len(values) < 2
 
 
 def _name_scope(key: str, named: set[str]) -> str | None:
