@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 ALPHA = 0.05
+NO_SPREAD = 1e-12  # a standard error below this is rounding, not spread
 DEFAULT_MARGIN = 0.25  # points of test accuracy (0.0025 as a fraction)
 # --correction choices -> statsmodels.stats.multitest.multipletests methods, and their names.
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh"}
@@ -73,7 +74,9 @@ def paired_test(diffs: Sequence[float], margin: float) -> Estimate:
     if len(x) < 2:
         return Estimate.empty(len(x), float(x.mean()) if len(x) else math.nan)
     mean, se = float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x)))
-    if not se > 0:  # every difference equal: no spread, no test
+    # Every difference equal (to rounding: one test image of 10,000 is 1e-4): no spread, no test
+    # (scipy would warn of catastrophic cancellation and return an arbitrary p).
+    if not se > NO_SPREAD:
         return Estimate(len(x), mean, se, len(x) - 1, mean, mean, math.nan, math.nan)
     result = stats.ttest_1samp(x, 0.0)
     ci = result.confidence_interval(1 - ALPHA)
