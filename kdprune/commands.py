@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -72,6 +73,38 @@ def _report_parser(sub: Any) -> None:
     )
     compare = "what verdicts compare: orders (orders and KD) or a config group, e.g. prune_method"
     report.add_argument("--compare", default="orders", help=compare)
+    _verdict_options(report)
+
+
+def _margin(text: str) -> float:
+    """--margin: a positive number of accuracy points."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number of points, got {text!r}")
+    return value
+
+
+def _verdict_options(report: Any) -> None:
+    """--correction, --margin, --analysis, --family: how the report reaches its verdicts."""
+    report.add_argument(
+        "--correction", choices=["holm", "bh"], default="holm",
+        help="multiplicity correction within each family: Holm (default) or Benjamini-Hochberg",
+    )  # fmt: skip
+    report.add_argument(
+        "--margin", type=_margin, default=0.25,
+        help="equivalence margin in points of test accuracy (default 0.25)",
+    )  # fmt: skip
+    report.add_argument(
+        "--analysis", choices=["blocked", "paired"], default="blocked",
+        help="what the verdict uses: the blocked model per level (default) or the paired test",
+    )  # fmt: skip
+    report.add_argument(
+        "--family", choices=["level", "report"], default="level",
+        help="the family adjusted together: each compression level (default) or the report",
+    )  # fmt: skip
 
 
 def _evaluate_parser(sub: Any) -> None:
@@ -135,6 +168,7 @@ def _sensitivity_parser(sub: Any) -> None:
 
 def _report(args: argparse.Namespace) -> int:
     from kdprune.reporting import collect_runs, collect_study, write_report
+    from kdprune.reporting.verdicts import Options
 
     if args.storage is None and args.study is not None:
         raise KdpruneError("--study needs --storage.")
@@ -152,9 +186,11 @@ def _report(args: argparse.Namespace) -> int:
         runs = collect_runs(args.source)
         default_out, source = Path(args.source), str(args.source)
     out = Path(args.out) if args.out else default_out
+    options = Options(args.correction, args.margin / 100, args.analysis, args.family)
     report = write_report(
-        runs, out, x=args.x, pareto=args.pareto, study=study, source=source, compare=args.compare
-    )
+        runs, out, x=args.x, pareto=args.pareto, study=study, source=source, compare=args.compare,
+        options=options,
+    )  # fmt: skip
     print(f"{len(runs)} runs from {source}")
     if args.source is not None:
         from kdprune.reporting.diverged import add_diverged_runs

@@ -12,7 +12,7 @@ import pytest
 from fake_runs import fake_metrics, legacy
 
 from kdprune import commands
-from kdprune.reporting import ledger_row, paired_difference, summarise, verdict, verdicts
+from kdprune.reporting import classify, ledger_row, paired_test, summarise, verdicts
 from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.configs import distinguishing_keys, labels
 from kdprune.reporting.plots import accuracy_points
@@ -35,36 +35,21 @@ def report(tmp_path: Path, metrics: list[dict[str, Any]]) -> str:
 
 
 def test_paired_t_interval_matches_a_hand_computation() -> None:
-    # differences 0.01, 0.03, 0.02 (seed 7 only on one side: left out)
-    a = {0: 0.81, 1: 0.83, 2: 0.82, 7: 0.99}
-    b = {0: 0.80, 1: 0.80, 2: 0.80}
-    paired = paired_difference(a, b)
-    assert paired.n == 3 and paired.seeds == (0, 1, 2)
-    assert paired.mean == pytest.approx(0.02) and paired.std == pytest.approx(0.01)
+    paired = paired_test([0.01, 0.03, 0.02, math.nan], 0.0025)  # a NaN seed is not counted
+    assert paired.n == 3
+    assert paired.mean == pytest.approx(0.02) and paired.se * math.sqrt(3) == pytest.approx(0.01)
     half = T_975_2 * 0.01 / math.sqrt(3)  # 0.024841
     assert paired.low == pytest.approx(0.02 - half) and paired.high == pytest.approx(0.02 + half)
-    assert verdict(paired.n, paired.low, paired.high) == "no difference detected at n = 3"
-
-
-@pytest.mark.parametrize(
-    ("n", "low", "high", "said"),
-    [
-        (3, 0.001, 0.05, "A better"),  # interval above 0
-        (3, -0.05, -0.001, "B better"),  # below 0
-        (3, -0.01, 0.02, "no difference detected at n = 3"),  # straddles 0
-        (5, 0.0, 0.02, "no difference detected at n = 5"),  # touches 0: not excluded
-        (1, math.nan, math.nan, "n = 1: no interval"),
-        (0, math.nan, math.nan, "no shared seed"),
-    ],
-)
-def test_verdict_at_the_edges(n: int, low: float, high: float, said: str) -> None:
-    assert verdict(n, low, high) == said
+    said = classify(paired.n, paired.mean, paired.p_diff, paired.p_equiv, 0.0025)
+    assert said == "undecided at n = 3"
 
 
 def test_one_seed_pair_has_no_interval() -> None:
-    paired = paired_difference({0: 0.9}, {0: 0.8, 1: 0.7})
+    paired = paired_test([0.1], 0.0025)
     assert paired.n == 1 and paired.mean == pytest.approx(0.1) and math.isnan(paired.low)
-    assert verdict(paired.n, paired.low, paired.high) == "n = 1: no interval"
+    assert classify(paired.n, paired.mean, paired.p_diff, paired.p_equiv, 0.0025) == (
+        "n = 1: no interval"
+    )
 
 
 def test_verdicts_pair_orders_and_kd_by_seed() -> None:
@@ -79,10 +64,10 @@ def test_verdicts_pair_orders_and_kd_by_seed() -> None:
     assert orders["kind"] == "orders" and orders["n"] == 3 and orders["seeds"] == "0, 1, 2"
     assert orders["mean_diff"] == pytest.approx(0.06)
     half = T_975_2 * 0.01 / math.sqrt(3)
-    assert orders["ci_low"] == pytest.approx(0.06 - half)
-    assert orders["verdict"] == "A better"
+    assert orders["paired_low"] == pytest.approx(0.06 - half)
+    assert orders["verdict"] == "A better" and orders["analysis"] == "blocked"
     assert orders["verdict_text"] == "prune_then_distill, kd=hinton better"
-    assert orders["matched"] and orders["interval"] == "paired t, 95%"
+    assert orders["matched"] and orders["interval"] == "blocked OLS (arm + seed), 95%"
     kd = table.loc[("joint, kd=hinton", "joint, kd=none")]
     assert kd["kind"] == "kd" and kd["n"] == 1 and kd["verdict"] == "n = 1: no interval"
     assert len(table) == 2  # prune_then_distill without KD is not in the sweep
@@ -136,12 +121,23 @@ def _teacher_start(seed: int) -> dict[str, Any]:
     }
 
 
-def test_budgets_equal_only_when_starts_and_epochs_match(tmp_path) -> None:
+def test_budgets_equal_only_when_starts_epochs_and_cycles_match(tmp_path) -> None:
     fair = [
-        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("prune_then_distill", "joint") for s in (0, 1)
+        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("distill_then_prune", "joint") for s in (0, 1)
     ]
     md = report(tmp_path / "fair", fair)
-    assert "the orders had equal budgets" in md
+    assert "the orders had equal budgets in everything recorded" in md
+    assert "2 per run" in md and "optimizer resets inside a stage" in md  # said: not recorded
+    # prune_then_distill trains its epochs in one stage (one learning-rate cycle), joint in two
+    one_cycle = [
+        fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("prune_then_distill", "joint") for s in (0, 1)
+    ]
+    md = report(tmp_path / "cycles", one_cycle)
+    assert "the orders had equal budgets" not in md
+    assert (
+        "learning-rate cycles (a fresh optimizer and schedule per stage): "
+        "`prune_then_distill` 1, `joint` 2" in md
+    )
     head_start = [
         fake_metrics("prune_then_distill", 0.5, s, 0.9, 0.8, **_teacher_start(s)) for s in (0, 1)
     ] + [fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("distill_then_prune", "joint") for s in (0, 1)]
@@ -172,6 +168,15 @@ def test_budgets_name_differing_epochs_and_weights() -> None:
     assert "seed 0: the runs started the same way but from different weights" in said
 
 
+def test_budgets_name_a_different_epoch_selection() -> None:
+    runs = ledger(
+        [fake_metrics("distill_then_prune", 0.5, 0, 0.9, 0.8, select_epoch="best_val")]
+        + [fake_metrics("joint", 0.5, 0, 0.9, 0.8)]
+    )
+    (said,) = check_budgets(runs, summarise(runs)).differences.values()
+    assert said == ["epoch selection (`select_epoch`): `distill_then_prune` best_val, `joint` last"]
+
+
 def test_unmatched_compression_is_flagged_and_never_a_selection_level(tmp_path) -> None:
     metrics = [
         fake_metrics("distill_then_prune", 0.5, s, 0.80, 0.80 + 0.01 * s, speedup=2.0)
@@ -181,7 +186,7 @@ def test_unmatched_compression_is_flagged_and_never_a_selection_level(tmp_path) 
     (row,) = verdicts(runs, summarise(runs)).itertuples()
     assert not row.matched and row.macs_gap == pytest.approx(0.45)
     md = report(tmp_path, metrics)
-    assert "**no** (45.0% apart)" in md
+    assert "**no** (MACs 45.0% apart)" in md
     # joint's higher val_acc at 2.9x does not make it the best at distill_then_prune's 2.0x
     best = md.split("## Best configuration per compression level", 1)[1].split("\n## ", 1)[0]
     assert "No level holds two configurations" in best

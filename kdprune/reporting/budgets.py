@@ -1,6 +1,9 @@
 """Did the compared runs have equal budgets? The same starting weights (metrics.json
-`start.weights`, per seed) and the same epochs (`epochs.inherited`, `epochs.student`) within
-every compared group; otherwise what differs, in words."""
+`start.weights`, per seed), the same epochs (`epochs.inherited`, `epochs.student`), the same
+number of learning-rate cycles (stages in `history`: each starts a fresh optimizer and
+schedule) and the same epoch selection (`select_epoch`) within every compared group; otherwise
+what differs, in words. What metrics.json does not record is said to be not recorded
+(NOT_RECORDED), never equal."""
 
 from __future__ import annotations
 
@@ -13,6 +16,12 @@ import pandas as pd
 
 from kdprune.reporting.verdicts import side_labels
 
+# Facts about a budget that no metrics.json records: the report names them, it does not judge them.
+NOT_RECORDED = (
+    "optimizer resets inside a stage (e.g. a rebuilt optimizer at each pruning step) and "
+    "whether each stage could select its epoch (a stage that changes the architecture while "
+    "it trains keeps its last epoch) are not recorded"
+)
 STARTS = {
     "teacher": "from the teacher's weights",
     "trained": "from trained weights",
@@ -28,6 +37,8 @@ class BudgetCheck:
     differences: dict[str, list[str]] = field(default_factory=dict)
     unrecorded: int = 0  # runs without `start.weights` or `epochs.student`
     epochs: set[tuple[Any, Any]] = field(default_factory=set)  # (inherited, student) seen
+    cycles: set[Any] = field(default_factory=set)  # learning-rate cycles seen
+    selection: set[str] = field(default_factory=set)  # select_epoch values seen
 
     @property
     def equal(self) -> bool:
@@ -114,7 +125,25 @@ def _group_differences(runs: pd.DataFrame, group: pd.DataFrame) -> list[str]:
     if len(set(epochs.values())) > 1:
         out.append("epochs on the student: " + _grouped(epochs))
     weights = _weights_sentence(recorded)
-    return out + ([weights] if weights else [])
+    return out + ([weights] if weights else []) + _schedule_differences(runs, group)
+
+
+def _schedule_differences(runs: pd.DataFrame, group: pd.DataFrame) -> list[str]:
+    """Learning-rate cycles and epoch selection that differ within one pairing group."""
+    out = []
+    cycles = _phrases(runs, group, lambda r: _recorded(_number(r.get("lr_cycles"))))
+    if len(set(cycles.values())) > 1:
+        out.append(
+            "learning-rate cycles (a fresh optimizer and schedule per stage): " + _grouped(cycles)
+        )
+    selection = _phrases(runs, group, lambda r: _recorded(r.get("select_epoch")))
+    if len(set(selection.values())) > 1:
+        out.append("epoch selection (`select_epoch`): " + _grouped(selection))
+    return out
+
+
+def _recorded(value: Any) -> str:
+    return "not recorded" if _missing(value) else str(value)
 
 
 def check_budgets(runs: pd.DataFrame, summary: pd.DataFrame) -> BudgetCheck:
@@ -127,4 +156,6 @@ def check_budgets(runs: pd.DataFrame, summary: pd.DataFrame) -> BudgetCheck:
         check.differences[key] = _group_differences(members, group)
     recorded = runs[~unrecorded]
     check.epochs = {(_inherited(r), _number(r["epochs_student"])) for _, r in recorded.iterrows()}
+    check.cycles = {_recorded(_number(c)) for c in runs.get("lr_cycles", [])}
+    check.selection = {_recorded(v) for v in runs["select_epoch"]}
     return check

@@ -17,8 +17,12 @@ from typing import Any
 from kdprune.errors import ConfigError
 from kdprune.results import config_fingerprint, configuration, flatten
 
-# Left out of the fingerprint that pairs runs across the orders and KD on / off.
-PAIRING_LEAVE_OUT = ("schedule", "kd")
+# Left out of the fingerprint that pairs runs across the orders, KD on / off and the teacher: one
+# compression level holds every order × KD × teacher arm (the blocked model's arms).
+PAIRING_LEAVE_OUT = ("schedule", "kd", "teacher")
+# What a run without KD does not use of its teacher: the architecture and the file (a `trained`
+# start is the dense student trained by the teacher's recipe, so the recipe stays).
+TEACHER_ONLY = ("teacher.model", "teacher.checkpoint")
 # What a report compares within a compression level: `orders` (the orders and KD on / off, the
 # default) or a config group, e.g. `prune_method`: configurations that differ only in it.
 ORDERS_AND_KD = "orders"
@@ -78,6 +82,27 @@ def paired_by(runs: Any, compare: str) -> Any:
     return out
 
 
+def uses_teacher(config: Mapping[str, Any]) -> bool:
+    """Whether a run's results depend on its teacher: KD, or a start from the teacher."""
+    kd = config.get("kd")
+    name = kd.get("name") if isinstance(kd, Mapping) else None
+    return name != NO_KD or config.get("student_init") == "teacher"
+
+
+def effective_config(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The config as identity sees it: `device` as resolved (metrics.json `device`, not `auto`),
+    and without what the run does not use (the teacher of a run without KD: its kd=none runs
+    under two teachers are one configuration, not duplicated evidence)."""
+    config = dict(config)
+    if isinstance(metrics.get("device"), str) and "device" in config:
+        config["device"] = metrics["device"]
+    if uses_teacher(config):
+        return config
+    if config.get("student_init") in ("scratch", "checkpoint"):
+        return without(config, ("teacher",))
+    return without(config, TEACHER_ONLY)
+
+
 def _sub_key(config: Mapping[str, Any], group: str) -> str:
     """The fingerprint of one config group (e.g. the schedule) alone."""
     return config_fingerprint({group: config.get(group)})
@@ -85,12 +110,12 @@ def _sub_key(config: Mapping[str, Any], group: str) -> str:
 
 def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A run's identity columns: configuration, pairing, series, schedule and KD fingerprints,
-    where they came from (`config`, a `stored` fingerprint, or the scalar `legacy` keys) and the
-    configuration as JSON."""
+    the keys of its contrasts (equal `order_key`: only the order differs; `kd_pair_key`: only
+    KD and the teacher; `teacher_key`: only the teacher), where they came from (`config`, a
+    `stored` fingerprint, or the scalar `legacy` keys) and the configuration as JSON."""
     config = metrics.get("config")
     source = "config" if isinstance(config, dict) else "legacy"
-    if source == "legacy":
-        config = legacy_config(metrics)
+    config = effective_config(config, metrics) if source == "config" else legacy_config(metrics)
     kept = configuration(config)
     fingerprint = config_fingerprint(config)
     if source == "legacy" and isinstance(metrics.get("config_fingerprint"), str):
@@ -101,6 +126,9 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "series_key": config_fingerprint(config, TARGET_KEYS),
         "schedule_key": _sub_key(kept, "schedule"),
         "kd_key": _sub_key(kept, "kd"),
+        "order_key": config_fingerprint(config, ("schedule",)),
+        "kd_pair_key": config_fingerprint(config, ("kd", "teacher")),
+        "teacher_key": config_fingerprint(config, ("teacher",)),
         "fingerprint_from": source,
         "config_json": json.dumps(kept, sort_keys=True, default=str),
     }
@@ -125,6 +153,8 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
     for key in sorted({k for f in flats for k in f}):
         if _is_plumbing(key):
             continue
+        if _unused_elsewhere(key, flats):
+            continue
         scope = _name_scope(key, named)
         seen: dict[Any, set[str]] = defaultdict(set)
         for f in flats:
@@ -135,6 +165,24 @@ def distinguishing_keys(configs: Iterable[Mapping[str, Any]]) -> list[str]:
     out = _without_copies(out, flats)
     first = [k for k in NAMES_FIRST if k in out]
     return first + [k for k in out if k not in first]
+
+
+def _unused_elsewhere(key: str, flats: list[dict[str, Any]]) -> bool:
+    """One value wherever the key (a group below it, or a null group above it) is present,
+    absent from the others:
+    not news (the teacher's architecture and file, which a run without KD does not keep)."""
+    values, absent = set(), False
+    for flat in flats:
+        near = {
+            k: v
+            for k, v in flat.items()
+            if k == key or k.startswith(key + ".") or key.startswith(k + ".")  # a null group
+        }
+        if near:
+            values.add(json.dumps(near, sort_keys=True, default=str))
+        else:
+            absent = True
+    return absent and len(values) < 2
 
 
 def _name_scope(key: str, named: set[str]) -> str | None:

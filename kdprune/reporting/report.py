@@ -19,6 +19,7 @@ import pandas as pd
 from kdprune.errors import ConfigError
 from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
+from kdprune.reporting.inference import EQUIVALENT
 from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
 from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
 from kdprune.reporting.report_markdown import ReportInputs, markdown
@@ -27,7 +28,14 @@ from kdprune.reporting.runs import CSV_FILE, write_csv
 from kdprune.reporting.statistics import best_per_level, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.reporting.verdict_plot import VERDICTS_PLOT, plot_verdicts
-from kdprune.reporting.verdicts import A_BETTER, B_BETTER, VERDICTS_FILE, verdicts, write_verdicts
+from kdprune.reporting.verdicts import (
+    A_BETTER,
+    B_BETTER,
+    VERDICTS_FILE,
+    Options,
+    verdicts,
+    write_verdicts,
+)
 from kdprune.results import atomic_write
 
 MARKDOWN_FILE = "PRUNING_REPORT.md"
@@ -62,10 +70,18 @@ class Report:
     def summary(self) -> str:
         """A few lines: the best per level (picked on val, test reported), the verdicts."""
         lines = self._best_lines()
-        decided = self.verdicts["verdict"].isin([A_BETTER, B_BETTER])
+        said = self.verdicts["verdict"].fillna("").astype(str)
+        decided = said.isin([A_BETTER, B_BETTER])
+        equivalent = said.str.startswith(EQUIVALENT)
+        how = ""
+        if len(self.verdicts):
+            first = self.verdicts.iloc[0]
+            how = f" ({first['analysis']} analysis, {first['correction']} within each family)"
         lines.append(
-            f"verdicts: {len(self.verdicts)} paired comparisons, {int(decided.sum())} with a "
-            f"difference detected (95% paired t interval); see {VERDICTS_FILE}"
+            f"verdicts: {len(self.verdicts)} paired comparisons{how}: {int(decided.sum())} "
+            f"better / worse, {int(equivalent.sum())} equivalent, "
+            f"{len(said) - int(decided.sum()) - int(equivalent.sum())} undecided or untested; "
+            f"see {VERDICTS_FILE}"
         )
         for _, row in self.verdicts[decided].iterrows():
             lines.append(
@@ -113,16 +129,19 @@ def write_report(
     study: StudyInfo | None = None,
     source: str = "",
     compare: str = ORDERS_AND_KD,
+    options: Options | None = None,
 ) -> Report:
     """Write the ledger CSV, verdicts.csv, the plots and PRUNING_REPORT.md into out_dir; a
     Pareto plot when the study has several objectives or `pareto` is set. `compare` names what
-    the verdicts compare: the orders and KD (default), or a config group (`prune_method`)."""
+    the verdicts compare: the orders and KD (default), or a config group (`prune_method`);
+    `options` how they are reached (family, correction, margin, analysis)."""
     if x not in X_AXES:
         raise ConfigError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}.")
     out_dir = Path(out_dir)
     runs = paired_by(runs, compare)
     summary = summarise(runs)
-    table = verdicts(runs, summary, compare)
+    options = options or Options()
+    table = verdicts(runs, summary, compare, options)
     titles = group_titles(summary, compare)
     files = [write_csv(runs, out_dir / CSV_FILE), write_verdicts(table, out_dir / VERDICTS_FILE)]
     figures = _figures(runs, summary, out_dir, x, pareto, study)
@@ -131,7 +150,7 @@ def write_report(
     files += figures.values()
     inputs = ReportInputs(
         runs, summary, table, check_budgets(runs, summary), titles, figures,
-        source or str(out_dir), study, compare,
+        source or str(out_dir), study, compare, options,
     )  # fmt: skip
     text = markdown(inputs)
     files.append(atomic_write(out_dir / MARKDOWN_FILE, lambda fh: fh.write(text.encode())))

@@ -36,7 +36,7 @@ from kdprune.reporting.statistics import (
     pareto_configurations,
 )
 from kdprune.reporting.study import StudyInfo
-from kdprune.reporting.verdicts import VERDICTS_FILE
+from kdprune.reporting.verdicts import VERDICTS_FILE, Options
 
 # Keys with their own column in the Results table (not repeated under "differs in").
 COLUMN_KEYS = ("schedule.name", "kd.name", "prune_method.name", "prune_method.unit")
@@ -56,6 +56,7 @@ class ReportInputs:
     source: str = ""
     study: StudyInfo | None = None
     compare: str = ORDERS_AND_KD  # what the verdicts compare (see reporting.configs)
+    options: Options = field(default_factory=Options)  # family, correction, margin, analysis
 
 
 def _values(runs: pd.DataFrame, col: str) -> str:
@@ -231,7 +232,9 @@ def markdown(inputs: ReportInputs) -> str:
         "",
         *_results_lines(summary, shown),
         "",
-        *verdict_lines(inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare),
+        *verdict_lines(
+            inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare, inputs.options
+        ),
         "",
         *selection_lines(
             summary,

@@ -6,17 +6,18 @@ import math
 
 import pandas as pd
 
-from kdprune.reporting.budgets import BudgetCheck
+from kdprune.reporting.budgets import NOT_RECORDED, BudgetCheck
 from kdprune.reporting.configs import ORDERS_AND_KD
+from kdprune.reporting.inference import CORRECTION_NAMES, equivalent_words
 from kdprune.reporting.markdown import md_table
-from kdprune.reporting.statistics import CONFIDENCE, MATCHED_MACS
-from kdprune.reporting.verdicts import A_BETTER, B_BETTER, INTERVAL, VERDICTS_FILE
+from kdprune.reporting.statistics import MATCHED_MACS
+from kdprune.reporting.verdicts import A_BETTER, B_BETTER, VERDICTS_FILE, Options
 
 # A compression level, in words: what its configurations share and what differs between them.
 LEVELS = {
     ORDERS_AND_KD: (
-        "same model, data, pruning method, target, budget and starting point; only the order "
-        "or KD differs"
+        "same model, data, pruning method, target, budget and starting point; only the order, "
+        "KD or the teacher differs"
     ),
 }
 
@@ -29,23 +30,45 @@ def level_words(compare: str) -> str:
     )
 
 
-def how(compare: str = ORDERS_AND_KD) -> str:
-    """The Verdicts section's first paragraph: how runs are paired and judged."""
-    return HOW.format(level=level_words(compare))
+def how(compare: str = ORDERS_AND_KD, options: Options | None = None) -> str:
+    """The Verdicts section's first paragraph: how runs are paired, tested and judged."""
+    options = options or Options()
+    family = (
+        "each compression level's contrasts are one family"
+        if options.family == "level"
+        else "all the report's contrasts are one family"
+    )
+    return HOW.format(
+        level=level_words(compare),
+        analysis=options.analysis,
+        family=family,
+        correction=CORRECTION_NAMES[options.correction],
+        margin=equivalent_words(options.margin),
+        m=f"{100 * options.margin:g}",
+    )
 
 
 HOW = (
-    "**How.** Runs are paired by seed within a compression level ({level}): the same seed "
-    "gives both sides the same teacher, data split and initialisation. For each comparison A vs "
-    "B, d = test accuracy of A − test accuracy of B for every seed both sides have (a seed's "
-    "duplicate runs averaged first); the table gives the mean of d and its "
-    f"{CONFIDENCE:.0%} paired t interval, mean ± t(0.975, n − 1) · s / √n (Student's t, "
-    "s the standard deviation of d). Verdict: *A better* when the interval lies above 0, "
-    "*B better* below 0, else *no difference detected at n = k*; one seed gives no interval. "
-    f"Each interval is {CONFIDENCE:.0%} on its own: among m comparisons where nothing differs, "
-    f"about m/20 would show a difference by chance. *Not matched*: the two sides' achieved MACs "
-    f"differ by more than {MATCHED_MACS:.0%}, so the difference mixes the order with the "
-    "compression. Test accuracy only reports; it never selected anything."
+    "**How.** Runs are paired by seed within a compression level ({level}). For each contrast "
+    "A vs B, d = test accuracy of A − test accuracy of B at every seed both sides have with a "
+    "finite accuracy (a seed's duplicate runs averaged first). Two analyses per contrast: "
+    "*paired*: the mean of d, its 95% paired t interval, the paired t test "
+    "(scipy `ttest_1samp`) and the paired TOST (statsmodels `ttost_paired`); *blocked*: one "
+    "linear model per level over every configuration's per-seed accuracies with the seed as "
+    "block (statsmodels OLS, `test_acc ~ configuration + seed`), so the level's contrasts "
+    "share its residual degrees of freedom (the column gives them). "
+    "**The verdicts use the {analysis} analysis.** Multiplicity: {family}; within it the "
+    "two-sided p-values (H0: A − B = 0) and the equivalence p-values (TOST, H0: |A − B| ≥ "
+    "{m} points) are each adjusted with {correction} (statsmodels `multipletests`). Verdict: "
+    "*A better* / *B better* when the adjusted p < 0.05; *{margin}* when the adjusted TOST "
+    "p < 0.05 (both one-sided tests reject a difference of the margin or more); else "
+    "*undecided at n = k*: these seeds do not decide, which is not evidence that nothing "
+    "differs. The intervals are 95% each, not adjusted. A pair whose sides both use a teacher "
+    "is refused when their runs of one seed record different teacher files "
+    "(metrics.json `teacher_weights`); a run without KD does not use its teacher, which is "
+    "then no part of its identity. *Not matched*: the two sides' achieved MACs or remaining "
+    f"weights differ by more than {MATCHED_MACS:.0%}, so the difference mixes the order with "
+    "the compression. Test accuracy only reports; it never selected anything."
 )
 
 
@@ -85,13 +108,21 @@ def _epochs_phrase(epochs: set[tuple]) -> str:
 
 
 def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
-    """'The orders had equal budgets' only when every compared group started from the same
-    weights and trained the same epochs; otherwise what differs, group by group."""
+    """'The orders had equal budgets in everything recorded' only when every compared group
+    started from the same weights, trained the same epochs in the same number of learning-rate
+    cycles and selected its epochs the same way; otherwise what differs, group by group. What
+    no run records is said to be not recorded."""
+    unknown = f"Not judged: {NOT_RECORDED}."
     if check.equal:
+        cycles = ", ".join(sorted(check.cycles))
+        selection = ", ".join(sorted(check.selection))
         return [
             "Within every compared group (one compression level; the same seed for the "
             "weights) the runs started from the same weights and trained the same epochs "
-            f"({_epochs_phrase(check.epochs)}): the orders had equal budgets."
+            f"({_epochs_phrase(check.epochs)}) in the same number of learning-rate cycles "
+            f"({cycles} per run; each stage starts a fresh optimizer and schedule), selecting "
+            f"epochs the same way (`select_epoch`: {selection}): the orders had equal budgets "
+            f"in everything recorded. {unknown}"
         ]
     out = []
     if check.unrecorded:
@@ -103,11 +134,11 @@ def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
     differing = {k: v for k, v in check.differences.items() if v}
     if differing:
         out.append(
-            "**The budgets are not equal**: a lead below may come from a head start rather "
-            "than from the order."
+            "**The budgets are not equal**: a lead below may come from a head start or a "
+            "different schedule rather than from the order."
         )
         out += [f"  - {titles[k]}: {'; '.join(v)}." for k, v in differing.items()]
-    return out
+    return [*out, unknown]
 
 
 def _verdict_cell(row: pd.Series) -> str:
@@ -115,39 +146,66 @@ def _verdict_cell(row: pd.Series) -> str:
     return f"**{text}**" if row["verdict"] in (A_BETTER, B_BETTER) else text
 
 
+def _ci(low: float, high: float) -> str:
+    return "n/a" if low != low else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _p(raw: float, adjusted: float) -> str:
+    return "n/a" if raw != raw else f"{raw:.2g} → {adjusted:.2g}"
+
+
+def _matched_cell(row: pd.Series) -> str:
+    if row["matched"] is None or row["matched"] != row["matched"]:
+        return "n/a"
+    if row["matched"]:
+        return "yes"
+    gaps = [(row["macs_gap"], "MACs"), (row["weights_gap"], "weights")]
+    said = ", ".join(f"{what} {100 * g:.1f}% apart" for g, what in gaps if g > MATCHED_MACS)
+    return f"**no** ({said})"
+
+
 def _verdict_row(row: pd.Series) -> list[str]:
-    ci = "n/a" if math.isnan(row["ci_low"]) else f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-    matched = {True: "yes", False: f"**no** ({100 * row['macs_gap']:.1f}% apart)"}
+    df = row["blocked_df"]
+    blocked = _ci(row["blocked_low"], row["blocked_high"])
     return [
         f"`{row['a']}`",
         f"`{row['b']}`",
         str(row["n"]),
         "n/a" if math.isnan(row["mean_diff"]) else f"{row['mean_diff']:+.4f}",
-        ci,
+        _ci(row["paired_low"], row["paired_high"]),
+        blocked + ("" if df != df else f" ({df:g} df)"),
+        _p(row["p_raw"], row["p_adjusted"]),
+        _p(row["p_equiv_raw"], row["p_equiv_adjusted"]),
         _verdict_cell(row),
         _achieved(row["a_macs_speedup"], row["a_sparsity"]),
         _achieved(row["b_macs_speedup"], row["b_sparsity"]),
-        matched.get(row["matched"], "n/a"),
+        _matched_cell(row),
     ]
 
 
+def _header(options: Options) -> list[str]:
+    header = ["A", "B", "n", "mean A − B (paired)", "paired 95% CI", "blocked 95% CI"]
+    header += [f"p ({options.analysis}, raw → adjusted)", "TOST p (raw → adjusted)", "verdict"]
+    return header + ["A achieved (MACs × / sparsity)", "B achieved", "matched"]
+
+
 def verdict_lines(
-    table: pd.DataFrame, check: BudgetCheck, titles: dict[str, str], compare: str = ORDERS_AND_KD
-) -> list[str]:
+    table: pd.DataFrame, check: BudgetCheck, titles: dict[str, str],
+    compare: str = ORDERS_AND_KD, options: Options | None = None,
+) -> list[str]:  # fmt: skip
     """The Verdicts section: how, then a subsection per compression level with its table."""
-    out = ["## Verdicts", "", how(compare), ""]
+    options = options or Options()
+    out = ["## Verdicts", "", how(compare, options), ""]
     if table.empty:
         what = "two orders, or KD and no KD" if compare == ORDERS_AND_KD else f"two `{compare}`s"
         return [*out, f"No comparison: no level has {what} side by side."]
-    header = ["A", "B", "n", "mean A − B", f"{CONFIDENCE:.0%} CI ({INTERVAL})", "verdict"]
-    header += ["A achieved (MACs × / sparsity)", "B achieved", "MACs matched"]
     for key, rows in table.groupby("pairing_key", sort=False):
         differences = check.differences.get(key) or []
         budget = "differ: " + "; ".join(differences) if differences else "equal"
         if not differences and check.unrecorded:
             budget = "not recorded for every run"
         out += [f"### {titles[key]}", "", f"Budgets: {budget}.", ""]
-        out += [*md_table(header, [_verdict_row(r) for _, r in rows.iterrows()]), ""]
+        out += [*md_table(_header(options), [_verdict_row(r) for _, r in rows.iterrows()]), ""]
     return [*out, f"Every comparison: [`{VERDICTS_FILE}`]({VERDICTS_FILE})."]
 
 

@@ -31,10 +31,14 @@ TAIL_COLUMNS = [
     "series_key",
     "schedule_key",
     "kd_key",
+    "order_key",
+    "kd_pair_key",
+    "teacher_key",
     "fingerprint_from",
     "weight_sparsity_estimated",
     "student_epochs",
     "student_stages",
+    "lr_cycles",
     "trial_number",
     "trial_state",
     "overrides",
@@ -83,9 +87,22 @@ def _flat_nested(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def lr_cycles(history: list[dict[str, Any]]) -> int | None:
+    """Student stages in a history: each `fit` starts a fresh optimizer and learning-rate
+    schedule, and numbers its epochs from 1 (a new stage name or epoch 1 starts one)."""
+    student = [h for h in history if h.get("stage") != "teacher"]
+    if not student:
+        return None
+    starts = [
+        i == 0 or h.get("epoch") == 1 or h.get("stage") != student[i - 1].get("stage")
+        for i, h in enumerate(student)
+    ]
+    return sum(starts)
+
+
 def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
     """One CSV row: the scalar keys of a metrics dict, the run's identity, `start_*`, `epochs_*`,
-    `time_<stage>`, `student_epochs` (from its history) and run_dir."""
+    `time_<stage>`, `student_epochs` and `lr_cycles` (from its history) and run_dir."""
     row = {k: v for k, v in metrics.items() if k not in ("timings", "history") and _is_scalar(v)}
     row.update(_flat_nested(metrics))
     row.update(run_identity(metrics))
@@ -100,6 +117,7 @@ def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str,
             epochs[entry.get("stage", "?")] = epochs.get(entry.get("stage", "?"), 0) + 1
     row["student_epochs"] = sum(epochs.values())
     row["student_stages"] = " + ".join(f"{s} {n}" for s, n in epochs.items()) or "none"
+    row["lr_cycles"] = lr_cycles(metrics.get("history") or [])
     overrides = read_yaml(Path(run_dir) / ".hydra" / "overrides.yaml")
     if isinstance(overrides, list):
         row["overrides"] = " ".join(str(o) for o in overrides)

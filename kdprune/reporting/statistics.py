@@ -82,6 +82,7 @@ def duplicates(runs: pd.DataFrame) -> pd.DataFrame:
 def _first_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """The descriptive columns of each configuration (equal within one by construction)."""
     keys = [*LABEL_KEYS, "pairing_key", "series_key", "schedule_key", "kd_key", "config_json"]
+    keys += ["order_key", "kd_pair_key", "teacher_key"]
     keys += ["fingerprint_from"]
     return runs.groupby("config_fingerprint", sort=False)[[k for k in keys if k in runs]].first()
 

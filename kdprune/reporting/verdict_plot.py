@@ -1,4 +1,5 @@
-"""verdicts.png: each comparison's mean paired difference with its 95% interval, and zero."""
+"""verdicts.png: each comparison's estimated difference with the 95% interval of the analysis
+its verdict uses (verdicts.csv `interval`), and zero."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from kdprune.reporting.inference import EQUIVALENT
 from kdprune.reporting.plots import save_figure
 from kdprune.reporting.verdicts import A_BETTER, B_BETTER
 
 VERDICTS_PLOT = "verdicts.png"
 COLOURS = {A_BETTER: "tab:blue", B_BETTER: "tab:red"}
+EQUIVALENT_COLOUR = "tab:green"
 UNDECIDED = "0.45"
 LABEL_WIDTH = 60  # characters per line of a row's label: long labels wrap, the plot keeps room
 
@@ -25,9 +28,9 @@ def _row_label(row: pd.Series, title: str) -> str:
 
 
 def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Path:
-    """A row per comparison: the mean of A − B (test accuracy, paired by seed) and its 95% t
-    interval as a horizontal bar; blue when A is better, red when B is, grey when undecided;
-    a hollow marker without a bar where one seed gives no interval."""
+    """A row per comparison: the estimate of A − B (test accuracy, paired by seed) and the 95%
+    interval its verdict uses as a horizontal bar; blue when A is better, red when B is, green
+    when equivalent, grey when undecided; a hollow marker where there is no interval."""
     labels = [_row_label(r, titles.get(r["pairing_key"], "")) for _, r in table.iterrows()]
     lines = sum(label.count("\n") + 1 for label in labels)
     fig = Figure(figsize=(11, 1.6 + 0.3 * lines + 0.12 * len(table)), layout="constrained")
@@ -36,7 +39,11 @@ def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Pa
     previous = None
     for y, (_, row) in zip(ys, table.iterrows(), strict=True):
         colour = COLOURS.get(row["verdict"], UNDECIDED)
+        if str(row["verdict"]).startswith(EQUIVALENT):
+            colour = EQUIVALENT_COLOUR
         low, high, mean = row["ci_low"], row["ci_high"], row["mean_diff"]
+        if row["analysis"] == "blocked" and row["blocked_mean"] == row["blocked_mean"]:
+            mean = row["blocked_mean"]
         if math.isnan(low):
             ax.plot(mean, y, "o", markerfacecolor="white", color=colour, markersize=7)
         else:
@@ -54,10 +61,8 @@ def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Pa
     ax.set_ylim(-0.7, len(table) - 0.3)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=7))
     ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:+.1f}")
-    ax.set_xlabel(
-        "test accuracy of A − B in percentage points, mean over paired seeds "
-        "(bar: 95% paired t interval)"
-    )
+    interval = table["interval"].iloc[0] if len(table) else ""
+    ax.set_xlabel(f"test accuracy of A − B in percentage points (bar: {interval} interval)")
     ax.grid(True, axis="x", alpha=0.3)
     fig.suptitle("Paired verdicts: which side is better?", fontsize=13, fontweight="bold")
     ax.set_title("right of zero: A (left name) better; left of zero: B better", fontsize=9,

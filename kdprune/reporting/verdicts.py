@@ -1,12 +1,25 @@
-"""The paired verdict: within a compression level, each pair of orders and KD vs no KD (or,
-with `compare`, each pair of values of one config group such as the pruning method), compared
-seed by seed on test accuracy with a paired t interval.
+"""The verdicts: within a compression level, each pair of orders, KD vs no KD and each pair of
+teachers (or, with `compare`, each pair of values of one config group such as the pruning
+method), compared seed by seed on test accuracy, corrected for multiplicity within a declared
+family, with an equivalence margin.
 
-A pairing group is the runs of one `pairing_key` (same model, data, method, target, budget,
-starting point ... ; only the order and KD differ). Within it, a run of seed s on one side is
-paired with the run of seed s on the other: the same seed gives both the same teacher, data
-split and initialisation. Only seeds present on both sides count; duplicate runs of a seed are
-averaged first (`statistics.per_seed`).
+A pairing group (one compression level) is the runs of one `pairing_key`: the same model,
+data, method, target, budget, starting point ...; only the order, KD and the teacher differ.
+Within it, a run of seed s on one side is paired with the run of seed s on the other (only
+seeds both sides have with a finite test accuracy count; a seed's duplicate runs are averaged,
+`statistics.per_seed`). A pair whose sides both use a teacher is refused when, at some seed,
+their runs record different teacher files (metrics.json `teacher_weights`).
+
+Each contrast gets two analyses: the plain paired t test (and paired TOST) on its own seeds,
+and the blocked model of its level (`inference.blocked_model`: every arm of the level, seed as
+block, one residual variance); `analysis` says which one the verdict uses. The family is one
+level (`family="level"`) or the whole report (`family="report"`); the p-values of the used
+analysis are adjusted within it (`correction`: Holm or Benjamini–Hochberg).
+
+verdicts.csv holds COLUMNS: p_raw / p_adjusted (H0: A − B = 0, two-sided) and p_equiv_raw /
+p_equiv_adjusted (TOST, H0: |A − B| ≥ margin) of the used analysis, both analyses' estimates,
+intervals and raw p-values (paired_*, blocked_*), the family, correction, margin (a fraction of
+accuracy), the verdict and what was refused (`note`).
 """
 
 from __future__ import annotations
@@ -21,69 +34,69 @@ from typing import Any
 
 import pandas as pd
 
-from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels
-from kdprune.reporting.statistics import CONFIDENCE, MATCHED_MACS, order_rank, per_seed, t_interval
+from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels, uses_teacher
+from kdprune.reporting.inference import (
+    A_BETTER,
+    B_BETTER,
+    CORRECTION_NAMES,
+    DEFAULT_MARGIN,
+    Estimate,
+    blocked_model,
+    blocked_test,
+    family_verdicts,
+    paired_test,
+)
+from kdprune.reporting.statistics import MATCHED_MACS, order_rank, per_seed
 from kdprune.results import atomic_write
 
+__all__ = ["A_BETTER", "B_BETTER", "Options", "verdicts", "write_verdicts"]
+
 VERDICTS_FILE = "verdicts.csv"
-INTERVAL = f"paired t, {CONFIDENCE:.0%}"
-A_BETTER, B_BETTER = "A better", "B better"
+INTERVALS = {"paired": "paired t, 95%", "blocked": "blocked OLS (arm + seed), 95%"}
+FAMILIES = ("level", "report")
+KINDS = {"orders": 0, "kd": 1, "teacher": 2}
+SIDE = ("test_acc", "macs_speedup", "weight_sparsity")
 COLUMNS = [
-    "pairing_key", "model", "dataset", "method", "unit", "target_ratio", "kind", "a", "b",
-    "n", "seeds", "mean_diff", "std_diff", "ci_low", "ci_high", "interval", "verdict",
-    "verdict_text", "a_test_acc", "b_test_acc", "a_macs_speedup", "b_macs_speedup",
-    "a_sparsity", "b_sparsity", "macs_gap", "matched", "a_fingerprint", "b_fingerprint",
+    "pairing_key", "model", "dataset", "method", "unit", "target_ratio", "family", "kind", "a",
+    "b", "n", "seeds", "mean_diff", "std_diff", "ci_low", "ci_high", "interval", "analysis",
+    "p_raw", "p_adjusted", "p_equiv_raw", "p_equiv_adjusted", "correction", "margin", "verdict",
+    "verdict_text", "paired_low", "paired_high", "p_paired", "p_equiv_paired", "blocked_mean",
+    "blocked_low", "blocked_high", "blocked_df", "p_blocked", "p_equiv_blocked", "note",
+    "a_test_acc", "b_test_acc", "a_macs_speedup", "b_macs_speedup", "a_sparsity", "b_sparsity",
+    "macs_gap", "weights_gap", "matched", "a_fingerprint", "b_fingerprint",
 ]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class Paired:
-    """Differences A - B over the seeds both sides have: their mean, std and t interval."""
+class Options:
+    """How verdicts are reached: the family, its correction, the margin, the analysis."""
 
-    n: int
-    seeds: tuple[Any, ...]
-    mean: float
-    std: float
-    low: float
-    high: float
-
-
-def paired_difference(a: Mapping[Any, float], b: Mapping[Any, float]) -> Paired:
-    """A - B per shared seed (keys), with the paired t interval of its mean."""
-    shared = tuple(sorted(set(a) & set(b)))
-    mean, std, low, high = t_interval([a[s] - b[s] for s in shared])
-    return Paired(len(shared), shared, mean, std, low, high)
-
-
-def verdict(n: int, low: float, high: float) -> str:
-    """ "A better" when the interval lies above 0, "B better" below, else no difference."""
-    if n == 0:
-        return "no shared seed"
-    if n == 1 or math.isnan(low) or math.isnan(high):
-        return "n = 1: no interval" if n == 1 else f"no interval at n = {n}"
-    if low > 0:
-        return A_BETTER
-    if high < 0:
-        return B_BETTER
-    return f"no difference detected at n = {n}"
+    correction: str = "holm"  # holm | bh
+    margin: float = DEFAULT_MARGIN / 100  # a fraction of accuracy
+    analysis: str = "blocked"  # blocked | paired
+    family: str = "level"  # level | report
 
 
 def _pairs(
     group: pd.DataFrame, compare: str = ORDERS_AND_KD, names: dict[str, str] | None = None
 ) -> list[tuple[str, pd.Series, pd.Series]]:
-    """(kind, A, B): orders with the same KD (A the earlier order); KD vs none per schedule.
+    """(kind, A, B): orders that differ only in the order (A the earlier order); KD vs none
+    where only KD (and the teacher it uses) differ; two teachers of the same KD and order.
     Comparing a config group instead: every two configurations (A first by label)."""
     if compare != ORDERS_AND_KD:
         rows = sorted((r for _, r in group.iterrows()), key=lambda r: names[r.config_fingerprint])
         return [(compare, a, b) for a, b in combinations(rows, 2)]
     out = []
     for (_, x), (_, y) in combinations(group.iterrows(), 2):
-        if x["kd_key"] == y["kd_key"] and x["order"] != y["order"]:
+        if x["order_key"] == y["order_key"] and x["order"] != y["order"]:
             a, b = sorted((x, y), key=lambda r: order_rank(r["order"]))
             out.append(("orders", a, b))
-        elif x["schedule_key"] == y["schedule_key"] and (x["kd"] == NO_KD) != (y["kd"] == NO_KD):
+        elif x["kd_pair_key"] == y["kd_pair_key"] and (x["kd"] == NO_KD) != (y["kd"] == NO_KD):
             a, b = (y, x) if x["kd"] == NO_KD else (x, y)
             out.append(("kd", a, b))
+        elif x["teacher_key"] == y["teacher_key"] and NO_KD not in (x["kd"], y["kd"]):
+            a, b = sorted((x, y), key=lambda r: names[r.config_fingerprint])
+            out.append(("teacher", a, b))
     return out
 
 
@@ -91,50 +104,104 @@ def _seed(seed: Any) -> str:
     return str(int(seed)) if isinstance(seed, int | float) and seed == seed else str(seed)
 
 
+def _finite(values: pd.DataFrame, fingerprint: str) -> dict[Any, float]:
+    """Test accuracy per seed of one configuration, without NaN seeds or NaN accuracies."""
+    series = values.loc[fingerprint, "test_acc"]
+    return {s: float(v) for s, v in series.items() if s == s and v == v}
+
+
 def _side_means(values: pd.DataFrame, fingerprint: str, seeds: tuple) -> dict[str, float]:
     """Mean test accuracy, MACs speed-up and sparsity of one side over the shared seeds."""
     rows = values.loc[fingerprint].loc[list(seeds)] if seeds else values.loc[fingerprint]
-    return {k: float(rows[k].mean()) for k in ("test_acc", "macs_speedup", "weight_sparsity")}
+    return {k: float(rows[k].mean()) for k in SIDE}
 
 
-def _comparison(
-    kind: str, a: pd.Series, b: pd.Series, values: pd.DataFrame, names: dict[str, str]
-) -> dict[str, Any]:
-    """One row of the verdict table."""
-    fa, fb = a["config_fingerprint"], b["config_fingerprint"]
-    paired = paired_difference(
-        values.loc[fa, "test_acc"].to_dict(), values.loc[fb, "test_acc"].to_dict()
-    )
-    side_a, side_b = _side_means(values, fa, paired.seeds), _side_means(values, fb, paired.seeds)
-    gap = (
-        max(side_a["macs_speedup"], side_b["macs_speedup"])
-        / min(side_a["macs_speedup"], side_b["macs_speedup"])
-        - 1
-    )
-    said = verdict(paired.n, paired.low, paired.high)
-    text = {A_BETTER: f"{names[fa]} better", B_BETTER: f"{names[fb]} better"}.get(said, said)
-    row = {k: a[k] for k in ("pairing_key", "model", "dataset", "method", "unit", "target_ratio")}
+def _gap(x: float, y: float) -> float:
+    """Relative gap of two positive amounts: max / min − 1 (NaN when either is missing)."""
+    return max(x, y) / min(x, y) - 1 if min(x, y) > 0 else math.nan
+
+
+def _matching(side_a: dict[str, float], side_b: dict[str, float]) -> dict[str, Any]:
+    """Achieved MACs and remaining weights of the two sides: masked pairs (both 1.00× MACs)
+    are matched only when their weight counts are too."""
+    macs = _gap(side_a["macs_speedup"], side_b["macs_speedup"])
+    weights = _gap(1 - side_a["weight_sparsity"], 1 - side_b["weight_sparsity"])
+    gaps = [g for g in (macs, weights) if not math.isnan(g)]
+    matched = all(g <= MATCHED_MACS for g in gaps) if gaps else None
+    return {"macs_gap": macs, "weights_gap": weights, "matched": matched}
+
+
+def teacher_conflicts(teachers: pd.Series, fa: str, fb: str, seeds: tuple) -> list[Any]:
+    """Seeds at which the runs of two configurations record more than one teacher file."""
+    out = []
+    for seed in seeds:
+        files = teachers.get((fa, seed), set()) | teachers.get((fb, seed), set())
+        if len(files) > 1:
+            out.append(seed)
+    return out
+
+
+def _refusal(kind: str, a: pd.Series, b: pd.Series, teachers: pd.Series, seeds: tuple) -> str:
+    """Why a pair is not compared ('' when it is): different teacher files at some seed."""
+    configs = [json.loads(side["config_json"]) for side in (a, b)]
+    if kind == "teacher" or not all(uses_teacher(c) for c in configs):
+        return ""
+    bad = teacher_conflicts(teachers, a["config_fingerprint"], b["config_fingerprint"], seeds)
+    if not bad:
+        return ""
+    return "refused: different teacher files at seed " + ", ".join(_seed(s) for s in bad)
+
+
+def _tests(row: dict[str, Any], paired: Estimate, blocked: Estimate) -> dict[str, Any]:
+    """Both analyses' numbers, under their own column names."""
     return {
-        **row,
-        "kind": kind,
-        "a": names[fa],
-        "b": names[fb],
-        "n": paired.n,
-        "seeds": ", ".join(_seed(s) for s in paired.seeds),
         "mean_diff": paired.mean,
-        "std_diff": paired.std,
-        "ci_low": paired.low,
-        "ci_high": paired.high,
-        "interval": INTERVAL,
-        "verdict": said,
-        "verdict_text": text,
-        **{f"a_{k}" if k != "weight_sparsity" else "a_sparsity": v for k, v in side_a.items()},
-        **{f"b_{k}" if k != "weight_sparsity" else "b_sparsity": v for k, v in side_b.items()},
-        "macs_gap": gap,
-        "matched": bool(gap <= MATCHED_MACS) if not math.isnan(gap) else None,
-        "a_fingerprint": fa,
-        "b_fingerprint": fb,
+        "std_diff": paired.se * math.sqrt(paired.n) if paired.n > 1 else math.nan,
+        "paired_low": paired.low,
+        "paired_high": paired.high,
+        "p_paired": paired.p_diff,
+        "p_equiv_paired": paired.p_equiv,
+        "blocked_mean": blocked.mean,
+        "blocked_low": blocked.low,
+        "blocked_high": blocked.high,
+        "blocked_df": blocked.df,
+        "p_blocked": blocked.p_diff,
+        "p_equiv_blocked": blocked.p_equiv,
+        **row,
     }
+
+
+def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, Any]:
+    """One row of the verdict table, before the family's correction."""
+    values, names, teachers, fit, options = level
+    fa, fb = a["config_fingerprint"], b["config_fingerprint"]
+    side_a, side_b = _finite(values, fa), _finite(values, fb)
+    seeds = tuple(sorted(set(side_a) & set(side_b)))
+    refused = _refusal(kind, a, b, teachers, seeds)
+    paired = paired_test([side_a[s] - side_b[s] for s in seeds], options.margin)
+    blocked = blocked_test(fit, fa, fb, options.margin)
+    if refused:
+        paired, blocked = Estimate.empty(len(seeds)), Estimate.empty(len(seeds))
+    means_a, means_b = _side_means(values, fa, seeds), _side_means(values, fb, seeds)
+    row = {k: a[k] for k in ("pairing_key", "model", "dataset", "method", "unit", "target_ratio")}
+    return _tests(
+        {
+            **row,
+            "kind": kind,
+            "a": names[fa],
+            "b": names[fb],
+            "n": len(seeds),
+            "seeds": ", ".join(_seed(s) for s in seeds),
+            "note": refused,
+            **{f"a_{k}" if k != "weight_sparsity" else "a_sparsity": v for k, v in means_a.items()},
+            **{f"b_{k}" if k != "weight_sparsity" else "b_sparsity": v for k, v in means_b.items()},
+            **_matching(means_a, means_b),
+            "a_fingerprint": fa,
+            "b_fingerprint": fb,
+        },
+        paired,
+        blocked,
+    )
 
 
 def side_labels(group: pd.DataFrame, compare: str = ORDERS_AND_KD) -> dict[str, str]:
@@ -145,23 +212,96 @@ def side_labels(group: pd.DataFrame, compare: str = ORDERS_AND_KD) -> dict[str, 
     return labels(configs, always=always)
 
 
+def _level_fit(values: pd.DataFrame, fingerprints: list[str]):
+    """The blocked model of one level: per-seed test accuracy of its configurations."""
+    data = values.loc[values.index.get_level_values(0).isin(fingerprints), "test_acc"]
+    frame = data.reset_index().rename(columns={"config_fingerprint": "arm", "test_acc": "y"})
+    return blocked_model(frame)
+
+
+def _teacher_files(runs: pd.DataFrame) -> pd.Series:
+    """The set of recorded teacher files per (configuration, seed); unrecorded ones left out."""
+    if "teacher_weights" not in runs:
+        return pd.Series(dtype=object)
+    known = runs.dropna(subset=["teacher_weights"])
+    return known.groupby(["config_fingerprint", "seed"])["teacher_weights"].agg(set)
+
+
+def _used(row: pd.Series, analysis: str) -> Estimate:
+    """The estimate the verdict uses: the blocked model's, or the plain paired test's."""
+    if analysis == "blocked":
+        return Estimate(
+            row["n"], row["blocked_mean"], math.nan, row["blocked_df"], row["blocked_low"],
+            row["blocked_high"], row["p_blocked"], row["p_equiv_blocked"],
+        )  # fmt: skip
+    return Estimate(
+        row["n"], row["mean_diff"], math.nan, row["n"] - 1, row["paired_low"],
+        row["paired_high"], row["p_paired"], row["p_equiv_paired"],
+    )  # fmt: skip
+
+
+def _judge(frame: pd.DataFrame, names: Mapping[str, str], options: Options) -> pd.DataFrame:
+    """Adjust the used analysis's p-values within each family; the verdicts from them."""
+    frame = frame.copy()
+    frame["family"] = frame["pairing_key"] if options.family == "level" else "report"
+    frame["analysis"], frame["interval"] = options.analysis, INTERVALS[options.analysis]
+    frame["correction"], frame["margin"] = CORRECTION_NAMES[options.correction], options.margin
+    for column in ("p_raw", "p_adjusted", "p_equiv_raw", "p_equiv_adjusted"):
+        frame[column] = math.nan
+    frame["verdict"] = ""
+    for _, members in frame.groupby("family", sort=False):
+        tests = [_used(row, options.analysis) for _, row in members.iterrows()]
+        p_diff, p_equiv, said = family_verdicts(tests, options.margin, options.correction)
+        frame.loc[members.index, "p_raw"] = [t.p_diff for t in tests]
+        frame.loc[members.index, "p_equiv_raw"] = [t.p_equiv for t in tests]
+        frame.loc[members.index, "ci_low"] = [t.low for t in tests]
+        frame.loc[members.index, "ci_high"] = [t.high for t in tests]
+        frame.loc[members.index, "p_adjusted"], frame.loc[members.index, "p_equiv_adjusted"] = (
+            p_diff,
+            p_equiv,
+        )
+        frame.loc[members.index, "verdict"] = said
+    refused = frame["note"].str.startswith("refused")
+    frame.loc[refused, "verdict"] = frame.loc[refused, "note"]
+    frame["verdict_text"] = [
+        {A_BETTER: f"{r['a']} better", B_BETTER: f"{r['b']} better"}.get(r["verdict"], r["verdict"])
+        for _, r in frame.iterrows()
+    ]
+    return frame
+
+
 def verdicts(
-    runs: pd.DataFrame, summary: pd.DataFrame, compare: str = ORDERS_AND_KD
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    compare: str = ORDERS_AND_KD,
+    options: Options | None = None,
 ) -> pd.DataFrame:
     """Every comparison of every pairing group, one row each (COLUMNS), in report order:
-    between orders and KD on / off, or between the values of the `compare` config group."""
+    between orders, KD on / off and teachers, or between the values of the `compare` group."""
+    options = options or Options()
     values = per_seed(runs).set_index(["config_fingerprint", "seed"]).sort_index()
-    rows = []
+    teachers = _teacher_files(runs)
+    rows, names = [], {}
     for _, group in summary.groupby("level_rank", sort=True):
-        names = side_labels(group, compare)
-        pairs = _pairs(group, compare, names)
-        rows += [_comparison(kind, a, b, values, names) for kind, a, b in pairs]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    kinds = {"orders": 0, "kd": 1}
-    frame["_rank"] = frame["kind"].map(kinds)
+        labels_ = side_labels(group, compare)
+        names.update(labels_)
+        fit = _level_fit(values, list(group["config_fingerprint"]))
+        level = (values, labels_, teachers, fit, options)
+        rows += [_comparison(kind, a, b, level) for kind, a, b in _pairs(group, compare, labels_)]
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in _JUDGED])
+    if not frame.empty:
+        frame = _judge(frame, names, options)
+    frame = frame.reindex(columns=COLUMNS)
+    frame["_rank"] = frame["kind"].map(KINDS)
     ranks = summary.drop_duplicates("pairing_key").set_index("pairing_key")["level_rank"]
     frame["_level"] = frame["pairing_key"].map(ranks)
-    return frame.sort_values(["_level", "_rank"], kind="stable").drop(columns=["_rank", "_level"])
+    frame = frame.sort_values(["_level", "_rank"], kind="stable")
+    return frame.drop(columns=["_rank", "_level"]).reset_index(drop=True)
+
+
+# Columns `_judge` fills in once the family is known.
+_JUDGED = {"family", "ci_low", "ci_high", "interval", "analysis", "p_raw", "p_adjusted"}
+_JUDGED |= {"p_equiv_raw", "p_equiv_adjusted", "correction", "margin", "verdict", "verdict_text"}
 
 
 def write_verdicts(table: pd.DataFrame, path: Path) -> Path:
