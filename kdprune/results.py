@@ -72,6 +72,9 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
 # left out of its fingerprint, so runs that differ only in them (and in their seeds) are pooled.
 NOT_CONFIGURATION = (
     "seed",
+    "data_seed",
+    "split_seed",
+    "dataset.splits.split_seed",  # follows split_seed: a seed, like the others
     "teacher.seed",
     "paths",
     "hydra",

@@ -106,16 +106,19 @@ class RunContext:
             **kwargs,
         )
 
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Accuracy and loss of a model on `val` or `test`, timed as the `evaluate` stage."""
+    def evaluate(
+        self, model: nn.Module, split: str, keep_predictions: bool = False
+    ) -> dict[str, Any]:
+        """Accuracy and loss of a model on `val` or `test`, timed as the `evaluate` stage (and
+        each image's predicted class with `keep_predictions`)."""
         with self.timed("evaluate"):
-            return self.score(model, split)
+            return self.score(model, split, keep_predictions)
 
-    def score(self, model: nn.Module, split: str) -> dict[str, float]:
+    def score(self, model: nn.Module, split: str, keep_predictions: bool = False) -> dict[str, Any]:
         """`evaluate` without timing, for use inside another timed stage (no double counting)."""
         loader = getattr(self.loaders, split)
         t = self.cfg.trainer
-        return evaluate(model, loader, self.device, bool(t.amp), t.max_batches)
+        return evaluate(model, loader, self.device, bool(t.amp), t.max_batches, keep_predictions)
 
 
 def progress_setting(value: Any) -> bool | None:
