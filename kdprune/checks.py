@@ -17,10 +17,9 @@ from kdprune.models import build
 from kdprune.pruning import pruner_class
 from kdprune.pruning import validate as validate_prune_method
 from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
+from kdprune.sweeping.selectable import check_selectable
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
-# Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
-SWEEP_METRICS_EXCLUDED_PREFIX = "test_"
 
 
 def whole_number(value: Any, key: str, minimum: int = 0) -> int:
@@ -177,11 +176,7 @@ def check_sweep_metric(cfg: DictConfig) -> None:
     """What a sweep optimises is one metric or a list of them, none on the test set."""
     names = cfg.get("sweep_metric", "val_acc")
     for name in [names] if isinstance(names, str) else list(names):
-        if not isinstance(name, str) or name.startswith(SWEEP_METRICS_EXCLUDED_PREFIX):
-            raise ConfigError(
-                f"sweep_metric {name!r} is not allowed: a sweep selects on validation or cost "
-                "metrics, never on test ones"
-            )
+        check_selectable(name, "sweep_metric")
 
 
 def check_models(cfg: DictConfig) -> None:

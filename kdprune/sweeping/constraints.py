@@ -20,6 +20,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kdprune.errors import ConfigError
+from kdprune.sweeping.selectable import check_selectable
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ def parse_constraints(spec: Mapping[str, Any] | None) -> list[Bound]:
         for side, value in sides.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key}.{side} must be a number, got {value!r}")
-        if str(metric).startswith("test_"):
-            raise ConfigError(f"{key}: a sweep never selects on a test-set metric")
+        check_selectable(str(metric), "hydra.sweeper.constraints key")
         bounds.append(Bound(str(metric), sides.get("min"), sides.get("max")))
     return bounds
 
