@@ -3,16 +3,28 @@ after the cut, pruned trials with constraint values, and the dashboard agreeing 
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from compose import run_args
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
 from kdprune import cli
 from kdprune.errors import ConfigError
-from kdprune.sweeping.constraints import parse_constraints
+from kdprune.sweeping.constraints import (
+    attach_constraints,
+    best_trials,
+    feasible_best_storage,
+    is_feasible,
+    parse_constraints,
+)
 from kdprune.sweeping.selectable import check_selectable, is_selectable
+from kdprune.sweeping.storage import open_storage
+from kdprune.sweeping.trial_link import EpochReporter
 
 ALLOWED = ["val_acc", "val_loss", "after_prune_val_acc", "int8_val_acc", "teacher_val_acc",
            "macs_speedup", "params_after", "file_size_bytes", "cpu_latency_ms_bs1_after",
@@ -66,3 +78,86 @@ def test_a_test_metric_is_refused_in_one_line(monkeypatch, capsys, tmp_path, arg
     assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
     assert "test" in lines[0]
     assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "cache").exists()
+
+
+def _api(storage, path: str) -> dict:
+    """GET an optuna-dashboard API path through its WSGI app; JSON parsed strictly."""
+    import io
+    import json
+    from wsgiref.util import setup_testing_defaults
+
+    import optuna_dashboard
+
+    environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(optuna_dashboard.wsgi(storage)(environ, lambda s, h, e=None: status.append(s)))
+    assert status[0].startswith("200"), (status, body[:200])
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"{name} is not JSON a browser parses")
+
+    return json.loads(body, parse_constant=no_constants)
+
+
+def _constrained_study(tmp_path: Path) -> optuna.Study:
+    """Three complete trials (the best value infeasible) and one pruned by the reporter."""
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(
+        storage=storage, direction="maximize", pruner=optuna.pruners.ThresholdPruner(0.5)
+    )
+    bounds = parse_constraints({"macs_speedup": {"min": 2.0}})
+    for value, speedup in [(0.95, 1.2), (0.90, 2.5), (0.80, 4.0)]:
+        trial = study.ask({"ratio": FloatDistribution(0.0, 1.0)})
+        attach_constraints(trial, bounds, {"macs_speedup": speedup})
+        study.tell(trial, value)
+    trial = study.ask({"ratio": FloatDistribution(0.0, 1.0)})
+    reporter = EpochReporter(trial, prune=True, bounds=bounds)
+    with pytest.raises(optuna.TrialPruned):
+        reporter({"stage": "finetune", "after_cut": True, "val_acc": 0.1, "macs_speedup": 3.0})
+    study.tell(trial, state=TrialState.PRUNED)
+    return study
+
+
+def test_pruned_trials_carry_the_constraint_values_of_their_cut(tmp_path: Path) -> None:
+    pruned = _constrained_study(tmp_path).trials[3]
+    assert pruned.state == TrialState.PRUNED
+    assert pruned.constraints["macs_speedup>="] == -1.0  # 2.0 - 3.0: feasible
+    assert pruned.user_attrs["macs_speedup"] == 3.0 and pruned.user_attrs["feasible"] is True
+
+
+def test_a_pruned_trial_without_the_metric_is_never_feasible(tmp_path: Path) -> None:
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(0.5))
+    trial = study.ask()
+    bounds = parse_constraints({"cpu_latency_ms_bs1_after": {"max": 1.0}})
+    with pytest.raises(optuna.TrialPruned):
+        EpochReporter(trial, True, bounds)({"stage": "distill", "after_cut": True, "val_acc": 0})
+    study.tell(trial, state=TrialState.PRUNED)
+    assert study.trials[0].constraints["cpu_latency_ms_bs1_after<="] == math.inf
+
+
+def test_the_dashboard_shows_constraints_and_kdprunes_best_trial(tmp_path: Path) -> None:
+    study = _constrained_study(tmp_path)
+    storage = feasible_best_storage(study._storage)
+    detail = _api(storage, f"/api/studies/{study._study_id}")
+    shown = {t["number"]: t["constraints"] for t in detail["trials"]}
+    assert shown == {0: [0.8], 1: [-0.5], 2: [-2.0], 3: [-1.0]}
+    assert [t["number"] for t in detail["best_trials"]] == [t.number for t in best_trials(study)]
+    assert [t["number"] for t in detail["best_trials"]] == [1]  # 0.90: the best feasible one
+    assert study.best_trial.number == 1  # Optuna's own answer agrees
+
+
+def test_the_dashboard_without_kdprunes_storage_names_an_infeasible_best(tmp_path) -> None:
+    study = _constrained_study(tmp_path)  # the reason feasible_best_storage exists
+    assert [t["number"] for t in _api(study._storage, f"/api/studies/{study._study_id}")
+            ["best_trials"]] == [0]  # fmt: skip
+
+
+def test_an_unmeasured_constraint_is_shown_as_a_finite_number(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trial = study.ask()
+    attach_constraints(trial, parse_constraints({"macs_speedup": {"min": 2.0}}), {})
+    study.tell(trial, 0.5)
+    (shown,) = _api(storage, f"/api/studies/{study._study_id}")["trials"]
+    assert shown["constraints"][0] > 1e300 and not is_feasible(study.trials[0])
