@@ -7,7 +7,7 @@ import sys
 
 from kdprune.paths import config_groups, group_options
 
-SUBCOMMANDS = ("report", "evaluate", "export-onnx", "sensitivity", "dashboard")
+SUBCOMMANDS = ("report", "evaluate", "export-onnx", "sensitivity", "dashboard", "confirm")
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
 PASS_THROUGH_FLAGS = ("-m", "--multirun")
 
