@@ -161,3 +161,28 @@ def test_an_unmeasured_constraint_is_shown_as_a_finite_number(tmp_path: Path) ->
     study.tell(trial, 0.5)
     (shown,) = _api(storage, f"/api/studies/{study._study_id}")["trials"]
     assert shown["constraints"][0] > 1e300 and not is_feasible(study.trials[0])
+
+
+@pytest.mark.parametrize(
+    ("order", "method"),
+    [("distill_then_prune", "l1_unstructured"), ("joint", "l1"), ("prune_then_distill", "tucker2")],
+)
+def test_epochs_after_the_cut_carry_the_cut_ledger(make_cfg, tmp_path, order, method) -> None:
+    from kdprune.app import run
+
+    seen: list[dict] = []
+    cfg = make_cfg("teacher.epochs=1", "budget.student_epochs=3", "budget.finetune_epochs=1",
+                   "trainer.max_batches=4", "student_init=teacher", f"schedule={order}",
+                   f"prune_method={method}")  # fmt: skip
+    metrics = run(cfg, tmp_path / "run", on_epoch=seen.append)
+    student = [r for r in seen if r["stage"] != "teacher"]
+    after = [r for r in student if r["after_cut"]]
+    assert [r["after_cut"] for r in metrics["history"] if r["stage"] != "teacher"] == [
+        r["after_cut"] for r in student
+    ]
+    assert after and after[-1] is student[-1]
+    if order != "prune_then_distill":
+        assert not student[0]["after_cut"]  # a dense (or not yet fully pruned) epoch first
+    for key in ("macs_after", "params_after", "weight_sparsity"):
+        assert [r[key] for r in after] == pytest.approx([metrics[key]] * len(after)), key
+    assert all("macs_after" not in r for r in metrics["history"])  # the ledger is not history
