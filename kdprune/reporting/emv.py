@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from kdprune.reporting.markdown import md_table
+from kdprune.results import atomic_write
 
 EMV_FILE = "expected_max_validation.png"
 
@@ -63,8 +64,6 @@ def plot_emv(curve: pd.DataFrame, objective: str, path: Path) -> Path:
     """The curve with a band of one standard deviation."""
     from matplotlib.figure import Figure
 
-    from kdprune.reporting.plots import save_figure
-
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.add_subplot()
     ax.plot(curve["n"], curve["expected"], marker="o", ms=3, color="tab:blue")
@@ -76,4 +75,4 @@ def plot_emv(curve: pd.DataFrame, objective: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    return save_figure(fig, path)
+    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=150))
