@@ -139,7 +139,7 @@ def _confirm_parser(sub: Any) -> None:
         "confirm",
         help="re-run the top-k configurations of an Optuna study on new seeds, with intervals",
         description="Re-run the best feasible trials of a study (their own overrides) on seeds "
-        "no trial used; write confirm.csv, confirm_runs.csv and confirm.md (95%% t intervals).",
+        "they did not use; write confirm.csv, confirm_runs.csv and confirm.md (95%% t intervals).",
     )
     confirm.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     confirm.add_argument("--study", help="study name in --storage (optional if it holds one)")

@@ -4,10 +4,10 @@ A study's best trial is the maximum of its trials' single-seed validation scores
 estimate of its configuration (what won may have drawn a lucky seed). Confirming re-runs each of
 the k best feasible complete trials (by objective value, as `best_trials` ranks them) with the
 overrides of its own job (`.hydra/overrides.yaml` in its run folder) and `seed=s` for `--seeds`
-new seeds — seeds no trial of the study used; data_seed, split_seed and the teacher's seed follow
-`seed` unless the sweep pinned them. Runs go one after another in this process, each in
-`<out>/trial_<n>/seed_<s>/`; a run whose metrics.json exists is read, not re-run (a stopped
-confirm resumes).
+new seeds — seeds none of these trials used in the search; data_seed, split_seed and the
+teacher's seed follow `seed` unless the sweep pinned them. Runs go one after another in this
+process, each in `<out>/trial_<n>/seed_<s>/`; a run whose metrics.json exists is read, not re-run
+(a stopped confirm resumes).
 
 Writes `confirm_runs.csv` (one row per run) and `confirm.csv` / `confirm.md` (per configuration:
 the search's value, the mean validation and test accuracy over the new seeds with 95% Student t
@@ -141,7 +141,8 @@ def markdown(summary: pd.DataFrame, study: str, seeds: list[int]) -> str:
     lines = [
         f"# Confirmed: the top {len(summary)} configurations of study {study}",
         "",
-        f"Each re-run on seeds {', '.join(map(str, seeds))} (new: no trial used them). Mean over "
+        f"Each re-run on seeds {', '.join(map(str, seeds))} (new: the search ran these "
+        "configurations on other seeds). Mean over "
         "seeds with a 95% Student t interval (scipy.stats); ranked by validation accuracy, test "
         "reported only. `search` is the trial's single-seed value in the study.",
         "",
@@ -151,7 +152,8 @@ def markdown(summary: pd.DataFrame, study: str, seeds: list[int]) -> str:
     for i, r in summary.iterrows():
         val = f"{r.val_acc:.4f} [{r.val_acc_low:.4f}, {r.val_acc_high:.4f}]"
         test = f"{r.test_acc:.4f} [{r.test_acc_low:.4f}, {r.test_acc_high:.4f}]"
-        lines.append(f"| {i + 1} | {r.trial} | {r.search_value:.4f} | {val} | {test} | {r.n} |")
+        rank, trial, n = i + 1, int(r.trial), int(r.n)
+        lines.append(f"| {rank} | {trial} | {r.search_value:.4f} | {val} | {test} | {n} |")
     return "\n".join(lines) + "\n"
 
 
