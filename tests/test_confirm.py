@@ -40,6 +40,10 @@ def _study(tmp_path: Path, with_overrides: bool = True) -> str:
         trial.set_user_attr("run_dir", str(run_dir))
         attach_constraints(trial, bounds, {"macs_speedup": speedup})
         study.tell(trial, value)
+    pruned = study.ask({"prune_method.ratio": FloatDistribution(0.0, 1.0)})
+    pruned.report(0.97, 0)  # the best value of all, but the trial did not run to the end
+    attach_constraints(pruned, bounds, {"macs_speedup": 3.0})
+    study.tell(pruned, state=optuna.trial.TrialState.PRUNED)
     return url
 
 

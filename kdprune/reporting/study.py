@@ -153,12 +153,15 @@ def _best_trials(study: Any, objective_names: list[str]) -> list[dict[str, Any]]
 
 def _emv(study: Any) -> pd.DataFrame | None:
     """The expected-maximum curve of the feasible complete trials (one objective), else None."""
+    from optuna.trial import TrialState
+
     from kdprune.reporting.emv import expected_max_curve
     from kdprune.sweeping.constraints import is_feasible
 
     if len(study.directions) != 1:
         return None
-    values = [t.value for t in study.get_trials(deepcopy=False) if t.values and is_feasible(t)]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = [t.value for t in complete if is_feasible(t)]  # a pruned trial has a value too
     maximise = study.directions[0].name == "MAXIMIZE"
     return expected_max_curve(values, maximise) if values else None
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from kdprune.errors import ConfigError
 from kdprune.results import METRICS_FILE, atomic_write, read_metrics
@@ -60,7 +61,9 @@ def candidates(study: Any, top: int) -> list[Candidate]:
     if not best_trials(study):
         raise ConfigError(f"study {study.study_name} has no feasible complete trial to confirm")
     sign = 1.0 if study.directions[0].name == "MAXIMIZE" else -1.0
-    complete = [t for t in study.get_trials(deepcopy=False) if t.values and is_feasible(t)]
+    complete = [  # a pruned trial has a value too (its last report): never a candidate
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)
+    ]
     ranked = sorted(complete, key=lambda t: -sign * t.value)[:top]
     out = []
     for t in ranked:
