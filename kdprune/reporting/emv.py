@@ -63,12 +63,14 @@ def emv_lines(curve: pd.DataFrame, objective: str, n_pruned: int) -> list[str]:
 def plot_emv(curve: pd.DataFrame, objective: str, path: Path) -> Path:
     """The curve with a band of one standard deviation."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.add_subplot()
     ax.plot(curve["n"], curve["expected"], marker="o", ms=3, color="tab:blue")
     low, high = curve["expected"] - curve["sd"], curve["expected"] + curve["sd"]
     ax.fill_between(curve["n"], low, high, alpha=0.2, color="tab:blue", label="± 1 sd")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trials (n)")
     ax.set_ylabel(f"expected best {objective}")
     ax.set_title("Expected maximum validation performance")
