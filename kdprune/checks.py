@@ -50,6 +50,8 @@ def check_run(cfg: DictConfig) -> None:
     """The run's own keys: seed, device, measurement settings."""
     whole_number(cfg.seed, "seed")
     whole_number(cfg.teacher.seed, "teacher.seed")
+    whole_number(cfg.get("data_seed", cfg.seed), "data_seed")
+    whole_number(cfg.get("split_seed", cfg.seed), "split_seed")
     pick_device(str(cfg.device))
     whole_number(cfg.measure.repeats, "measure.repeats", 1)
     whole_number(cfg.measure.warmup, "measure.warmup")

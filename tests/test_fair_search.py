@@ -64,6 +64,8 @@ def _kdprune(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, list
 @pytest.mark.parametrize(
     "args",
     [
+        ("data_seed=x",),
+        ("split_seed=-1",),
         ("sweep_metric=teacher_test_acc",),
         ("sweep_metric=int8_test_acc",),
         ("sweep_metric=[val_acc,teacher_test_acc]",),
@@ -72,11 +74,11 @@ def _kdprune(monkeypatch, capsys, tmp_path: Path, *args: str) -> tuple[int, list
     ],
     ids=" ".join,
 )
-def test_a_test_metric_is_refused_in_one_line(monkeypatch, capsys, tmp_path, args) -> None:
+def test_a_test_metric_or_bad_seed_is_one_line(monkeypatch, capsys, tmp_path, args) -> None:
     code, lines = _kdprune(monkeypatch, capsys, tmp_path, *args)
     assert code == 2, lines
     assert len(lines) == 1 and lines[0].startswith("kdprune: error: "), lines
-    assert "test" in lines[0]
+    assert "test" in lines[0] or "seed" in lines[0]
     assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "cache").exists()
 
 
