@@ -37,12 +37,15 @@ def _old(record: dict) -> dict:
     return {**record, "after_cut": True}
 
 
-def replay(runs: list[dict], seen=lambda r: r, studies: int = STUDIES) -> dict[str, float]:
-    """The share of each order's trials the shipped pruner prunes, over `studies` simulated
-    12-trial studies drawing runs at random (a seeded draw: the same numbers every time)."""
+def replay(
+    runs: list[dict], seen=lambda r: r, prune: bool = True, studies: int = STUDIES
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Over `studies` simulated 12-trial studies drawing runs at random (a seeded draw: the same
+    runs in the same order every call), the share of each order's trials the shipped pruner
+    prunes, and the share of studies whose best trial is of each order."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rng = random.Random(0)
-    pruned, total = Counter(), Counter()
+    pruned, total, best = Counter(), Counter(), Counter()
     pruner = OmegaConf.structured(MedianPrunerConf)  # the sweep's median pruner, as configured
     for _ in range(studies):
         study = optuna.create_study(
@@ -52,7 +55,8 @@ def replay(runs: list[dict], seen=lambda r: r, studies: int = STUDIES) -> dict[s
         for _ in range(TRIALS):
             run = rng.choice(runs)
             trial = study.ask()
-            reporter = EpochReporter(trial, prune=True)
+            trial.set_user_attr("order", run["order"])
+            reporter = EpochReporter(trial, prune=prune)
             total[run["order"]] += 1
             try:
                 for record in run["history"]:
@@ -62,7 +66,9 @@ def replay(runs: list[dict], seen=lambda r: r, studies: int = STUDIES) -> dict[s
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
             study.tell(trial, run["val_acc"])
-    return {order: pruned[order] / total[order] for order in ORDERS}
+        best[study.best_trial.user_attrs["order"]] += 1
+    rates = {order: pruned[order] / total[order] for order in ORDERS}
+    return rates, {order: best[order] / studies for order in ORDERS}
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +78,26 @@ def runs() -> list[dict]:
     return runs
 
 
-def test_no_order_is_pruned_at_twice_the_rate_of_another(runs) -> None:
-    rates = replay(runs)
+@pytest.fixture(scope="module")
+def unpruned(runs) -> dict[str, float]:
+    """How often each order has the best trial in the same studies without a pruner."""
+    return replay(runs, prune=False)[1]
+
+
+def _shift(a: dict[str, float], b: dict[str, float]) -> float:
+    return max(abs(a[order] - b[order]) for order in ORDERS)
+
+
+def test_no_order_is_pruned_at_twice_the_rate_of_another(runs, unpruned) -> None:
+    rates, winners = replay(runs)
     assert sum(rates.values()) > 0, rates  # the pruner does prune: fairness is not vacuous
     assert max(rates.values()) <= 2 * min(rates.values()), rates
+    # and which order the best trial has moves little from the same studies without a pruner
+    assert _shift(winners, unpruned) <= 0.1, (winners, unpruned)
 
 
-def test_reporting_dense_epochs_was_unfair(runs) -> None:
-    rates = replay(runs, seen=_old)
+def test_reporting_dense_epochs_was_unfair(runs, unpruned) -> None:
+    rates, winners = replay(runs, seen=_old)
     assert max(rates.values()) > 2 * min(rates.values()), rates
     assert min(rates, key=rates.get) == "distill_then_prune", rates  # its dense epochs look good
+    assert _shift(winners, unpruned) > 0.1, (winners, unpruned)
