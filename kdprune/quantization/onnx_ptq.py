@@ -44,9 +44,11 @@ def quantize_onnx(
     method: str = "MinMax",
     per_channel: bool = True,
     percentile: float = 99.999,
+    reduce_range: bool = False,
 ) -> Path:
     """Write the static INT8 (QDQ) version of the FP32 ONNX model `fp32` to `out`, atomically,
-    calibrated on `reader`'s images; KdpruneError if any conv / linear stayed in float."""
+    calibrated on `reader`'s images, with 7-bit weights when `reduce_range` (the kernel path of a
+    CPU without VNNI); KdpruneError if any conv / linear stayed in float."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -65,6 +67,7 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=ort_calibration_method(method),
+                reduce_range=reduce_range,
                 extra_options={"CalibPercentile": float(percentile)},
             )
         model = strip_debug_info(quantized)
