@@ -15,8 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdprune.errors import ConfigError
 from kdprune.quantization.calibration import CalibrationReader
+from kdprune.quantization.files import CHECK_IMAGES, require_agreement
 from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
 log = logging.getLogger("kdprune")
@@ -73,4 +76,22 @@ def quantize_onnx(
         model = strip_debug_info(quantized)
     layers = require_int8(model, "ONNX Runtime's static quantization")
     log.info("ptq: %d conv / linear layers in INT8 (%s calibration)", layers, method)
-    return save(compact(model), out)
+    model = compact(model)
+    images = reader.images[:CHECK_IMAGES]
+    require_agreement(model, images, qdq_reference(model, images), "the QDQ graph's in float", out)
+    return save(model, out)
+
+
+def qdq_reference(model: Any, inputs: np.ndarray) -> np.ndarray:
+    """The logits of a QDQ model computed in float, as its nodes define them: ONNX Runtime with
+    graph optimizations off runs each DequantizeLinear, then a float Conv / Gemm, instead of
+    fusing them into the integer kernels whose agreement the caller checks."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(["logits"], {"input": inputs})[0]

@@ -28,7 +28,7 @@ from kdprune.quantization.cpu import (
     kernel_path,
     require_int8_cpu,
 )
-from kdprune.quantization.files import INT8_ONNX, export_int8_graph, fp32_files
+from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx
@@ -140,7 +140,7 @@ class QuantizationAwareTraining:
         qat = self.train(ctx, teacher, load_model(model_file, map_location=ctx.device))
         with ctx.timed("quantize"):
             graph = qat.cpu().convert()
-            images = training_images(ctx.loaders.train, 64, int(ctx.cfg.seed))
+            images = training_images(ctx.loaders.train, CHECK_IMAGES, int(ctx.cfg.seed))
             files["int8"] = export_int8_graph(graph, images, Path(model_file).parent / INT8_ONNX)
             record = measure(ctx, files, self.path)
         return {"quantize": "qat", "qat_epochs": self.epochs, **record}
