@@ -84,6 +84,11 @@ def kernel_path(choice: str, flags: set[str] | None, machine: str | None = None)
     return KERNEL_PATHS[choice]
 
 
+def resolve_kernel_path(choice: str) -> KernelPath:
+    """`kernel_path` of `choice` on this machine's CPU flags."""
+    return kernel_path(choice, cpu_flags())
+
+
 def require_int8_cpu() -> str:
     """The instruction set INT8 runs on here, or ConfigError when this CPU has none."""
     support = int8_support(cpu_flags())

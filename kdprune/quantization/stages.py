@@ -25,8 +25,8 @@ from kdprune.quantization.cpu import (
     KernelPath,
     cpu_flags,
     int8_support,
-    kernel_path,
     require_int8_cpu,
+    resolve_kernel_path,
 )
 from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
@@ -79,7 +79,7 @@ class PostTrainingQuantization:
         ort_calibration_method(calibration_method)  # ConfigError for a name it does not have
         self.images, self.method = calibration_images, calibration_method
         self.percentile, self.per_channel = float(percentile), per_channel
-        self.path = kernel_path(int8_kernel_path, cpu_flags())
+        self.path = resolve_kernel_path(int8_kernel_path)
 
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the model exports (torch.export, as the ONNX exporter)."""
@@ -119,7 +119,7 @@ class QuantizationAwareTraining:
         if isinstance(lr_scale, bool) or not isinstance(lr_scale, int | float) or lr_scale <= 0:
             raise ConfigError(f"quantize.lr_scale must be a number > 0, got {lr_scale!r}")
         self.epochs, self.lr_scale = epochs, float(lr_scale)
-        self.path = kernel_path(int8_kernel_path, cpu_flags())
+        self.path = resolve_kernel_path(int8_kernel_path)
 
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the x86 quantizer puts every conv / linear weight in INT8."""
