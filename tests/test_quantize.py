@@ -373,3 +373,12 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     gap = {name: float(np.abs(got[name] - expected[name]).max()) for name in files}
     assert gap["qat7"] <= allowed["qat7"] and gap["ptq7"] <= allowed["ptq7"], (gap, allowed)
     assert gap["ptq8"] > allowed["ptq8"], (gap, allowed)  # the saturation the check catches
+
+
+def test_the_run_table_says_int8_buys_size_not_speed_without_vnni(runs) -> None:
+    from kdprune.reporting.table import int8_table
+
+    for instructions, noted in (("avx2", True), ("avx512_vnni", False), ("amx_int8", False)):
+        table = int8_table({**runs["ptq"], "int8_instructions": instructions})
+        assert ("INT8 buys size, not speed" in table) == noted, table
+        assert "compressed INT8" in table.splitlines()[1]

@@ -48,6 +48,21 @@ KERNEL_PATHS = {
 KERNEL_PATH_CHOICES = ("auto", *KERNEL_PATHS)
 
 
+# Measured by issue 17's author on an AVX2-only AMD EPYC (no AVX-512, no VNNI), ONNX Runtime 1.32,
+# `make bench ARGS='--only quantization'`, INT8 / FP32 speed at batch 64.
+NO_VNNI_NOTE = (
+    "this CPU has no VNNI or AMX: INT8 buys size, not speed here (on an AVX2-only AMD EPYC, "
+    "ONNX Runtime ran INT8 at 0.88x the speed of FP32 for ResNet-20, 0.97x for MobileNetV2, "
+    "0.48x for LeNet-5 at batch 64)"
+)
+
+
+def speed_note(instructions: str | None) -> str | None:
+    """NO_VNNI_NOTE where INT8 runs on `instructions` (`int8_support`'s answer) without a
+    32-bit-accumulating dot product, else None."""
+    return None if instructions in WIDE_DOT_FLAGS else NO_VNNI_NOTE
+
+
 def int8_support(flags: set[str] | None, machine: str | None = None) -> str | None:
     """The instruction set INT8 runs on (e.g. `avx512_vnni`), or None when the CPU has none of
     INT8_FLAGS. Without /proc/cpuinfo (flags None) an Arm64 CPU counts as supported (every Apple

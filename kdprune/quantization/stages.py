@@ -27,6 +27,7 @@ from kdprune.quantization.cpu import (
     int8_support,
     require_int8_cpu,
     resolve_kernel_path,
+    speed_note,
 )
 from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
@@ -184,4 +185,6 @@ def measure(ctx: RunContext, files: dict[str, Path], path: KernelPath) -> dict[s
         record["int8_size_reduction"],
         record["int8_speedup_bs64"],
     )
+    if note := speed_note(record["int8_instructions"]):
+        log.warning("int8: %s", note)
     return record
