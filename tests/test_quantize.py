@@ -362,7 +362,7 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     files["ptq7"] = onnx_ptq.quantize_onnx(fp32, tmp_path / "ptq7.onnx", reader, reduce_range=True)
     # The 8-bit file as a VNNI CPU writes it, unchecked (this CPU may lack VNNI).
     monkeypatch.setattr(onnx_ptq, "require_agreement", lambda *args: None)
-    files["ptq8"] = onnx_ptq.quantize_onnx(fp32, tmp_path / "ptq8.onnx", reader)
+    files["ptq8"] = onnx_ptq.quantize_onnx(fp32, tmp_path / "ptq8.onnx", reader, reduce_range=False)
     assert max(int(np.abs(w).max()) for w in _int8_weights(files["ptq8"])) > 64
     inputs = runs["checked"]["inputs"]
     got = haswell_logits(files, inputs, tmp_path / "haswell")

@@ -19,6 +19,7 @@ import numpy as np
 
 from kdprune.errors import ConfigError
 from kdprune.quantization.calibration import CalibrationReader
+from kdprune.quantization.cpu import resolve_kernel_path
 from kdprune.quantization.files import CHECK_IMAGES, require_agreement
 from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
@@ -47,11 +48,14 @@ def quantize_onnx(
     method: str = "MinMax",
     per_channel: bool = True,
     percentile: float = 99.999,
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Write the static INT8 (QDQ) version of the FP32 ONNX model `fp32` to `out`, atomically,
     calibrated on `reader`'s images, with 7-bit weights when `reduce_range` (the kernel path of a
-    CPU without VNNI); KdpruneError if any conv / linear stayed in float."""
+    CPU without VNNI; None: this CPU's `auto` path); KdpruneError if any conv / linear stayed in
+    float or ONNX Runtime's logits stray from the QDQ graph's own."""
+    if reduce_range is None:
+        reduce_range = resolve_kernel_path("auto").reduce_range
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
