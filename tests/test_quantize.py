@@ -356,13 +356,16 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     from kdprune.quantization.tolerance import int8_tolerance
 
     qemu_or_skip()
-    reader = CalibrationReader(runs["calibrated"][0])
-    fp32 = runs["ptq"]["onnx_fp32_file"]
+    images, fp32 = runs["calibrated"][0], runs["ptq"]["onnx_fp32_file"]
     files = {"qat7": Path(runs["qat"]["int8_model_file"])}
-    files["ptq7"] = onnx_ptq.quantize_onnx(fp32, tmp_path / "ptq7.onnx", reader, reduce_range=True)
+    files["ptq7"] = onnx_ptq.quantize_onnx(
+        fp32, tmp_path / "ptq7.onnx", CalibrationReader(images), reduce_range=True
+    )
     # The 8-bit file as a VNNI CPU writes it, unchecked (this CPU may lack VNNI).
     monkeypatch.setattr(onnx_ptq, "require_agreement", lambda *args: None)
-    files["ptq8"] = onnx_ptq.quantize_onnx(fp32, tmp_path / "ptq8.onnx", reader, reduce_range=False)
+    files["ptq8"] = onnx_ptq.quantize_onnx(
+        fp32, tmp_path / "ptq8.onnx", CalibrationReader(images), reduce_range=False
+    )
     assert max(int(np.abs(w).max()) for w in _int8_weights(files["ptq8"])) > 64
     inputs = runs["checked"]["inputs"]
     got = haswell_logits(files, inputs, tmp_path / "haswell")
