@@ -326,7 +326,7 @@ def _gemm_graph(s_x: float, weight: np.ndarray, s_w: np.ndarray, s_y: float | No
         nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 3])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 2])], inits,
     )  # fmt: skip
-    return helper.make_model(graph)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_int8_tolerance_is_a_few_steps_through_the_classifier() -> None:
@@ -385,3 +385,18 @@ def test_the_run_table_says_int8_buys_size_not_speed_without_vnni(runs) -> None:
         table = int8_table({**runs["ptq"], "int8_instructions": instructions})
         assert ("INT8 buys size, not speed" in table) == noted, table
         assert "compressed INT8" in table.splitlines()[1]
+
+
+def test_int8_check_refuses_logits_beyond_the_tolerance_and_accepts_them_within(tmp_path) -> None:
+    from kdprune.errors import KdpruneError
+    from kdprune.quantization.files import require_agreement
+    from kdprune.quantization.onnx_ptq import qdq_reference
+    from kdprune.quantization.tolerance import int8_tolerance
+
+    model = _gemm_graph(0.05, np.array([[10, -20, 30], [-64, 1, 0]], np.int8),
+                        np.array([0.01, 0.002], np.float32), None)  # fmt: skip
+    inputs = np.random.default_rng(0).uniform(0, 10, (8, 3)).astype(np.float32)
+    reference, allowed = qdq_reference(model, inputs), int8_tolerance(model)
+    require_agreement(model, inputs, reference + 0.9 * allowed, "the reference", tmp_path / "f")
+    with pytest.raises(KdpruneError, match="differ from the reference by .* was not written"):
+        require_agreement(model, inputs, reference + 1.1 * allowed, "the reference", tmp_path / "f")
