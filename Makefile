@@ -20,7 +20,7 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
+.PHONY: help setup qemu data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
@@ -39,12 +39,25 @@ help:
 	@echo "make clean      remove outputs (runs, cache) and build litter"
 	@echo "Pass Hydra overrides with ARGS, e.g. make run ARGS='model=lenet5 prune_method=taylor'"
 
-setup: $(STAMP)
+setup: $(STAMP) qemu
 
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
+
+# qemu-user lets the tests run ONNX Runtime's INT8 kernels of a CPU without VNNI on any x86-64
+# machine (`qemu-x86_64 -cpu Haswell`, tests/emulated_cpu.py); installed with apt-get as root, like
+# dataset-fashion-mnist below. Without it those tests are skipped, saying why.
+qemu:
+	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && apt-get install -y -qq qemu-user >/dev/null) \
+	      || echo "apt-get could not install qemu-user; the tests that emulate an AVX2 CPU will be skipped"; \
+	  else \
+	    echo "qemu-x86_64 is missing (apt-get install qemu-user, as root); the tests that emulate an AVX2 CPU will be skipped"; \
+	  fi; \
+	fi
 
 # Fashion-MNIST ships in Debian's dataset-fashion-mnist package; without apt (or root), the code
 # falls back to torchvision's download.

@@ -19,6 +19,8 @@ from benchmarks.latency import calls_per_sample, forward_ms, ort_call
 from benchmarks.machine import ort_version
 from benchmarks.measure import figure, interleaved, medians
 from benchmarks.sizes import Sizes
+from kdprune.cpu import cpu_info
+from kdprune.quantization.cpu import resolve_kernel_path
 
 # ONNX Runtime operators by what they do in an INT8 graph (after its own fusions).
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger")
@@ -168,7 +170,7 @@ def measure(sizes: Sizes) -> dict[str, Any]:
         kernels = kernel_rows(sizes, Path(folder), max(sizes.latency_batches))
     ratios = {f"{r['model']}/2x/bs{r['batch']}": r["speedup"] for r in rows}
     return figure("quantization", ratios, rows=rows, models=models, kernels=kernels,
-                  setup=setup(sizes))  # fmt: skip
+                  setup=setup(sizes), cpu=cpu_info().record())  # fmt: skip
 
 
 def setup(sizes: Sizes) -> str:
@@ -176,7 +178,8 @@ def setup(sizes: Sizes) -> str:
     return (
         f"each model's 2x MACs cut as in (d) (random weights), exported to FP32 ONNX and "
         f"quantized as `quantize=ptq` does (ONNX Runtime {ort_version()} static quantization, "
-        f"QDQ, uint8 activations, int8 per-channel weights, MinMax over {CALIBRATION_IMAGES} "
+        f"QDQ, uint8 activations, int8 per-channel weights ({resolve_kernel_path('auto').name} "
+        f"kernel path), MinMax over {CALIBRATION_IMAGES} "
         f"random images); CPU provider, graph optimisations on, {sizes.threads} thread(s); "
         f"median of {sizes.latency_reps} interleaved samples of {sizes.latency_calls} calls' "
         f"median (batch 1; {calls_per_sample(sizes, 64)} at larger batches). Operator times from "

@@ -15,8 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kdprune.errors import ConfigError
 from kdprune.quantization.calibration import CalibrationReader
+from kdprune.quantization.cpu import resolve_kernel_path
+from kdprune.quantization.files import CHECK_IMAGES, require_agreement
 from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
 log = logging.getLogger("kdprune")
@@ -44,9 +48,14 @@ def quantize_onnx(
     method: str = "MinMax",
     per_channel: bool = True,
     percentile: float = 99.999,
+    reduce_range: bool | None = None,
 ) -> Path:
     """Write the static INT8 (QDQ) version of the FP32 ONNX model `fp32` to `out`, atomically,
-    calibrated on `reader`'s images; KdpruneError if any conv / linear stayed in float."""
+    calibrated on `reader`'s images, with 7-bit weights when `reduce_range` (the kernel path of a
+    CPU without VNNI; None: this CPU's `auto` path); KdpruneError if any conv / linear stayed in
+    float or ONNX Runtime's logits stray from the QDQ graph's own."""
+    if reduce_range is None:
+        reduce_range = resolve_kernel_path("auto").reduce_range
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -65,9 +74,28 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=ort_calibration_method(method),
+                reduce_range=reduce_range,
                 extra_options={"CalibPercentile": float(percentile)},
             )
         model = strip_debug_info(quantized)
     layers = require_int8(model, "ONNX Runtime's static quantization")
     log.info("ptq: %d conv / linear layers in INT8 (%s calibration)", layers, method)
-    return save(compact(model), out)
+    model = compact(model)
+    images = reader.images[:CHECK_IMAGES]
+    require_agreement(model, images, qdq_reference(model, images), "the QDQ graph's in float", out)
+    return save(model, out)
+
+
+def qdq_reference(model: Any, inputs: np.ndarray) -> np.ndarray:
+    """The logits of a QDQ model computed in float, as its nodes define them: ONNX Runtime with
+    graph optimizations off runs each DequantizeLinear, then a float Conv / Gemm, instead of
+    fusing them into the integer kernels whose agreement the caller checks."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    return session.run(["logits"], {"input": inputs})[0]

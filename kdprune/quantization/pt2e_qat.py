@@ -9,9 +9,11 @@ weights, which the ONNX exporter writes as QuantizeLinear / DequantizeLinear.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,15 +77,30 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
     return split_shared_calls(exported.module())
 
 
-def prepare(model: nn.Module, example: torch.Tensor, qat: bool = True) -> torch.fx.GraphModule:
-    """The model exported and prepared by the x86 quantizer: with fake quantization for training
-    (`qat`), else with observers (the cheaper form `check` inspects: the same annotation of
-    conv / linear layers, without rewriting conv + BN for training)."""
+def quantization_config(qat: bool, weight_range: tuple[int, int] = (-128, 127)) -> Any:
+    """torchao's default x86 quantization config with int8 weights limited to `weight_range`
+    (the kernel path's: 7-bit weights where the CPU lacks VNNI, see kdprune.quantization.cpu).
+    torchao's own `reduce_range` makes activations 7-bit instead, which ONNX cannot carry: its
+    QuantizeLinear clamps to [0, 255], so ONNX Runtime would see activations PyTorch clamped."""
+    _, _, x86 = _pt2e()
+    config = x86.get_default_x86_inductor_quantization_config(is_qat=qat)
+    low, high = weight_range
+    weight = dataclasses.replace(config.weight, quant_min=low, quant_max=high)
+    return dataclasses.replace(config, weight=weight)
+
+
+def prepare(
+    model: nn.Module,
+    example: torch.Tensor,
+    qat: bool = True,
+    weight_range: tuple[int, int] = (-128, 127),
+) -> torch.fx.GraphModule:
+    """The model exported and prepared by the x86 quantizer (int8 weights in `weight_range`):
+    with fake quantization for training (`qat`), else with observers (the cheaper form `check`
+    inspects: the same annotation of conv / linear layers, without rewriting conv + BN)."""
     _, flow, x86 = _pt2e()
     graph = export_graph(model.train(qat), example)
-    quantizer = x86.X86InductorQuantizer().set_global(
-        x86.get_default_x86_inductor_quantization_config(is_qat=qat)
-    )
+    quantizer = x86.X86InductorQuantizer().set_global(quantization_config(qat, weight_range))
     return (flow.prepare_qat_pt2e if qat else flow.prepare_pt2e)(graph, quantizer)
 
 

@@ -21,8 +21,15 @@ from kdprune.errors import ConfigError
 from kdprune.export import ort_session
 from kdprune.pruning import load_model
 from kdprune.quantization.calibration import CalibrationReader, training_images
-from kdprune.quantization.cpu import cpu_flags, int8_support, require_int8_cpu
-from kdprune.quantization.files import INT8_ONNX, export_int8_graph, fp32_files
+from kdprune.quantization.cpu import (
+    KernelPath,
+    cpu_flags,
+    int8_support,
+    require_int8_cpu,
+    resolve_kernel_path,
+    speed_note,
+)
+from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx
@@ -53,6 +60,7 @@ class PostTrainingQuantization:
         calibration_method: str = "MinMax",
         percentile: float = 99.999,
         per_channel: bool = True,
+        int8_kernel_path: str = "auto",
     ):
         if isinstance(calibration_images, bool) or not isinstance(calibration_images, int):
             raise ConfigError(
@@ -72,6 +80,7 @@ class PostTrainingQuantization:
         ort_calibration_method(calibration_method)  # ConfigError for a name it does not have
         self.images, self.method = calibration_images, calibration_method
         self.percentile, self.per_channel = float(percentile), per_channel
+        self.path = resolve_kernel_path(int8_kernel_path)
 
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the model exports (torch.export, as the ONNX exporter)."""
@@ -87,9 +96,9 @@ class PostTrainingQuantization:
             images = training_images(ctx.loaders.train, self.images, int(ctx.cfg.seed))
             files["int8"] = quantize_onnx(
                 files["fp32"], Path(model_file).parent / INT8_ONNX, CalibrationReader(images),
-                self.method, self.per_channel, self.percentile,
+                self.method, self.per_channel, self.percentile, self.path.reduce_range,
             )  # fmt: skip
-            record = measure(ctx, files)
+            record = measure(ctx, files, self.path)
         return {
             "quantize": "ptq",
             "calibration_images": len(images),
@@ -102,7 +111,7 @@ class QuantizationAwareTraining:
     """`quantize=qat`: PT2E quantization-aware training with the run's KD objective for
     `epochs` epochs (taken from the order's last stage), converted and exported to ONNX."""
 
-    def __init__(self, epochs: int = 1, lr_scale: float = 0.1):
+    def __init__(self, epochs: int = 1, lr_scale: float = 0.1, int8_kernel_path: str = "auto"):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(
                 f"quantize=qat needs quantize.epochs >= 1 (its training epochs), got {epochs!r}; "
@@ -111,11 +120,12 @@ class QuantizationAwareTraining:
         if isinstance(lr_scale, bool) or not isinstance(lr_scale, int | float) or lr_scale <= 0:
             raise ConfigError(f"quantize.lr_scale must be a number > 0, got {lr_scale!r}")
         self.epochs, self.lr_scale = epochs, float(lr_scale)
+        self.path = resolve_kernel_path(int8_kernel_path)
 
     def check(self, model: nn.Module, example: torch.Tensor) -> None:
         """INT8 runs on this CPU, and the x86 quantizer puts every conv / linear weight in INT8."""
         require_int8_cpu()
-        missed = unquantized_layers(prepare(model, example, qat=False))
+        missed = unquantized_layers(prepare(model, example, False, self.weight_range))
         if missed:
             raise ConfigError(
                 f"the PT2E x86 quantizer leaves {len(missed)} conv / linear layer(s) of "
@@ -131,17 +141,22 @@ class QuantizationAwareTraining:
         qat = self.train(ctx, teacher, load_model(model_file, map_location=ctx.device))
         with ctx.timed("quantize"):
             graph = qat.cpu().convert()
-            images = training_images(ctx.loaders.train, 64, int(ctx.cfg.seed))
+            images = training_images(ctx.loaders.train, CHECK_IMAGES, int(ctx.cfg.seed))
             files["int8"] = export_int8_graph(graph, images, Path(model_file).parent / INT8_ONNX)
-            record = measure(ctx, files)
+            record = measure(ctx, files, self.path)
         return {"quantize": "qat", "qat_epochs": self.epochs, **record}
+
+    @property
+    def weight_range(self) -> tuple[int, int]:
+        """The int8 weight range of the kernel path, for torchao's quantizer."""
+        return self.path.weight_min, self.path.weight_max
 
     def train(self, ctx: RunContext, teacher: Teacher | None, model: nn.Module) -> QatModel:
         """The model prepared for QAT and trained with the run's objective (stage `qat`)."""
         d = ctx.cfg.dataset
         example = torch.randn(2, d.in_channels, d.image_size, d.image_size, device=ctx.device)
         ctx.seed(QAT_SEED_OFFSET)
-        qat = QatModel(prepare(model, example, qat=True)).to(ctx.device)
+        qat = QatModel(prepare(model, example, True, self.weight_range)).to(ctx.device)
         optimizer = OmegaConf.merge(
             ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}
         )
@@ -151,7 +166,7 @@ class QuantizationAwareTraining:
         return qat
 
 
-def measure(ctx: RunContext, files: dict[str, Path]) -> dict[str, Any]:
+def measure(ctx: RunContext, files: dict[str, Path], path: KernelPath) -> dict[str, Any]:
     """The INT8 model's accuracy, and sizes and latencies of the three ONNX files."""
     cfg, d = ctx.cfg, ctx.cfg.dataset
     session = ort_session(files["int8"], int(cfg.trainer.get("threads") or 0))
@@ -159,6 +174,7 @@ def measure(ctx: RunContext, files: dict[str, Path]) -> dict[str, Any]:
     record = {
         "int8_layers": len(layer_precision(files["int8"])["int8"]),
         "int8_instructions": int8_support(cpu_flags()),
+        "int8_kernel_path": path.name,
         **accuracy_record(session, ctx.loaders, cfg.trainer.max_batches),
         **size_record(files),
         **latency_record(files, shape, cfg.measure),
@@ -169,4 +185,6 @@ def measure(ctx: RunContext, files: dict[str, Path]) -> dict[str, Any]:
         record["int8_size_reduction"],
         record["int8_speedup_bs64"],
     )
+    if note := speed_note(record["int8_instructions"]):
+        log.warning("int8: %s", note)
     return record
