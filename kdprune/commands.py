@@ -1,5 +1,5 @@
 """The non-Hydra subcommands: `kdprune report`, `kdprune evaluate`, `kdprune export-onnx`,
-`kdprune sensitivity`, `kdprune dashboard`."""
+`kdprune sensitivity`, `kdprune dashboard`, `kdprune verdict --until-decided`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         _sensitivity_parser,
     ):
         add(sub)
+    from kdprune.sweeping.sequential_cli import add_parser
+
+    add_parser(sub, _verdict_options)
     return parser
 
 
@@ -309,6 +312,12 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(args: argparse.Namespace) -> int:
+    from kdprune.sweeping.sequential_cli import run
+
+    return run(args)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from kdprune.sweeping.dashboard import serve
 
@@ -341,6 +350,7 @@ COMMANDS: dict[str, Any] = {
     "export-onnx": _export_onnx,
     "sensitivity": _sensitivity,
     "dashboard": _dashboard,
+    "verdict": _verdict,
 }
 
 
