@@ -96,8 +96,9 @@ def _check(args: argparse.Namespace) -> None:
         )
 
 
-def run(args: argparse.Namespace, launcher: Any = None) -> int:
-    """The command: check, run the looks, write the report; print the sequential verdicts."""
+def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
+    """The command: check, run the looks, write the report; print the sequential verdicts.
+    `make_launcher(fixed_overrides)` gives the launcher (default: Hydra multiruns)."""
     from kdprune.reporting.sequential import planned_looks
     from kdprune.reporting.verdicts import Options
     from kdprune.sweeping.sequential import Plan, grid_arms, hydra_launcher, until_decided
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace, launcher: Any = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     options = Options(args.correction, args.margin / 100, args.analysis, args.family)
     plan = Plan(planned_looks(args.start, args.batch, args.cap), args.spending, options)
-    outcome = until_decided(folder, arms, plan, launcher or hydra_launcher(fixed))
+    outcome = until_decided(folder, arms, plan, (make_launcher or hydra_launcher)(fixed))
     return _finish(folder, plan, outcome)
 
 
