@@ -138,6 +138,8 @@ def test_only_undecided_contrasts_arms_get_new_seeds(tmp_path) -> None:
 
 def test_running_again_reuses_every_finished_run(tmp_path) -> None:
     first = until_decided(tmp_path, ARMS, _plan(), StubLauncher())
+    stray = fake_metrics("joint", 0.5, 0, 0.9, 0.99, kd="none")  # another grid's run: not seen
+    write_metrics(tmp_path / "kd-none__schedule-joint" / SEED_FOLDER.format(seed=0), stray)
     again = StubLauncher()
     second = until_decided(tmp_path, ARMS, _plan(), again)
     assert again.calls == [] and second.decisions == first.decisions

@@ -94,15 +94,18 @@ def done_seeds(folder: Path, arm: Arm) -> set[int]:
     return out
 
 
-def _look_runs(folder: Path, n: int) -> pd.DataFrame | None:
-    """The finished runs below the folder with a seed below n (None when there are none)."""
+def look_runs(folder: Path, arms: Sequence[Arm], n: int) -> pd.DataFrame | None:
+    """The finished runs of these arms with a seed below n (None when there are none); runs
+    of other arms left in the folder are not looked at."""
     from kdprune.reporting.runs import collect_runs
 
     try:
         runs = collect_runs(folder)
     except ConfigError:
         return None
-    return runs[runs["seed"] < n].reset_index(drop=True)
+    names = {a.name for a in arms}
+    arm = runs["run_dir"].map(lambda d: Path(d).resolve().relative_to(folder.resolve()).parts[0])
+    return runs[(runs["seed"] < n) & arm.isin(names)].reset_index(drop=True)
 
 
 def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
@@ -154,7 +157,7 @@ def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launche
     for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):
         needed = list(arms) if k == 0 else _needed(table, outcome, arm_of, arms)
         _launch_missing(folder, needed, n, launch, outcome)
-        runs = _look_runs(folder, n)
+        runs = look_runs(folder, arms, n)
         if runs is None or runs.empty:
             raise ConfigError(f"no finished run below {folder} after look {k + 1}.")
         arm_of = _arm_of(runs, folder)

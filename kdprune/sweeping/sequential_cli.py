@@ -114,20 +114,20 @@ def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
     options = Options(args.correction, args.margin / 100, args.analysis, args.family)
     plan = Plan(planned_looks(args.start, args.batch, args.cap), args.spending, options)
     outcome = until_decided(folder, arms, plan, (make_launcher or hydra_launcher)(fixed))
-    return _finish(folder, plan, outcome)
+    return _finish(folder, arms, plan, outcome)
 
 
-def _finish(folder: Path, plan: Any, outcome: Any) -> int:
+def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
     """The report on the runs of the last look, with the sequential verdicts added."""
     import pandas as pd
 
-    from kdprune.reporting import collect_runs, write_report
+    from kdprune.reporting import write_report
     from kdprune.reporting.report import MARKDOWN_FILE
     from kdprune.reporting.sequential_report import section, with_decisions, write_sequential
+    from kdprune.sweeping.sequential import look_runs
 
     n = plan.looks[outcome.looks_run - 1]
-    runs = collect_runs(folder)
-    runs = runs[runs["seed"] < n].reset_index(drop=True)
+    runs = look_runs(folder, arms, n)
     report = write_report(runs, folder, source=str(folder), options=plan.options)
     table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)
     text = section(table, report.titles, plan.looks, plan.alphas, plan.spending)
