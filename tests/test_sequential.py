@@ -204,3 +204,32 @@ def test_tiny_real_sequential_verdict_on_digits(tmp_path) -> None:
     assert "## Sequential verdict" in text and "Lan & DeMets (1983)" in text
     finished = list((tmp_path / "runs").rglob("metrics.json"))
     assert len(finished) == 2 * row["seeds_needed"]  # both arms, every seed of the last look
+
+
+@pytest.mark.slow
+def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
+    """`kdprune verdict --until-decided` end to end: a `kdprune -m` child per arm and look, job
+    folders DIR/<arm>/seed_<s>; the same command again launches nothing."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "runs"
+    command = [
+        sys.executable, "-m", "kdprune", "verdict", "--until-decided", "--start", "2",
+        "--batch", "2", "--cap", "4", "--dir", str(out),
+        *run_args(tmp_path, "+sweep=orders", "prune_method.ratio=0.5", "schedule=joint"),
+        "kd=none,hinton",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = pd.read_csv(out / "sequential.csv")
+    n = int(table["seeds_needed"].iloc[0])
+    for kd in ("none", "hinton"):
+        arm = Arm((f"kd={kd}", "prune_method.ratio=0.5", "schedule=joint"))
+        assert done_seeds(out, arm) == set(range(n))
+        assert (out / arm.name / "seed_0" / ".hydra" / "overrides.yaml").is_file()
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and "[HYDRA]" not in again.stdout + again.stderr
+    assert pd.read_csv(out / "sequential.csv").equals(table)
