@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -29,6 +30,9 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
+
+if TYPE_CHECKING:
+    from kdprune.reporting.verdicts import Options
 
 SEED_FOLDER = "seed_{seed}"
 # A launcher runs one arm (its overrides) at some seeds into FOLDER/<arm>/seed_<s>.
@@ -54,7 +58,7 @@ class Plan:
 
     looks: list[int]
     spending: str = "obrien-fleming"
-    options: object = None  # kdprune.reporting.verdicts.Options
+    options: Options | None = None  # None: the report's defaults
 
     @property
     def alphas(self) -> list[float]:
@@ -153,7 +157,10 @@ def _decide(table: pd.DataFrame, look: int, n: int, alpha: float, options, outco
 def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launcher) -> Outcome:
     """Run seeds look by look until every contrast is decided or the cap; returns decisions
     (undecided ones at the cap included) and what was launched."""
+    from kdprune.reporting.verdicts import Options
+
     outcome, table, arm_of = Outcome(), pd.DataFrame(), {}
+    options = plan.options or Options()
     for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):
         needed = list(arms) if k == 0 else _needed(table, outcome, arm_of, arms)
         _launch_missing(folder, needed, n, launch, outcome)
@@ -161,8 +168,8 @@ def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launche
         if runs is None or runs.empty:
             raise ConfigError(f"no finished run below {folder} after look {k + 1}.")
         arm_of = _arm_of(runs, folder)
-        table = _look_table(runs, plan.options)
-        _decide(table, k + 1, n, alpha, plan.options, outcome)
+        table = _look_table(runs, options)
+        _decide(table, k + 1, n, alpha, options, outcome)
         outcome.looks_run = k + 1
         if all(key in outcome.decisions for key in _pairs(table)):
             break

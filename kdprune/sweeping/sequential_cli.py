@@ -132,7 +132,10 @@ def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
     table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)
     text = section(table, report.titles, plan.looks, plan.alphas, plan.spending)
     files = write_sequential(table, folder, folder / MARKDOWN_FILE, text)
-    print(f"{len(runs)} runs in {folder}, {outcome.looks_run} look(s), up to {n} seeds per arm")
+    print(
+        f"{len(runs)} runs in {folder} ({len(outcome.launched)} launched now, the rest reused), "
+        f"{outcome.looks_run} look(s), up to {n} seeds per arm"
+    )
     for _, r in table.iterrows():
         look = r["decided_at_look"]
         when = "" if pd.isna(look) else f"look {look}, n = {r['seeds_needed']}"
