@@ -73,7 +73,7 @@ def _experiment(
     splits = instantiate(cfg.dataset.splits)
     augment = Augment(**cfg.dataset.augment)
     loaders = make_loaders(
-        splits, t.batch_size, t.eval_batch_size, device, augment, cfg.seed, t.num_workers
+        splits, t.batch_size, t.eval_batch_size, device, augment, data_seed(cfg), t.num_workers
     )
     ctx = RunContext(
         cfg=cfg,
@@ -98,6 +98,8 @@ def _experiment(
         "model": model_name(cfg.model),
         "dataset": cfg.dataset.name,
         "seed": int(cfg.seed),
+        "data_seed": data_seed(cfg),
+        "split_seed": int(cfg.dataset.splits.get("split_seed", cfg.get("split_seed", cfg.seed))),
         "device": str(device),
         **result,
         **_teacher_record(ctx, teacher),
@@ -122,6 +124,11 @@ def diverged_record(cfg: DictConfig, err: NonFiniteLossError) -> dict[str, Any]:
         "config": config,
         "config_fingerprint": config_fingerprint(config),
     }
+
+
+def data_seed(cfg: DictConfig) -> int:
+    """The seed of the training data's order and augmentation (`data_seed`, else `seed`)."""
+    return int(cfg.get("data_seed", cfg.seed))
 
 
 def _teacher_record(ctx: RunContext, teacher: Teacher) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdprune.distillation.checks import validate_kd
 from kdprune.errors import ConfigError
+from kdprune.sweeping.selectable import check_selectable
 
 if TYPE_CHECKING:
     import torch
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 # something, so a command line that a value check refuses answers without loading it (~2 s).
 
 ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
-# Metrics a sweep may optimise: never a test-set metric (validation selects, test reports).
-SWEEP_METRICS_EXCLUDED_PREFIX = "test_"
 
 
 def whole_number(value: Any, key: str, minimum: int = 0) -> int:
@@ -74,6 +73,8 @@ def check_run(cfg: DictConfig) -> None:
 
     whole_number(cfg.seed, "seed")
     whole_number(cfg.teacher.seed, "teacher.seed")
+    whole_number(cfg.get("data_seed", cfg.seed), "data_seed")
+    whole_number(cfg.get("split_seed", cfg.seed), "split_seed")
     pick_device(str(cfg.device))
     whole_number(cfg.measure.repeats, "measure.repeats", 1)
     whole_number(cfg.measure.warmup, "measure.warmup")
@@ -206,11 +207,7 @@ def check_sweep_metric(cfg: DictConfig) -> None:
     """What a sweep optimises is one metric or a list of them, none on the test set."""
     names = cfg.get("sweep_metric", "val_acc")
     for name in [names] if isinstance(names, str) else list(names):
-        if not isinstance(name, str) or name.startswith(SWEEP_METRICS_EXCLUDED_PREFIX):
-            raise ConfigError(
-                f"sweep_metric {name!r} is not allowed: a sweep selects on validation or cost "
-                "metrics, never on test ones"
-            )
+        check_selectable(name, "sweep_metric")
 
 
 def check_models(cfg: DictConfig) -> None:

@@ -109,6 +109,9 @@ def where_diverged(metrics: Mapping[str, Any]) -> str:
 # left out of its fingerprint, so runs that differ only in them (and in their seeds) are pooled.
 NOT_CONFIGURATION = (
     "seed",
+    "data_seed",
+    "split_seed",
+    "dataset.splits.split_seed",  # follows split_seed: a seed, like the others
     "teacher.seed",
     "paths",
     "hydra",

@@ -143,14 +143,15 @@ def test_a_pareto_front_holds_feasible_trials_only(tmp_path: Path) -> None:
     assert sorted(tuple(t.values) for t in best_trials(study)) == [(0.7, 2.0), (0.8, 4.0)]
 
 
-def test_the_epoch_reporter_reports_student_epochs_and_prunes() -> None:
+def test_the_epoch_reporter_reports_student_epochs_after_the_cut_and_prunes() -> None:
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(0.5))
     trial = study.ask()
     reporter = EpochReporter(trial, prune=True)
     reporter({"stage": "teacher", "epoch": 1, "val_acc": 0.1})  # not the student: not reported
-    reporter({"stage": "distill", "epoch": 1, "val_acc": 0.7})
-    with pytest.raises(optuna.TrialPruned, match="student epoch 2"):
-        reporter({"stage": "finetune", "epoch": 1, "val_acc": 0.3})
+    reporter({"stage": "distill", "epoch": 1, "val_acc": 0.2, "after_cut": False})  # still dense
+    reporter({"stage": "finetune", "epoch": 1, "val_acc": 0.7, "after_cut": True})
+    with pytest.raises(optuna.TrialPruned, match="epoch 2 after the cut"):
+        reporter({"stage": "finetune", "epoch": 2, "val_acc": 0.3, "after_cut": True})
     assert study.trials[0].intermediate_values == {0: 0.7, 1: 0.3}
 
 

@@ -1,8 +1,10 @@
 """Data sets as train / val / test splits: small ones in memory as tensors, large ones as folders.
 
-Every builder returns a `Splits`. Validation is a fixed, seeded split of the training set (the
-`split_seed` of the data set's config, not the run's seed, so every run of a sweep validates on the
-same images); the test set only ever reports.
+Every builder returns a `Splits`. Validation is a seeded split of the training set: the data set's
+`split_seed`, which follows the run's top-level `split_seed` (itself `${seed}` unless pinned), so a
+sweep over seeds varies which images validate while every trial of one seed validates on the same
+images. The test set is the same for every run (a data set's own test files, or a split cut with the
+fixed `test_seed`), so per-example test predictions of any two runs line up; it only ever reports.
 """
 
 from __future__ import annotations
@@ -187,14 +189,16 @@ def cifar100(root: str, val_size: int | float = 5000, split_seed: int = 0) -> Sp
     return _cifar("CIFAR100", root, val_size, split_seed)
 
 
-def digits(val_size: int | float = 0.15, test_size: float = 0.2, split_seed: int = 0) -> Splits:
+def digits(
+    val_size: int | float = 0.15, test_size: float = 0.2, split_seed: int = 0, test_seed: int = 1
+) -> Splits:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images): no download at all."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target)
-    rest, test = split_indices(len(y), test_size, split_seed + 1)
+    rest, test = split_indices(len(y), test_size, test_seed)
     splits = _tensor_splits(x[rest], y[rest], x[test], y[test], val_size, split_seed)
     splits.identity = "sklearn-digits#" + hashlib.sha256(bunch.images.tobytes()).hexdigest()[:16]
     return splits
@@ -215,7 +219,11 @@ class _Indexed(Dataset):
 
 
 def imagefolder(
-    root: str | None, image_size: int, val_size: int | float = 0.1, split_seed: int = 0
+    root: str | None,
+    image_size: int,
+    val_size: int | float = 0.1,
+    split_seed: int = 0,
+    test_seed: int = 1,
 ) -> Splits:
     """Any one-folder-per-class tree, streamed from disk.
 
@@ -248,7 +256,7 @@ def imagefolder(
         test: Dataset = tvd.ImageFolder(str(path / "test"), transform=tf)
         pool = torch.arange(len(full))
     else:
-        pool, test_idx = split_indices(len(full), 0.1, split_seed + 1)
+        pool, test_idx = split_indices(len(full), 0.1, test_seed)
         test = Subset(full, test_idx.tolist())
     train_idx, val_idx = split_indices(len(pool), val_size, split_seed)
     return Splits(

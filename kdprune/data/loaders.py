@@ -80,6 +80,11 @@ class TensorLoader:
         """True when a sample's input is the same every epoch (so teacher outputs can be cached)."""
         return self.augment is None
 
+    @property
+    def num_samples(self) -> int:
+        """How many images the split holds (not batches)."""
+        return len(self.labels)
+
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -137,6 +142,11 @@ class StreamLoader:
     @property
     def deterministic(self) -> bool:
         return self.augment is None
+
+    @property
+    def num_samples(self) -> int:
+        """How many images the split holds (not batches)."""
+        return len(self.dataset)
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,22 +85,42 @@ def _check_finite(total: torch.Tensor, stage: Stage, epoch: int, step: int) -> N
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, loader, device: torch.device, amp: bool = True, max_batches: int | None = None
-) -> dict[str, float]:
-    """Top-1 accuracy and mean cross-entropy of `model` on a loader."""
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    amp: bool = True,
+    max_batches: int | None = None,
+    keep_predictions: bool = False,
+) -> dict[str, Any]:
+    """Top-1 accuracy and mean cross-entropy of `model` on a loader; with `keep_predictions`,
+    also `predictions`: the predicted class of each image by its index in the split (a CPU
+    int64 tensor, -1 for images left out by `max_batches`)."""
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    for b, (x, y, _) in enumerate(loader):
+    seen, indices, classes = 0, [], []
+    for b, (x, y, idx) in enumerate(loader):
         if max_batches is not None and b >= max_batches:
             break
         with autocast(device, amp):
             logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
+        predicted = logits.argmax(1)
+        correct += (predicted == y).sum()
         seen += len(y)
-    return {"acc": correct.item() / max(seen, 1), "loss": loss_sum.item() / max(seen, 1)}
+        if keep_predictions:
+            indices.append(idx.cpu())
+            classes.append(predicted.cpu())
+    out: dict[str, Any] = {
+        "acc": correct.item() / max(seen, 1),
+        "loss": loss_sum.item() / max(seen, 1),
+    }
+    if keep_predictions:
+        predictions = torch.full((loader.num_samples,), -1, dtype=torch.long)
+        if indices:
+            predictions[torch.cat(indices)] = torch.cat(classes)
+        out["predictions"] = predictions
+    return out
 
 
 def train_epoch(

@@ -19,6 +19,7 @@ import pandas as pd
 from kdprune.errors import ConfigError
 from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
+from kdprune.reporting.emv import EMV_FILE, plot_emv
 from kdprune.reporting.inference import EQUIVALENT
 from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
 from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
@@ -113,6 +114,10 @@ def _figures(
     }
     if pareto or (study is not None and len(study.directions) > 1):
         figures["Pareto front"] = plot_pareto(runs, out_dir / PARETO_FILE, study)
+    if study is not None and study.emv is not None:
+        figures["Expected maximum validation performance"] = plot_emv(
+            study.emv, study.objective_names[0], out_dir / EMV_FILE
+        )
     if has_int8(runs):
         figures["Accuracy vs size and latency, FP32 and INT8"] = plot_size(
             runs, out_dir / SIZE_PLOT

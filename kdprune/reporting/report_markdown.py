@@ -17,6 +17,7 @@ from kdprune.reporting.configs import (
     distinguishing_keys,
 )
 from kdprune.reporting.configs import describe as describe_config
+from kdprune.reporting.emv import emv_lines
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.quantized import has_int8, quantization_lines
 from kdprune.reporting.report_sections import (
@@ -201,7 +202,10 @@ def _study_lines(study: StudyInfo) -> list[str]:
         + [str(b["params"].get(p, "")) for p in params]
         for b in study.best
     ]
-    return out + md_table(header, rows)
+    out += md_table(header, rows)
+    if study.emv is not None:
+        out += ["", *emv_lines(study.emv, study.objective_names[0], study.n_pruned)]
+    return out
 
 
 def _figure_lines(figures: dict[str, Path]) -> list[str]:

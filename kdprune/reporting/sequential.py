@@ -37,8 +37,7 @@ from kdprune.reporting.inference import (
     equivalent_words,
     paired_test,
 )
-
-START, BATCH, CAP = 4, 2, 16
+from kdprune.sweeping.design import BATCH, CAP, SPENDING_NAMES, START
 
 
 def obrien_fleming(t: float, alpha: float = ALPHA) -> float:
@@ -55,10 +54,9 @@ def pocock(t: float, alpha: float = ALPHA) -> float:
     return alpha * math.log(1 + (math.e - 1) * min(max(t, 0.0), 1.0))
 
 
-SPENDING: dict[str, Callable[[float, float], float]] = {
-    "obrien-fleming": obrien_fleming,
-    "pocock": pocock,
-}
+SPENDING: dict[str, Callable[[float, float], float]] = dict(
+    zip(SPENDING_NAMES, (obrien_fleming, pocock), strict=True)
+)
 
 
 def planned_looks(start: int = START, batch: int = BATCH, cap: int = CAP) -> list[int]:

@@ -30,6 +30,8 @@ class StudyInfo:
     best: list[dict[str, Any]]  # best trial (one objective) or the Pareto set (several)
     n_trials: int = 0
     n_without_metrics: int = 0
+    emv: pd.DataFrame | None = None  # expected best value by number of trials (one objective)
+    n_pruned: int = 0
 
 
 def _matching_metric(i: int, runs: list[FinishedRun]) -> str:
@@ -149,6 +151,21 @@ def _best_trials(study: Any, objective_names: list[str]) -> list[dict[str, Any]]
     ]
 
 
+def _emv(study: Any) -> pd.DataFrame | None:
+    """The expected-maximum curve of the feasible complete trials (one objective), else None."""
+    from optuna.trial import TrialState
+
+    from kdprune.reporting.emv import expected_max_curve
+    from kdprune.sweeping.constraints import is_feasible
+
+    if len(study.directions) != 1:
+        return None
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = [t.value for t in complete if is_feasible(t)]  # a pruned trial has a value too
+    maximise = study.directions[0].name == "MAXIMIZE"
+    return expected_max_curve(values, maximise) if values else None
+
+
 def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, StudyInfo]:
     """The runs of an Optuna study's trials (user attr `run_dir`) and the study's summary."""
     import optuna
@@ -177,5 +194,7 @@ def collect_study(storage: str, study_name: str | None) -> tuple[pd.DataFrame, S
         best=_best_trials(study, objective_names),
         n_trials=len(trials),
         n_without_metrics=len(trials) - len(rows),
+        emv=_emv(study),
+        n_pruned=sum(t.state.name == "PRUNED" for t in trials),
     )
     return ledger_frame(rows), info

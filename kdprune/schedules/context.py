@@ -3,6 +3,7 @@ records. Stages return what they measure; nothing is left here for a later stage
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from kdprune.config import instantiate
 from kdprune.data import Loaders
 from kdprune.engine import Stage, evaluate, seed_everything
 from kdprune.errors import ConfigError
+from kdprune.metrics import ledger
 from kdprune.models import build
 from kdprune.tracking import Tracker
 
@@ -38,6 +40,9 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, recorded
     history: list[dict] = field(default_factory=list)  # one record per epoch, recorded
     on_epoch: Callable[[dict[str, Any]], None] | None = None  # a sweep trial's reporter, if any
+    # The student's final cut, once made: its size ledger in a sweep (the pruner's constraint
+    # values), {} elsewhere; None before the cut. Epoch records say `after_cut`.
+    cut: dict[str, Any] | None = None
 
     @property
     def example_inputs(self) -> torch.Tensor:
@@ -45,8 +50,20 @@ class RunContext:
         d = self.cfg.dataset
         return torch.randn(1, d.in_channels, d.image_size, d.image_size, device=self.device)
 
+    def mark_cut(self, dense: nn.Module, pruned: nn.Module) -> None:
+        """The student has its final size: later epochs are `after_cut`; in a sweep, keep the size
+        ledger of the cut (MACs, parameters; no timing) for a pruned trial's constraint values."""
+        if self.on_epoch is None:
+            self.cut = {}
+            return
+        d = self.cfg.dataset  # zeros, not example_inputs: counting must not draw random numbers
+        inputs = torch.zeros(1, d.in_channels, d.image_size, d.image_size)
+        dense, pruned = (copy.deepcopy(m).cpu().eval() for m in (dense, pruned))
+        self.cut = ledger(dense, pruned, inputs, latency_batch_sizes=())
+
     def record(self, entry: dict[str, Any]) -> None:
         """Keep one epoch's record, send it to the tracker, and log it as one line."""
+        entry = {**entry, "after_cut": self.cut is not None}
         self.history.append(entry)
         self.tracker.log(entry)
         log.info(
@@ -60,7 +77,7 @@ class RunContext:
             entry["seconds"],
         )
         if self.on_epoch is not None:  # may raise optuna.TrialPruned: the sweep stops this run
-            self.on_epoch(entry)
+            self.on_epoch({**entry, **(self.cut or {})})
 
     @contextmanager
     def timed(self, name: str) -> Iterator[None]:
@@ -106,16 +123,19 @@ class RunContext:
             **kwargs,
         )
 
-    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        """Accuracy and loss of a model on `val` or `test`, timed as the `evaluate` stage."""
+    def evaluate(
+        self, model: nn.Module, split: str, keep_predictions: bool = False
+    ) -> dict[str, Any]:
+        """Accuracy and loss of a model on `val` or `test`, timed as the `evaluate` stage (and
+        each image's predicted class with `keep_predictions`)."""
         with self.timed("evaluate"):
-            return self.score(model, split)
+            return self.score(model, split, keep_predictions)
 
-    def score(self, model: nn.Module, split: str) -> dict[str, float]:
+    def score(self, model: nn.Module, split: str, keep_predictions: bool = False) -> dict[str, Any]:
         """`evaluate` without timing, for use inside another timed stage (no double counting)."""
         loader = getattr(self.loaders, split)
         t = self.cfg.trainer
-        return evaluate(model, loader, self.device, bool(t.amp), t.max_batches)
+        return evaluate(model, loader, self.device, bool(t.amp), t.max_batches, keep_predictions)
 
 
 def progress_setting(value: Any) -> bool | None:

@@ -80,6 +80,7 @@ def prune_then_distill(
     student = new_student(ctx, start)
     dense = copy.deepcopy(student)
     step = prune(ctx, student)
+    ctx.mark_cut(dense, student)
     train(ctx, "distill", student, teacher, finetune_epochs)
     result = finish(
         ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
@@ -93,6 +94,7 @@ def _prune_teacher_then_distill(
     """Prune a copy of the teacher, then distill the student from the pruned teacher."""
     pruned = copy.deepcopy(teacher.module).requires_grad_(True)
     step = prune(ctx, pruned)
+    ctx.mark_cut(teacher.module, pruned)
     pruned.eval().requires_grad_(False)
     pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after}, "pruned teacher", None)
     student = new_student(ctx, start)
@@ -119,6 +121,7 @@ def distill_then_prune(
     train(ctx, "distill", student, teacher, distill_epochs, after_backward=_regularizer(pruner))
     dense = copy.deepcopy(student)
     step = prune(ctx, student, pruner)
+    ctx.mark_cut(dense, student)
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(
         ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
@@ -169,8 +172,10 @@ class GradualPruning:
         start: float,
         end: float,
         steps: int,
+        dense_model: nn.Module | None = None,
     ):
         self.ctx, self.target = ctx, float(ctx.cfg.prune_method.ratio)
+        self.dense_model = dense_model if dense_model is not None else copy.deepcopy(model)
         self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
         span = max(self.last - self.first, 1)
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
@@ -196,6 +201,8 @@ class GradualPruning:
             return False
         self.history += result.history or []
         self.sparsity = scheduled
+        if step == self.points[-1]:  # the final cut: later epochs are the sweep pruner's
+            self.ctx.mark_cut(self.dense_model, model)
         log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
         return True
 
@@ -230,12 +237,15 @@ def joint(
     if ctx.cfg.trainer.max_batches is not None:
         steps_per_epoch = min(steps_per_epoch, int(ctx.cfg.trainer.max_batches))
     gradual = GradualPruning(
-        ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps
-    )
+        ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps,
+        dense,
+    )  # fmt: skip
     train(
         ctx, "joint", student, teacher, joint_epochs,
         after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
     )  # fmt: skip
+    if ctx.cut is None:  # the last pruning point did not prune (nothing left to mask)
+        ctx.mark_cut(dense, student)
     after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
     train(ctx, "finetune", student, teacher, finetune_epochs)
     return finish(ctx, dense, student, gradual.history, after_prune_val_acc, gradual.round_to)

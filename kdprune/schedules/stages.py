@@ -17,6 +17,7 @@ from torch import nn
 from kdprune.config import instantiate
 from kdprune.engine import fit
 from kdprune.metrics import file_size_bytes, ledger
+from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.teacher import Teacher
@@ -160,7 +161,9 @@ def finish(
             num_threads=cfg.measure.get("threads"),
             round_to=round_to,
         )
-    val, test = ctx.evaluate(compressed, "val"), ctx.evaluate(compressed, "test")
+    val = ctx.evaluate(compressed, "val")
+    test = ctx.evaluate(compressed, "test", keep_predictions=True)
+    predictions = write_predictions(ctx.run_dir, test["predictions"], int(cfg.dataset.num_classes))
     return {
         "method": cfg.prune_method.name,
         "kind": pruner_class(cfg.prune_method).kind,
@@ -176,4 +179,5 @@ def finish(
         "val_loss": val["loss"],
         "test_loss": test["loss"],
         "model_file": str(path),
+        "test_predictions_file": predictions.name,
     }

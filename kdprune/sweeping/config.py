@@ -3,7 +3,7 @@
 Hydra's `OptunaSweeperConf` plus what a study shared by many workers needs:
 
 - `pruner`: `hydra/sweeper/pruner=median|hyperband|successive_halving|threshold|none` (Optuna's
-  pruners, fed each student epoch's validation accuracy);
+  pruners, fed the validation accuracy of each student epoch after the cut);
 - `heartbeat_interval` / `grace_period` (seconds): a running trial whose worker has not beaten
   for `grace_period` is failed as interrupted by another worker, and its budget given back;
 - `constraints`: `{metric: {min: x, max: y}}` on the run's metrics.json; best = best feasible.

@@ -6,20 +6,31 @@ value, attached to the trial with `Trial.set_constraint` before `study.tell` (Op
 replacement for the samplers' `constraints_func`, which it deprecates; TPE, NSGA-II and GP read
 these values): `min - value` or `value - max`, feasible when <= 0. A complete trial whose run did
 not record the metric gets +inf: never feasible. `best_trials` chooses among feasible trials only.
+
+optuna-dashboard (0.21) reads neither: it shows a trial's `constraints` system attr (a list, the
+key Optuna 4's samplers wrote) and asks the storage for `get_best_trial`, which ignores
+constraints. So the values are also stored as that list (in the order of the bounds; their
+names and `feasible` are user attrs), and `kdprune dashboard` serves a storage whose best trial is
+`best_trials`' (`feasible_best_storage`).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kdprune.errors import ConfigError
+from kdprune.sweeping.selectable import check_selectable
+
+DASHBOARD_KEY = "constraints"  # the trial system attr optuna-dashboard shows
 
 
 @dataclass(frozen=True)
@@ -56,8 +67,7 @@ def parse_constraints(spec: Mapping[str, Any] | None) -> list[Bound]:
         for side, value in sides.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key}.{side} must be a number, got {value!r}")
-        if str(metric).startswith("test_"):
-            raise ConfigError(f"{key}: a sweep never selects on a test-set metric")
+        check_selectable(str(metric), "hydra.sweeper.constraints key")
         bounds.append(Bound(str(metric), sides.get("min"), sides.get("max")))
     return bounds
 
@@ -75,7 +85,33 @@ def attach_constraints(
         values.update(bound.violations(metric))
     for key, value in values.items():
         trial.set_constraint(key, value)
+    # optuna-dashboard's key (see the module docstring); Trial has no public setter for it.
+    # JSON has no infinity: the dashboard's page would not parse one, so +inf is stored as the
+    # largest float (still never feasible). Optuna reads the list too, beside the named values.
+    shown = [min(v, sys.float_info.max) for v in values.values()]
+    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_KEY, shown)
+    trial.set_user_attr("constraints", list(values))
+    trial.set_user_attr("feasible", all(v <= 0.0 for v in values.values()))
     return values
+
+
+def feasible_best_storage(storage: BaseStorage) -> BaseStorage:
+    """`storage`, its `get_best_trial` answering with kdprune's best (feasible) trial, for
+    optuna-dashboard; where no complete trial is feasible it raises ValueError, as Optuna does when
+    no trial is complete (the dashboard then reports an error instead of naming an infeasible
+    trial best)."""
+
+    def get_best_trial(study_id: int) -> FrozenTrial:
+        study = optuna.load_study(
+            study_name=storage.get_study_name_from_id(study_id), storage=storage
+        )
+        best = best_trials(study)
+        if not best:
+            raise ValueError(f"no complete trial of study {study.study_name} is feasible")
+        return best[0]
+
+    storage.get_best_trial = get_best_trial  # an instance attribute: this storage object only
+    return storage
 
 
 def is_feasible(trial: FrozenTrial) -> bool:

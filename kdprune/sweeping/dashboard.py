@@ -10,6 +10,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from kdprune.errors import ConfigError
 from kdprune.paths import journal_file, sqlite_file
+from kdprune.sweeping.constraints import feasible_best_storage
 from kdprune.sweeping.storage import close_storage, open_storage, redacted
 
 INSTALL = "pip install -e '.[dashboard]' (or run make dashboard)"
@@ -29,7 +30,7 @@ def serve(storage_url: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     for path in (sqlite_file(storage_url), journal_file(storage_url)):
         if path is not None and not path.is_file():
             raise ConfigError(f"no study file {path}: run a sweep first")
-    storage = open_storage(storage_url)
+    storage = feasible_best_storage(open_storage(storage_url))
     try:
         server = make_server(
             host, port, optuna_dashboard.wsgi(storage), handler_class=_QuietHandler

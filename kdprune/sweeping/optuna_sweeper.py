@@ -10,7 +10,8 @@ parsing and replaces its loop with `Worker`s (`worker.py`):
   that run jobs in other processes); job folders are named by trial number;
 - a running trial is failed as `interrupted` only when its worker stopped beating
   (`heartbeat_interval`, `grace_period`; `storage.py`), and its budget is given back;
-- jobs report student epochs to their trial and stop when the pruner says so (`trial_link.py`);
+- jobs report student epochs after the cut to their trial and stop when the pruner says so
+  (`trial_link.py`);
 - `constraints` are attached to each trial before `tell`; the best trial is the best feasible one
   (`constraints.py`, `summary.py`).
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kdprune.errors import KdpruneError
-from kdprune.reporting.sequential import BATCH, CAP, SPENDING, START
+from kdprune.sweeping.design import BATCH, CAP, SPENDING_NAMES, START
 
 DEFAULT_DIR = "outputs/sweeps/{name}/sequential"
 
@@ -30,7 +30,7 @@ def add_parser(sub: Any, verdict_options: Any) -> None:
     verdict.add_argument("--batch", type=int, default=BATCH, help=f"seeds per look ({BATCH})")
     verdict.add_argument("--cap", type=int, default=CAP, help=f"most seeds per arm ({CAP})")
     verdict.add_argument(
-        "--spending", choices=sorted(SPENDING), default="obrien-fleming",
+        "--spending", choices=SPENDING_NAMES, default="obrien-fleming",
         help="Lan-DeMets alpha-spending function (default obrien-fleming)",
     )  # fmt: skip
     verdict.add_argument("--dir", help="the runs' folder (default outputs/sweeps/NAME/sequential)")

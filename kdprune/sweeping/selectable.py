@@ -1,0 +1,56 @@
+"""What a sweep may select on: validation metrics and cost (size, MACs, latency) — never test.
+
+A whitelist rather than a name prefix: `teacher_test_acc`, `int8_test_acc` or a metric added later
+that reports on the test set do not start with `test_`, and a prefix rule let them through. A
+name is selectable when it matches one of the patterns below in full; anything else is refused in
+one line, before any work, as `sweep_metric` and as a key of `hydra.sweeper.constraints`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kdprune.errors import ConfigError
+
+# Accuracy and loss measured on the validation split (the student's, after pruning, the INT8
+# model's, the teacher's and a pruned teacher's).
+VALIDATION = (
+    r"val_(acc|loss)",
+    r"after_prune_val_acc",
+    r"int8_val_(acc|loss)",
+    r"(pruned_)?teacher_val_acc",
+)
+# What compression costs or saves: parameters, MACs, sparsity, file sizes, measured latency.
+COST = (
+    r"(params|macs)_(before|after|removed_fraction)",
+    r"macs_speedup",
+    r"nonzero_fraction",
+    r"weight_sparsity",
+    r"channel_ratio",
+    r"(dense_)?file_size_bytes",
+    r"teacher_(macs|params)",
+    r"cpu_latency_ms_bs\d+_(before|after)",
+    r"cpu_speedup_bs\d+",
+    r"onnx_file_size_bytes_(dense|fp32|int8)",
+    r"(int8|onnx)_size_reduction",
+    r"ort_latency_ms_bs\d+_(dense|fp32|int8)",
+    r"(int8|ort)_speedup_bs\d+",
+)
+SELECTABLE = re.compile("|".join(f"(?:{p})" for p in (*VALIDATION, *COST)))
+
+
+def is_selectable(name: object) -> bool:
+    """True for a metric name a sweep may optimise or constrain (validation or cost)."""
+    return isinstance(name, str) and SELECTABLE.fullmatch(name) is not None
+
+
+def check_selectable(name: object, key: str) -> None:
+    """ConfigError (one line) unless `name` is a validation or cost metric; `key` names the
+    setting it came from, e.g. `sweep_metric`."""
+    if is_selectable(name):
+        return
+    why = "a test-set metric" if "test" in str(name) else "not a validation or cost metric"
+    raise ConfigError(
+        f"{key} {name!r} is not allowed ({why}): a sweep selects on validation metrics (val_acc, "
+        "val_loss, after_prune_val_acc, int8_val_acc ...) or on size, MACs and latency, never test"
+    )
