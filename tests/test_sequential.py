@@ -151,6 +151,25 @@ def test_running_again_reuses_every_finished_run(tmp_path) -> None:
     assert third.calls == [(ARMS[2].name, (1,))]
 
 
+def test_the_report_says_what_stayed_undecided_at_the_cap(tmp_path, capsys) -> None:
+    from kdprune.sweeping.sequential_cli import _finish
+
+    plan = Plan(planned_looks(4, 2, 6), options=Options(analysis="paired", margin=MARGIN))
+    outcome = until_decided(tmp_path, ARMS, plan, StubLauncher())
+    assert _finish(tmp_path, ARMS, plan, outcome) == 0
+    table = pd.read_csv(tmp_path / "sequential.csv").set_index(["a", "b"])
+    # the two equal orders cannot be told apart by 6 seeds; joint's contrasts are decided
+    same = table.loc[("prune_then_distill, kd=hinton", "distill_then_prune, kd=hinton")]
+    assert same["sequential_verdict"] == "undecided at n = 6 (cap)"
+    assert math.isnan(same["decided_at_look"]) and same["seeds_needed"] == 6
+    decided = table.drop(index=same.name)
+    assert decided["decided_at_look"].notna().all() and len(decided) == 2
+    assert decided["sequential_verdict"].str.endswith("kd=hinton better").all()
+    text = (tmp_path / "PRUNING_REPORT.md").read_text()
+    assert "2 of 3 contrasts decided; 1 undecided at the cap" in text
+    assert "undecided at n = 6 (cap)" in capsys.readouterr().out
+
+
 def test_a_diverged_run_is_not_reused(tmp_path) -> None:
     arm = ARMS[0]
     run = tmp_path / arm.name / SEED_FOLDER.format(seed=0)
