@@ -10,7 +10,9 @@ from collections.abc import Callable
 
 from kdprune.paths import config_groups, group_options
 
-SUBCOMMANDS = ("report", "evaluate", "export-onnx", "sensitivity", "dashboard", "confirm")
+SUBCOMMANDS = (
+    "report", "evaluate", "export-onnx", "sensitivity", "dashboard", "confirm", "verdict",
+)  # fmt: skip
 # Hydra's own flags that compose or print nothing we could check first: leave them to Hydra.
 PASS_THROUGH_FLAGS = ("-m", "--multirun")
 # Hydra's flags that print something and run nothing: no sweeper (Optuna) needed.

@@ -1,5 +1,5 @@
 """The non-Hydra subcommands: `kdprune report`, `kdprune evaluate`, `kdprune export-onnx`,
-`kdprune sensitivity`, `kdprune dashboard`, `kdprune confirm`."""
+`kdprune sensitivity`, `kdprune dashboard`, `kdprune confirm`, `kdprune verdict --until-decided`."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         _confirm_parser,
     ):
         add(sub)
+    from kdprune.sweeping.sequential_cli import add_parser
+
+    add_parser(sub, _verdict_options)
     return parser
 
 
@@ -353,6 +356,12 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict(args: argparse.Namespace) -> int:
+    from kdprune.sweeping.sequential_cli import run
+
+    return run(args)
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     from kdprune.sweeping.dashboard import serve
 
@@ -386,6 +395,7 @@ COMMANDS: dict[str, Any] = {
     "sensitivity": _sensitivity,
     "dashboard": _dashboard,
     "confirm": _confirm,
+    "verdict": _verdict,
 }
 
 
