@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -205,3 +207,35 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 1 << 16)
     except OSError:  # EIO: the other side is closed and everything was read
         return b""
+
+
+def _logging_state() -> list[tuple]:
+    loggers = [logging.getLogger(name) for name in ("", "kdprune", "hydra")]
+    return [(list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers]
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["teacher.epochs=1", "trainer.max_batches=2", "budget.student_epochs=2",
+          "budget.finetune_epochs=1"], None),
+        (["dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"], 2),
+    ],
+    ids=["finished", "refused"],
+)  # fmt: skip
+def test_a_command_line_run_leaves_the_loggers_as_it_found_them(
+    monkeypatch, tmp_path: Path, args: list[str], code: int | None
+) -> None:
+    # Hydra's job logging puts a console handler (on this test's captured stdout) and a file
+    # handler on the root logger; left there, every later record goes to a closed stream.
+    from kdprune import cli
+
+    before = _logging_state()
+    argv = ["kdprune", *run_args(tmp_path, *args, f"hydra.run.dir={tmp_path}/run")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) if code else contextlib.nullcontext() as exit_:
+        cli.main()
+    assert exit_ is None or exit_.value.code == code
+    assert (tmp_path / "run" / "app.log").exists()  # Hydra's job logging was on
+    assert (tmp_path / "run" / "metrics.json").exists() == (code is None)
+    assert _logging_state() == before
