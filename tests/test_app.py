@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -20,7 +22,9 @@ from kdprune.pruning import load_model
 from kdprune.results import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = ["schedule.finetune_epochs=1", "teacher.epochs=2"]
+# Two student epochs (one of them fine-tuning) of three batches each, after a two-epoch teacher.
+FAST = ["budget.student_epochs=2", "budget.finetune_epochs=1", "teacher.epochs=2",
+        "trainer.max_batches=3"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -122,11 +126,16 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_unknown_group_option_is_one_line_with_choices() -> None:
-    out = _cli("model=resnet999")
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "resnet999" in lines[0] and "resnet20" in lines[0]
+def test_cli_unknown_group_option_is_one_line_with_choices(monkeypatch, capsys) -> None:
+    # In this process: the fresh process's one line is test_cli_bad_value_is_one_line_error's.
+    from kdprune import cli
+
+    monkeypatch.setattr(sys, "argv", ["kdprune", "model=resnet999"])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1
+    assert "resnet999" in lines[0] and "resnet20" in lines[0]
 
 
 def test_cli_bad_value_is_one_line_error(tmp_path: Path) -> None:
@@ -205,3 +214,35 @@ def _read(fd: int) -> bytes:
         return os.read(fd, 1 << 16)
     except OSError:  # EIO: the other side is closed and everything was read
         return b""
+
+
+def _logging_state() -> list[tuple]:
+    loggers = [logging.getLogger(name) for name in ("", "kdprune", "hydra")]
+    return [(list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers]
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["teacher.epochs=1", "trainer.max_batches=2", "budget.student_epochs=2",
+          "budget.finetune_epochs=1"], None),
+        (["dataset=imagefolder", "dataset.num_classes=3", "dataset.splits.root=/nonexistent"], 2),
+    ],
+    ids=["finished", "refused"],
+)  # fmt: skip
+def test_a_command_line_run_leaves_the_loggers_as_it_found_them(
+    monkeypatch, tmp_path: Path, args: list[str], code: int | None
+) -> None:
+    # Hydra's job logging puts a console handler (on this test's captured stdout) and a file
+    # handler on the root logger; left there, every later record goes to a closed stream.
+    from kdprune import cli
+
+    before = _logging_state()
+    argv = ["kdprune", *run_args(tmp_path, *args, f"hydra.run.dir={tmp_path}/run")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) if code else contextlib.nullcontext() as exit_:
+        cli.main()
+    assert exit_ is None or exit_.value.code == code
+    assert (tmp_path / "run" / "app.log").exists()  # Hydra's job logging was on
+    assert (tmp_path / "run" / "metrics.json").exists() == (code is None)
+    assert _logging_state() == before

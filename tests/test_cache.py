@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
@@ -57,27 +57,69 @@ def test_corrupt_file_is_retrained_not_trusted(tmp_path: Path, caplog) -> None:
     assert hit
 
 
+# One process of the two-process test. Each tells the test what it does through the FIFO
+# `events` (a line each): "training" from inside train() while it holds the cache's lock, which
+# then waits for the FIFO `release`; "waiting" once it found that lock held by the other process.
+TWO_PROCESS_SCRIPT = """
+import sys
+from pathlib import Path
+
+import filelock
+from torch import nn
+
+import kdprune.cache.teachers as teachers
+from kdprune.cache import TeacherCache
+
+gate = Path(sys.argv[1])
+
+
+def say(line):
+    with open(gate / "events", "w") as fifo:
+        fifo.write(line + "\\n")
+
+
+class AnnouncingLock(filelock.FileLock):
+    def acquire(self, timeout=None, *args, **kwargs):
+        try:
+            return super().acquire(0, *args, **kwargs)
+        except filelock.Timeout:
+            say("waiting")
+            return super().acquire(timeout, *args, **kwargs)
+
+
+def train(model):
+    with open(gate / "trainings.txt", "a") as fh:
+        fh.write("x")
+    say("training")
+    (gate / "release").read_text()
+    return {"val_acc": 1.0, "test_acc": 1.0}
+
+
+teachers.FileLock = AnnouncingLock
+_, hit = TeacherCache(gate / "cache").get_or_train("t", {"k": 1}, nn.Linear(2, 2), train)
+print("hit" if hit else "trained")
+"""
+
+
 def test_two_processes_train_the_teacher_once(tmp_path: Path) -> None:
-    script = textwrap.dedent(
-        f"""
-        import time, torch
-        from torch import nn
-        from kdprune.cache import TeacherCache
-        def train(model):
-            with open({str(tmp_path / "trainings.txt")!r}, "a") as fh:
-                fh.write("x")
-            time.sleep(1.5)  # long enough that the other process arrives while this one trains
-            return {{"val_acc": 1.0, "test_acc": 1.0}}
-        _, hit = TeacherCache({str(tmp_path / "cache")!r}).get_or_train(
-            "t", {{"k": 1}}, nn.Linear(2, 2), train)
-        print("hit" if hit else "trained")
-        """
-    )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
-    assert all(p.returncode == 0 for p in procs)
-    assert outputs == ["hit", "trained"]
+    # No timer: the second process starts once the first trains, and the first goes on once the
+    # second waits on the lock (a missing lock would make the second say "training" instead).
+    os.mkfifo(tmp_path / "events")
+    os.mkfifo(tmp_path / "release")
+    # Read and write: the FIFO never reads as closed between the two processes' lines.
+    events = os.fdopen(os.open(tmp_path / "events", os.O_RDWR), "r")
+    command = [sys.executable, "-c", TWO_PROCESS_SCRIPT, str(tmp_path)]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)]
+    try:
+        assert events.readline() == "training\n"
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
+        assert events.readline() == "waiting\n"
+        (tmp_path / "release").write_text("go\n")
+        outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+        events.close()
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outputs == ["trained", "hit"]
     assert (tmp_path / "trainings.txt").read_text() == "x"

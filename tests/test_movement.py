@@ -27,7 +27,12 @@ from kdprune.pruning import (
 )
 from kdprune.pruning.structured import layer_widths
 
-FAST = ["teacher.epochs=2", "budget.student_epochs=2", "budget.finetune_epochs=1"]
+FAST = [
+    "teacher.epochs=2",
+    "budget.student_epochs=2",
+    "budget.finetune_epochs=1",
+    "trainer.max_batches=3",
+]
 EXAMPLE = torch.randn(1, 1, 8, 8)
 
 

@@ -23,7 +23,12 @@ from kdprune.pruning import StructuredPruner, load_model, read_layer_ratios
 from kdprune.pruning.structured import layer_widths
 from kdprune.sensitivity import COLUMNS, PrunableGroup, allocate, prunable_groups
 
-FAST = ["teacher.epochs=2", "budget.student_epochs=2", "budget.finetune_epochs=1"]
+FAST = [
+    "teacher.epochs=2",
+    "budget.student_epochs=2",
+    "budget.finetune_epochs=1",
+    "trainer.max_batches=3",
+]
 GRID = ["--ratios", "0.25,0.5,0.75", "--val-batches", "1"]
 
 

@@ -50,7 +50,8 @@ def _kdprune(tmp_path: Path, *args: str, env: dict | None = None, **kwargs) -> s
 
 def _optuna_args(tmp_path: Path, n_trials: int, *extra: str) -> list[str]:
     # Heartbeats every second, stale after 3 s without one: the resumed sweep reclaims quickly.
-    return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}", "teacher.epochs=2",
+    return ["+sweep=optuna", f"hydra.sweeper.n_trials={n_trials}", "teacher.epochs=1",
+            "trainer.max_batches=2", "measure.repeats=1",
             f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3",
             "hydra/sweeper/pruner=none",  # every trial runs to its end (pruning: test_sweep_*)
@@ -75,6 +76,7 @@ def _gated_sweep(tmp_path: Path, n_trials: int) -> subprocess.Popen:
 
 def test_tiny_orders_grid_runs_every_combination(tmp_path: Path) -> None:
     proc = _kdprune(tmp_path, "+sweep=orders", "prune_method.ratio=0.3,0.6", "kd=none,hinton",
+                    "teacher.epochs=1", "trainer.max_batches=2", "measure.repeats=1",
                     f"hydra.sweep.dir={tmp_path}/runs")  # fmt: skip
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]

@@ -358,7 +358,12 @@ def test_sweep_callback_without_runs_logs_nothing(tmp_path, no_login) -> None:
 def test_app_run_with_wandb_logger(make_cfg, tmp_path, no_login) -> None:
     from kdprune.app import run
 
-    epochs = ("teacher.epochs=1", "schedule.distill_epochs=1", "schedule.finetune_epochs=1")
+    epochs = (
+        "teacher.epochs=1",
+        "schedule.distill_epochs=1",
+        "schedule.finetune_epochs=1",
+        "trainer.max_batches=3",
+    )
     cfg = make_cfg("logger=wandb", *epochs)
     metrics = run(cfg, tmp_path / "run")
     records = finished_records(tmp_path / "run")
