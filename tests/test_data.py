@@ -117,3 +117,19 @@ def test_augment_changes_images_but_keeps_shape() -> None:
     out = Augment(crop_padding=2, hflip=True)(x, torch.Generator().manual_seed(0))
     assert out.shape == x.shape and not torch.equal(out, x)
     assert not Augment().active and Augment(hflip=True).active
+
+
+def test_make_data_prepares_a_data_set_from_its_config(tmp_path: Path) -> None:
+    # `make data` runs `python -m kdprune.data NAME`: the dataset config alone (its split seed
+    # interpolates a run's key) must compose there.
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kdprune.data", "digits", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("digits: train ") and "test 359" in out.stdout

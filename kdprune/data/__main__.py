@@ -16,7 +16,9 @@ def main(argv: list[str]) -> int:
         choices = ", ".join(group_options("dataset"))
         print(f"kdprune: error: unknown dataset {name!r}; choose from: {choices}", file=sys.stderr)
         return 2
-    cfg = OmegaConf.create({"paths": {"data_dir": argv[1] if len(argv) > 1 else "data"}})
+    # The split seed only picks which training images validate; preparing the files ignores it.
+    data_dir = argv[1] if len(argv) > 1 else "data"
+    cfg = OmegaConf.create({"paths": {"data_dir": data_dir}, "seed": 0, "split_seed": 0})
     cfg.dataset = OmegaConf.load(path)
     try:
         splits = instantiate(cfg.dataset.splits)
