@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdprune-installed
 ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (auto: one per CPU core); modules stay whole on one worker
+# (--dist loadscope), so a module's shared fixture runs once.
+TEST_WORKERS ?= auto
 
 # The script interface: these variables, from the environment or the make command line, become
 # overrides of `make run` and the sweep targets (ARGS come after them and win).
@@ -77,10 +80,10 @@ run: data
 	$(PY) -m kdprune $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 
 test: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 test-all: setup data
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 OPTUNA_DB := outputs/sweeps/optuna/study.db
 PARETO_DB := outputs/sweeps/pareto/study.db

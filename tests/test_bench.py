@@ -49,6 +49,7 @@ def finite_ratios(record: dict) -> dict[str, float]:
     return ratios
 
 
+@pytest.mark.slow  # `make bench` itself; the bench entry-point test stays in `make test`
 def test_training_kd_and_latency_figures_are_finite_ratios(bench: SimpleNamespace) -> None:
     sizes = bench.sizes.Sizes.quick()
     results = bench.figures.run_figures(sizes, ["training", "kd", "latency"])

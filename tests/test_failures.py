@@ -132,7 +132,8 @@ def refused_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("where", ["override", "environment"])
+# One source of the URL is enough for `make test`; the other runs the same code path after it.
+@pytest.mark.parametrize("where", ["override", pytest.param("environment", marks=pytest.mark.slow)])
 def test_a_study_database_that_is_not_there_is_one_line(tmp_path, refused_port, where) -> None:
     url = f"postgresql://nobody:{SECRET}@127.0.0.1:{refused_port}/none"
     if where == "override":  # no password: that is refused before (see the next test)
@@ -171,7 +172,8 @@ def test_a_password_in_kdprune_storage_is_in_no_file(tmp_path, postgres) -> None
     assert not [p for p in files if SECRET.encode() in p.read_bytes()]
 
 
-@pytest.mark.parametrize("full", ["run", "cache"])
+# Both folders go through one atomic writer: the run folder in `make test`, the cache in test-all.
+@pytest.mark.parametrize("full", ["run", pytest.param("cache", marks=pytest.mark.slow)])
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, full) -> None:
     run = tmp_path / "run"
     folder = run if full == "run" else tmp_path / "cache"

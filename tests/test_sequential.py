@@ -204,6 +204,7 @@ def inprocess_launcher(base: list[str]):
     return launch
 
 
+@pytest.mark.slow  # the looks and scheduling are tested with a stub launcher above
 def test_tiny_real_sequential_verdict_on_digits(tmp_path) -> None:
     from kdprune.sweeping import sequential_cli
 

@@ -101,6 +101,7 @@ def test_two_workers_on_postgres_finish_exactly_n_trials_after_a_kill(
     _check_shared_study(tmp_path, storage, pids)
 
 
+@pytest.mark.slow  # the PostgreSQL twin above runs the same scenario in `make test`
 def test_two_workers_on_a_journal_file_finish_exactly_n_trials_after_a_kill(
     tmp_path: Path, workers
 ) -> None:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 from compose import run_args
 from optuna.trial import TrialState
 
@@ -105,6 +106,8 @@ def test_optuna_study_records_failures_and_goes_on(tmp_path: Path) -> None:
     assert "Best value" in out
 
 
+# A kill and exactly n trials after it: test_shared_study's PostgreSQL test, in `make test`.
+@pytest.mark.slow
 def test_killed_study_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
     proc = _gated_sweep(tmp_path, 4)
     seen = []
