@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from kdprune.cpu import cpu_flags
 from kdprune.errors import ConfigError
 
-# Any one of these CPU flags (/proc/cpuinfo) gives ONNX Runtime fast u8 x s8 kernels.
-INT8_FLAGS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-# The flags whose INT8 dot products accumulate in 32 bits (no 16-bit saturation).
+# The flags whose INT8 dot products accumulate in 32 bits (no 16-bit saturation), best first:
+# VNNI and AMX run 4 int8 products per lane in one instruction.
 WIDE_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp")
+# Any one of these CPU flags (/proc/cpuinfo) gives ONNX Runtime fast u8 x s8 kernels, best first.
+INT8_FLAGS = (*WIDE_DOT_FLAGS, "avx2")
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,7 @@ def int8_support(flags: set[str] | None, machine: str | None = None) -> str | No
     if flags is None:
         machine = (machine or platform.machine()).lower()
         return "asimddp" if machine in ("arm64", "aarch64") else "unknown"
-    # The best first: VNNI and AMX run 4 int8 products per lane in one instruction.
-    for flag in ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp", "avx2"):
+    for flag in INT8_FLAGS:
         if flag in flags:
             return flag
     return None
