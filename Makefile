@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.kdprune-installed
 ARGS ?=
+comma := ,
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (auto: one per CPU core); modules stay whole on one worker
 # (--dist loadscope), so a module's shared fixture runs once.
@@ -32,7 +33,7 @@ help:
 	@echo "make sweep-orders   the three orders x prune ratios x KD on/off (accuracy-vs-sparsity curves)"
 	@echo "make sweep-optuna   Optuna TPE search (resumable; n_trials is the study's total)"
 	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
-	@echo "make headline   the fair verdict: 3 orders x KD on/off x 2x/4x MACs x 3 seeds, + a larger teacher"
+	@echo "make headline   the fair verdict: 3 orders x KD on/off x 2x/4x MACs x 2 teachers, seeds until decided"
 	@echo "make sweep-movement  movement vs magnitude pruning (weights, channels) at 50% and 90%, joint, 3 seeds"
 	@echo "make sensitivity     kdprune sensitivity of the teacher, then its ratio file vs the uniform cut, 3 seeds"
 	@echo "make sweep-worker   one worker of a study shared through KDPRUNE_STORAGE (start N of them; SWEEP=optuna|pareto)"
@@ -103,16 +104,22 @@ sweep-optuna: data
 	$(PY) -m kdprune -m +sweep=optuna $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report --storage $(OPTUNA_STORAGE) --study kdprune-optuna
 
-# The headline experiment (sweeps/headline.yaml): the same grid with the student's own architecture
-# as teacher, then with a larger one (cnn5), into one folder; its PRUNING_REPORT.md states the
-# verdicts. HEADLINE_TEACHER= (empty) skips the larger-teacher arm.
-HEADLINE_DIR := outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
+# The headline experiment (sweeps/headline.yaml) with the sequential design: its arms (orders x
+# KD x MACs cut x teacher: the student's own architecture and a larger one, cnn5) get seeds in
+# looks (HEADLINE_START, then HEADLINE_BATCH more, up to HEADLINE_CAP) until every verdict is
+# decided; kd=none runs do not use the teacher and run once for both teachers. The defaults fit
+# about 75 minutes on a 2-core AVX-512 CPU. HEADLINE_TEACHER= (empty) skips the larger teacher.
+# Re-running with the same HEADLINE_DIR resumes.
+HEADLINE_DIR ?= outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
 HEADLINE_TEACHER ?= cnn5
+HEADLINE_START ?= 4
+HEADLINE_BATCH ?= 2
+HEADLINE_CAP ?= 6
 
 headline: data
-	$(PY) -m kdprune -m +sweep=headline hydra.sweep.dir=$(HEADLINE_DIR)/same $(strip $(SCRIPT_OVERRIDES) $(ARGS))
-	$(if $(HEADLINE_TEACHER),$(PY) -m kdprune -m +sweep=headline teacher=$(HEADLINE_TEACHER) hydra.sweep.dir=$(HEADLINE_DIR)/$(HEADLINE_TEACHER) $(strip $(SCRIPT_OVERRIDES) $(ARGS)))
-	$(PY) -m kdprune report $(HEADLINE_DIR)
+	$(PY) -m kdprune verdict --until-decided +sweep=headline \
+	  teacher=same$(if $(HEADLINE_TEACHER),$(comma)$(HEADLINE_TEACHER)) $(strip $(SCRIPT_OVERRIDES) $(ARGS)) \
+	  --start $(HEADLINE_START) --batch $(HEADLINE_BATCH) --cap $(HEADLINE_CAP) --dir $(HEADLINE_DIR)
 
 # Movement vs magnitude (sweeps/movement.yaml); the report pairs the methods at each target.
 MOVEMENT_DIR := outputs/sweeps/movement/$(shell date +%Y-%m-%d_%H-%M-%S)

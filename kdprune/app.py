@@ -136,6 +136,7 @@ def _teacher_record(ctx: RunContext, teacher: Teacher) -> dict[str, Any]:
     return {
         "teacher_model": model_name(teacher_model_cfg(ctx.cfg)),
         "teacher_weights": teacher.weights,
+        "teacher_sha256": teacher.sha256,
         "teacher_val_acc": teacher.metrics["val_acc"],
         "teacher_test_acc": teacher.metrics["test_acc"],
         "teacher_source": teacher.metrics["source"],

@@ -57,6 +57,13 @@ def test_every_order_records_the_same_start_and_epochs(make_cfg, tmp_path: Path)
     assert {r["start"]["inherited_epochs"] for r in runs} == {2}  # the teacher's
     assert {(r["epochs"]["student"], r["epochs"]["total"]) for r in runs} == {(2, 4)}
     assert runs[0]["start"]["weights"].startswith("cache lenet5-digits-")
+    # the teacher file's own hash, and per epoch the optimizer rebuilds and whether it selects
+    cached = tmp_path / "cache" / "teachers" / runs[0]["teacher_weights"].removeprefix("cache ")
+    assert {r["teacher_sha256"] for r in runs} == {_sha(cached)}
+    resets = {r["order"]: sum(h["optimizer_resets"] for h in r["history"]) for r in runs}
+    assert resets["joint"] > 0 and resets["prune_then_distill"] == resets["distill_then_prune"] == 0
+    joint = [h["selectable"] for h in runs[2]["history"] if h["stage"] == "joint"]
+    assert joint and not any(joint)  # its architecture changes while it trains
     scratch = run(make_cfg(*FAST, "student_init=scratch"), tmp_path / "scratch")
     assert scratch["start"]["inherited_epochs"] == 0 and scratch["epochs"]["total"] == 2
 

@@ -70,6 +70,19 @@ def test_a_pair_with_different_teacher_files_is_refused() -> None:
     assert math.isnan(row.p_raw) and math.isnan(row.p_adjusted)
 
 
+def test_the_teacher_files_hash_decides_over_its_name() -> None:
+    metrics = [
+        run(o, s, 0.80 + 0.01 * s + 0.01 * (o == "joint"), teacher_sha256="a" * 64)
+        for o in ORDERS
+        for s in (0, 1, 2)
+    ]
+    same = verdicts(ledger(metrics), summarise(ledger(metrics)))
+    assert not same["verdict"].str.startswith("refused").any()
+    metrics[1]["teacher_sha256"] = "b" * 64  # prune_then_distill, seed 1: same name, other bytes
+    (row,) = verdicts(ledger(metrics), summarise(ledger(metrics))).itertuples()
+    assert row.verdict == "refused: different teacher files at seed 1"
+
+
 def test_kd_vs_none_is_not_refused_for_the_teacher_none_does_not_use() -> None:
     metrics = [run("joint", s, 0.82 + 0.001 * s) for s in (0, 1, 2)]
     metrics += [run("joint", s, 0.80, kd="none", teacher_weights="another.pt") for s in (0, 1, 2)]

@@ -25,7 +25,14 @@ from kdprune.reporting.sequential import (
 )
 from kdprune.reporting.verdicts import Options
 from kdprune.results import write_metrics
-from kdprune.sweeping.sequential import SEED_FOLDER, Arm, Plan, done_seeds, until_decided
+from kdprune.sweeping.sequential import (
+    SEED_FOLDER,
+    Arm,
+    Plan,
+    done_seeds,
+    grid_arms,
+    until_decided,
+)
 
 MARGIN = 0.0025  # 0.25 points: at the cap of 16 seeds and sd 0.2 points, TOST's standard error
 # is 0.05 points, so an equivalence within 0.25 points is reachable (about 2.5 standard errors
@@ -253,3 +260,16 @@ def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and "[HYDRA]" not in again.stdout + again.stderr
     assert pd.read_csv(out / "sequential.csv").equals(table)
+
+
+def test_kd_none_under_a_second_teacher_is_one_arm() -> None:
+    from kdprune.sweeping.sequential_cli import distinct_arms
+
+    grid = {"kd": "none,hinton", "teacher": "same,cnn5", "schedule": "joint"}
+    arms = distinct_arms(["dataset=digits"], grid_arms(grid))
+    names = sorted(a.name for a in arms)
+    assert names == [
+        "kd-hinton__schedule-joint__teacher-cnn5",
+        "kd-hinton__schedule-joint__teacher-same",
+        "kd-none__schedule-joint__teacher-same",  # its runs serve the cnn5 arm's kd=none too
+    ]

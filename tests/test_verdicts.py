@@ -127,7 +127,7 @@ def test_budgets_equal_only_when_starts_epochs_and_cycles_match(tmp_path) -> Non
     ]
     md = report(tmp_path / "fair", fair)
     assert "the orders had equal budgets in everything recorded" in md
-    assert "2 per run" in md and "optimizer resets inside a stage" in md  # said: not recorded
+    assert "2 per run" in md and "not recorded by 4 run(s)" in md  # histories without them
     # prune_then_distill trains its epochs in one stage (one learning-rate cycle), joint in two
     one_cycle = [
         fake_metrics(o, 0.5, s, 0.9, 0.8) for o in ("prune_then_distill", "joint") for s in (0, 1)
@@ -175,6 +175,45 @@ def test_budgets_name_a_different_epoch_selection() -> None:
     )
     (said,) = check_budgets(runs, summarise(runs)).differences.values()
     assert said == ["epoch selection (`select_epoch`): `distill_then_prune` best_val, `joint` last"]
+
+
+def _schedule(metrics: dict, resets: int, selectable: bool) -> dict:
+    """The run's history as kdprune now records it: optimizer resets and epoch selection."""
+    history = [dict(h) for h in metrics["history"]]
+    for h in history:
+        if h["stage"] != "teacher":
+            h.update(optimizer_resets=0, selectable=selectable)
+    next(h for h in history if h["stage"] != "teacher")["optimizer_resets"] = resets
+    return {**metrics, "history": history}
+
+
+def test_budgets_name_optimizer_resets_and_stages_that_could_select() -> None:
+    runs = ledger(
+        [_schedule(fake_metrics("joint", 0.5, 0, 0.9, 0.8), 7, False)]
+        + [_schedule(fake_metrics("distill_then_prune", 0.5, 0, 0.9, 0.8), 0, True)]
+    )
+    by_order = runs.set_index("order")
+    assert by_order["optimizer_resets"].to_dict() == {"joint": 7, "distill_then_prune": 0}
+    assert by_order["selecting_stages"].to_dict() == {"joint": 0, "distill_then_prune": 2}
+    check = check_budgets(runs, summarise(runs))
+    (said,) = check.differences.values()
+    assert said == [
+        "optimizers rebuilt inside a stage (after a pruning step): "
+        "`distill_then_prune` 0, `joint` 7",
+        "stages that could keep their best validation epoch: `distill_then_prune` 2, `joint` 0",
+    ]
+    assert not check.equal and check.unrecorded_schedule == 0
+
+
+def test_equal_budgets_with_everything_recorded_name_no_unrecorded_fact(tmp_path) -> None:
+    fair = [
+        _schedule(fake_metrics(o, 0.5, s, 0.9, 0.8), 0, False)
+        for o in ("distill_then_prune", "joint")
+        for s in (0, 1)
+    ]
+    md = report(tmp_path / "fair", fair)
+    assert "the orders had equal budgets in everything recorded" in md
+    assert "same optimizer resets inside stages (0)" in md and "Not judged" not in md
 
 
 def test_unmatched_compression_is_flagged_and_never_a_selection_level(tmp_path) -> None:

@@ -131,7 +131,9 @@ def train_epoch(
     epoch: int,
     total_steps: int,
 ) -> tuple[dict[str, float], torch.optim.Optimizer]:
-    """One pass over the training loader; returns mean loss / accuracy and the optimizer in use."""
+    """One pass over the training loader; returns mean loss / accuracy, how often a step hook's
+    change of the architecture rebuilt the optimizer (`optimizer_resets`), and the optimizer in
+    use."""
     model.train()
     loader.set_epoch(epoch)
     steps = len(loader) if stage.max_batches is None else min(len(loader), stage.max_batches)
@@ -140,7 +142,7 @@ def train_epoch(
     )
     loss_sum = torch.zeros((), device=stage.device)
     correct = torch.zeros((), device=stage.device, dtype=torch.long)
-    seen = 0
+    seen, resets = 0, 0
     bar = tqdm(
         total=steps,
         desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
@@ -166,6 +168,7 @@ def train_epoch(
         seen += len(y)
         if any([hook(model, global_step + 1) for hook in stage.step_hooks]):
             optimizer = build_optimizer(stage, model)
+            resets += 1
         if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
             _check_finite(loss_sum, stage, epoch, step)
             bar.set_postfix(
@@ -173,13 +176,15 @@ def train_epoch(
             )
         bar.update()
     bar.close()
-    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}, optimizer
+    train = {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
+    return {**train, "optimizer_resets": resets}, optimizer
 
 
 def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
     """Train for `stage.epochs`; with `select_on_val`, end on the epoch with the best val accuracy.
 
-    Returns one record per epoch (train loss/acc, val loss/acc, lr, seconds).
+    Returns one record per epoch (train loss/acc, val loss/acc, lr, optimizer resets,
+    whether the stage could select its epoch, seconds).
     """
     optimizer = build_optimizer(stage, model)
     steps = (
@@ -190,6 +195,9 @@ def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
     total_steps = stage.epochs * steps
     history: list[dict] = []
     best_acc, best_state = -1.0, None
+    # Whether this stage can end on its best validation epoch: not when step hooks change the
+    # architecture (an earlier state_dict may not fit), nor with select_epoch=last.
+    selectable = bool(stage.select_on_val and not stage.step_hooks)
     for epoch in range(stage.epochs):
         start = time.perf_counter()
         train, optimizer = train_epoch(model, train_loader, stage, optimizer, epoch, total_steps)
@@ -202,6 +210,8 @@ def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
             "val_loss": val["loss"],
             "val_acc": val["acc"],
             "lr": optimizer.param_groups[0]["lr"],
+            "optimizer_resets": train["optimizer_resets"],
+            "selectable": selectable,
             "seconds": time.perf_counter() - start,
         }
         history.append(record)
@@ -209,7 +219,6 @@ def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
             stage.log(record)
         if stage.select_on_val and val["acc"] > best_acc:
             best_acc, best_state = val["acc"], copy.deepcopy(model.state_dict())
-    if best_state is not None and not stage.step_hooks:
-        # Step hooks change the architecture, so an earlier state_dict may not fit any more.
+    if best_state is not None and selectable:
         model.load_state_dict(best_state)
     return history

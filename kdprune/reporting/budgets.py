@@ -1,7 +1,8 @@
 """Did the compared runs have equal budgets? The same starting weights (metrics.json
 `start.weights`, per seed), the same epochs (`epochs.inherited`, `epochs.student`), the same
 number of learning-rate cycles (stages in `history`: each starts a fresh optimizer and
-schedule) and the same epoch selection (`select_epoch`) within every compared group; otherwise
+schedule), the same optimizer resets inside stages, the same epoch selection (`select_epoch`)
+and the same stages able to use it, within every compared group; otherwise
 what differs, in words. What metrics.json does not record is said to be not recorded
 (NOT_RECORDED), never equal."""
 
@@ -16,11 +17,12 @@ import pandas as pd
 
 from kdprune.reporting.verdicts import side_labels
 
-# Facts about a budget that no metrics.json records: the report names them, it does not judge them.
+# Facts about a budget that runs written before kdprune recorded them lack: the report names
+# them for those runs, it does not judge them.
 NOT_RECORDED = (
     "optimizer resets inside a stage (e.g. a rebuilt optimizer at each pruning step) and "
-    "whether each stage could select its epoch (a stage that changes the architecture while "
-    "it trains keeps its last epoch) are not recorded"
+    "whether each stage could select its epoch are not recorded by {n} run(s) (written before "
+    "metrics.json's history held `optimizer_resets` and `selectable`)"
 )
 STARTS = {
     "teacher": "from the teacher's weights",
@@ -39,6 +41,9 @@ class BudgetCheck:
     epochs: set[tuple[Any, Any]] = field(default_factory=set)  # (inherited, student) seen
     cycles: set[Any] = field(default_factory=set)  # learning-rate cycles seen
     selection: set[str] = field(default_factory=set)  # select_epoch values seen
+    resets: set[str] = field(default_factory=set)  # optimizer resets inside stages seen
+    selecting: set[str] = field(default_factory=set)  # stages able to select their epoch seen
+    unrecorded_schedule: int = 0  # runs without optimizer_resets / selecting_stages
 
     @property
     def equal(self) -> bool:
@@ -139,6 +144,12 @@ def _schedule_differences(runs: pd.DataFrame, group: pd.DataFrame) -> list[str]:
     selection = _phrases(runs, group, lambda r: _recorded(r.get("select_epoch")))
     if len(set(selection.values())) > 1:
         out.append("epoch selection (`select_epoch`): " + _grouped(selection))
+    resets = _phrases(runs, group, lambda r: _recorded(_number(r.get("optimizer_resets"))))
+    if len(set(resets.values())) > 1:
+        out.append("optimizers rebuilt inside a stage (after a pruning step): " + _grouped(resets))
+    selecting = _phrases(runs, group, lambda r: _recorded(_number(r.get("selecting_stages"))))
+    if len(set(selecting.values())) > 1:
+        out.append("stages that could keep their best validation epoch: " + _grouped(selecting))
     return out
 
 
@@ -158,4 +169,9 @@ def check_budgets(runs: pd.DataFrame, summary: pd.DataFrame) -> BudgetCheck:
     check.epochs = {(_inherited(r), _number(r["epochs_student"])) for _, r in recorded.iterrows()}
     check.cycles = {_recorded(_number(c)) for c in runs.get("lr_cycles", [])}
     check.selection = {_recorded(v) for v in runs["select_epoch"]}
+    resets = runs.get("optimizer_resets", pd.Series(None, index=runs.index, dtype=object))
+    selecting = runs.get("selecting_stages", pd.Series(None, index=runs.index, dtype=object))
+    check.resets = {_recorded(_number(v)) for v in resets}
+    check.selecting = {_recorded(_number(v)) for v in selecting}
+    check.unrecorded_schedule = int((resets.isna() | selecting.isna()).sum())
     return check

@@ -65,8 +65,9 @@ HOW = (
     "*undecided at n = k*: these seeds do not decide, which is not evidence that nothing "
     "differs. The intervals are 95% each, not adjusted. A pair whose sides both use a teacher "
     "is refused when their runs of one seed record different teacher files "
-    "(metrics.json `teacher_weights`); a run without KD does not use its teacher, which is "
-    "then no part of its identity. *Not matched*: the two sides' achieved MACs or remaining "
+    "(metrics.json `teacher_sha256`, the file's hash; else `teacher_weights`); a run "
+    "without KD does not use its teacher, which is then no part of its identity. *Not "
+    "matched*: the two sides' achieved MACs or remaining "
     f"weights differ by more than {MATCHED_MACS:.0%}, so the difference mixes the order with "
     "the compression. Test accuracy only reports; it never selected anything."
 )
@@ -112,17 +113,20 @@ def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
     started from the same weights, trained the same epochs in the same number of learning-rate
     cycles and selected its epochs the same way; otherwise what differs, group by group. What
     no run records is said to be not recorded."""
-    unknown = f"Not judged: {NOT_RECORDED}."
+    n = check.unrecorded_schedule
+    unknown = f" Not judged: {NOT_RECORDED.format(n=n)}." if n else ""
     if check.equal:
         cycles = ", ".join(sorted(check.cycles))
         selection = ", ".join(sorted(check.selection))
+        resets, selecting = ", ".join(sorted(check.resets)), ", ".join(sorted(check.selecting))
         return [
             "Within every compared group (one compression level; the same seed for the "
             "weights) the runs started from the same weights and trained the same epochs "
             f"({_epochs_phrase(check.epochs)}) in the same number of learning-rate cycles "
-            f"({cycles} per run; each stage starts a fresh optimizer and schedule), selecting "
-            f"epochs the same way (`select_epoch`: {selection}): the orders had equal budgets "
-            f"in everything recorded. {unknown}"
+            f"({cycles} per run; each stage starts a fresh optimizer and schedule) with the "
+            f"same optimizer resets inside stages ({resets}), selecting epochs the same way "
+            f"(`select_epoch`: {selection}; stages able to keep their best validation epoch: "
+            f"{selecting}): the orders had equal budgets in everything recorded.{unknown}"
         ]
     out = []
     if check.unrecorded:
@@ -138,7 +142,7 @@ def budget_statement(check: BudgetCheck, titles: dict[str, str]) -> list[str]:
             "different schedule rather than from the order."
         )
         out += [f"  - {titles[k]}: {'; '.join(v)}." for k, v in differing.items()]
-    return [*out, unknown]
+    return [*out, unknown.strip()] if unknown else out
 
 
 def _verdict_cell(row: pd.Series) -> str:

@@ -39,6 +39,8 @@ TAIL_COLUMNS = [
     "student_epochs",
     "student_stages",
     "lr_cycles",
+    "optimizer_resets",
+    "selecting_stages",
     "trial_number",
     "trial_state",
     "overrides",
@@ -100,9 +102,34 @@ def lr_cycles(history: list[dict[str, Any]]) -> int | None:
     return sum(starts)
 
 
+def _student(history: list[dict[str, Any]], key: str) -> list[dict[str, Any]] | None:
+    """The student epochs of a history, None when there are none or one lacks `key` (a run
+    written before kdprune recorded it)."""
+    student = [h for h in history if h.get("stage") != "teacher"]
+    return student if student and all(key in h for h in student) else None
+
+
+def optimizer_resets(history: list[dict[str, Any]]) -> int | None:
+    """Optimizers rebuilt inside the student's stages (a pruning step that changed the
+    architecture mid-stage), beyond the one each stage starts with; None: not recorded."""
+    student = _student(history, "optimizer_resets")
+    return None if student is None else sum(int(h["optimizer_resets"]) for h in student)
+
+
+def selecting_stages(history: list[dict[str, Any]]) -> int | None:
+    """Student stages that could end on their best validation epoch (`selectable`: not with
+    select_epoch=last, nor while step hooks change the architecture); None: not recorded."""
+    student = _student(history, "selectable")
+    if student is None:
+        return None
+    stages = {h.get("stage") for h in student if h["selectable"]}
+    return len(stages)
+
+
 def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str, Any]:
     """One CSV row: the scalar keys of a metrics dict, the run's identity, `start_*`, `epochs_*`,
-    `time_<stage>`, `student_epochs` and `lr_cycles` (from its history) and run_dir."""
+    `time_<stage>`, `student_epochs`, `lr_cycles`, `optimizer_resets` and `selecting_stages`
+    (from its history) and run_dir."""
     row = {k: v for k, v in metrics.items() if k not in ("timings", "history") and _is_scalar(v)}
     row.update(_flat_nested(metrics))
     row.update(run_identity(metrics))
@@ -118,6 +145,8 @@ def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str,
     row["student_epochs"] = sum(epochs.values())
     row["student_stages"] = " + ".join(f"{s} {n}" for s, n in epochs.items()) or "none"
     row["lr_cycles"] = lr_cycles(metrics.get("history") or [])
+    row["optimizer_resets"] = optimizer_resets(metrics.get("history") or [])
+    row["selecting_stages"] = selecting_stages(metrics.get("history") or [])
     overrides = read_yaml(Path(run_dir) / ".hydra" / "overrides.yaml")
     if isinstance(overrides, list):
         row["overrides"] = " ".join(str(o) for o in overrides)

@@ -8,7 +8,8 @@ data, method, target, budget, starting point ...; only the order, KD and the tea
 Within it, a run of seed s on one side is paired with the run of seed s on the other (only
 seeds both sides have with a finite test accuracy count; a seed's duplicate runs are averaged,
 `statistics.per_seed`). A pair whose sides both use a teacher is refused when, at some seed,
-their runs record different teacher files (metrics.json `teacher_weights`).
+their runs record different teacher files (metrics.json `teacher_sha256`, else
+`teacher_weights`).
 
 Each contrast gets two analyses: the plain paired t test (and paired TOST) on its own seeds,
 and the blocked model of its level (`inference.blocked_model`: every arm of the level, seed as
@@ -220,11 +221,15 @@ def _level_fit(values: pd.DataFrame, fingerprints: list[str]):
 
 
 def _teacher_files(runs: pd.DataFrame) -> pd.Series:
-    """The set of recorded teacher files per (configuration, seed); unrecorded ones left out."""
-    if "teacher_weights" not in runs:
+    """The set of recorded teacher files per (configuration, seed): the file's sha256 where the
+    run recorded it (`teacher_sha256`), else its name (`teacher_weights`); unrecorded left out."""
+    names = runs.get("teacher_weights", pd.Series(None, index=runs.index, dtype=object))
+    hashes = runs.get("teacher_sha256", pd.Series(None, index=runs.index, dtype=object))
+    files = ("sha256 " + hashes.astype("string")).fillna(names.astype("string"))
+    known = runs.assign(teacher_file=files).dropna(subset=["teacher_file"])
+    if known.empty:
         return pd.Series(dtype=object)
-    known = runs.dropna(subset=["teacher_weights"])
-    return known.groupby(["config_fingerprint", "seed"])["teacher_weights"].agg(set)
+    return known.groupby(["config_fingerprint", "seed"])["teacher_file"].agg(set)
 
 
 def _used(row: pd.Series, analysis: str) -> Estimate:

@@ -42,6 +42,7 @@ class Teacher:
     weights: str  # e.g. "cache lenet5_wide-fashion_mnist-<key>.pt" or "checkpoint <sha256>"
     epochs: int | None  # epochs that trained these weights (None: unknown, a user's file)
     file: Path | None = None  # its cache file: its training-set logits are stored beside it
+    checkpoint_sha256: str | None = None  # a user's checkpoint file: its hash, read once
     _train_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def train_logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -52,13 +53,17 @@ class Teacher:
         if self._train_logits is None:
             self._train_logits = compute_teacher_logits(self.module, images, batch_size=batch_size)
             if self.file is not None:
-                stored = {"teacher_sha256": self._file_sha256}
+                stored = {"teacher_sha256": self.sha256}
                 atomic_save({**stored, "logits": self._train_logits.cpu()}, self._logits_file)
         return self._train_logits
 
     @functools.cached_property
-    def _file_sha256(self) -> str:
-        return file_sha256(self.file)  # read once per run, however often the logits are checked
+    def sha256(self) -> str | None:
+        """The sha256 of the file its weights came from (cache or checkpoint; None: neither):
+        which exact teacher a run used, what the report checks before pairing two runs."""
+        if self.file is not None:
+            return file_sha256(self.file)  # read once per run, however often it is asked
+        return self.checkpoint_sha256
 
     @property
     def _logits_file(self) -> Path:
@@ -69,7 +74,7 @@ class Teacher:
             stored = torch.load(self._logits_file, map_location=images.device, weights_only=True)
         except (FileNotFoundError, RuntimeError, EOFError):
             return None  # missing or unreadable: compute (and store) them again
-        if not isinstance(stored, dict) or stored.get("teacher_sha256") != self._file_sha256:
+        if not isinstance(stored, dict) or stored.get("teacher_sha256") != self.sha256:
             return None  # another teacher's logits (the teacher was retrained): never reused
         logits = stored.get("logits")
         ok = isinstance(logits, torch.Tensor) and logits.shape[0] == len(images)
@@ -116,8 +121,9 @@ def train_teacher(ctx: RunContext) -> Teacher:
     with ctx.timed("teacher"):
         load_state_dict_file(module, cfg.teacher.checkpoint, "teacher")
         metrics = {**_accuracy(ctx, module), "source": "checkpoint"}
-    weights = f"checkpoint {file_sha256(Path(cfg.teacher.checkpoint).expanduser())[:16]}"
-    return _frozen(Teacher(module, metrics, weights, None))
+    sha256 = file_sha256(Path(cfg.teacher.checkpoint).expanduser())
+    teacher = Teacher(module, metrics, f"checkpoint {sha256[:16]}", None, checkpoint_sha256=sha256)
+    return _frozen(teacher)
 
 
 def dense_network(ctx: RunContext, model_cfg: DictConfig) -> Teacher:

@@ -69,6 +69,23 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
     return kept, params, str(cfg.get("sweep_name") or "verdict")
 
 
+def distinct_arms(fixed: list[str], arms: list) -> list:
+    """The grid's arms with one per configuration: an arm whose composed config is another's
+    as identity sees it (e.g. `kd=none` under a second teacher: the run does not use it) is
+    the same evidence, so it is left out and the first one's runs serve both."""
+    from omegaconf import OmegaConf
+
+    from kdprune.config import compose_run
+    from kdprune.reporting.configs import effective_config
+    from kdprune.results import config_fingerprint
+
+    seen: dict[str, object] = {}
+    for arm in arms:
+        config = OmegaConf.to_container(compose_run([*fixed, *arm.overrides]), resolve=False)
+        seen.setdefault(config_fingerprint(effective_config(config, {})), arm)
+    return list(seen.values())
+
+
 def _validate(overrides: list[str]) -> None:
     """Compose one arm's run and check it as `kdprune` checks a run (one line on error)."""
     from omegaconf import open_dict
@@ -105,7 +122,7 @@ def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
 
     _check(args)
     fixed, params, name = _grid(list(args.overrides))
-    arms = grid_arms(params)
+    arms = distinct_arms(fixed, grid_arms(params))
     if len(arms) < 2:
         raise KdpruneError("the sweep's grid has one configuration: nothing to compare.")
     _validate([*fixed, *arms[0].overrides])
