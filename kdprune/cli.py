@@ -123,13 +123,13 @@ def launched_by_torchrun(argv: list[str]) -> bool:
 
 def run_ranks(hydra_main: Callable[[], None]) -> None:
     """One rank of a torchrun job: start the process group, agree on the run folder, run Hydra
-    (`kdprune.distributed.launch`), then leave the group; a failed rank exits at once."""
-    from kdprune import distributed
+    (`kdprune.launch.start_rank`), then leave the group; a failed rank exits at once."""
+    from kdprune import launch
     from kdprune.errors import KdpruneError, one_line
 
     code: int = 0
     try:
-        sys.argv = [sys.argv[0], *distributed.launch(sys.argv[1:])]
+        sys.argv = [sys.argv[0], *launch.start_rank(sys.argv[1:])]
         run_hydra(hydra_main)
     except SystemExit as end:
         code = end.code if isinstance(end.code, int) else 1
@@ -142,7 +142,7 @@ def run_ranks(hydra_main: Callable[[], None]) -> None:
         print(f"kdprune: error: the process group did not start: {one_line(err)}", file=sys.stderr)
         code = 1
     finally:
-        distributed.stop(code)
+        launch.leave(code)
 
 
 def run_hydra(hydra_main: Callable[[], None]) -> None:

@@ -5,9 +5,10 @@ holds what a run needs of it, in one place:
 
 - `Ranks`: which process this is and the collectives a run uses. A plain run is one process,
   `Ranks()`, whose methods do nothing and never touch `torch.distributed`.
-- `launch`: under torchrun, before Hydra starts, the process group is started from torchrun's
-  environment (gloo on CPU, NCCL on CUDA, with a timeout on every collective) and every rank is
-  given rank 0's run folder; ranks other than 0 get Hydra settings that write no file.
+- `start`: under torchrun, before Hydra starts (`kdprune.launch.start_rank`), the process group
+  is started from torchrun's environment (gloo on CPU, NCCL on CUDA, with a timeout on every
+  collective); every rank is then given rank 0's run folder (`hydra_overrides`), and ranks other
+  than 0 Hydra settings that write no file.
 - `Ranks.agree_on_model`: after every change of the architecture, every rank's widths, ranks
   and masks are compared (a hash, all-gathered): a run whose ranks cut differently stops in one
   line; then rank 0's weights are copied to every rank.
@@ -316,37 +317,3 @@ def check_run(cfg: Any, ranks: Ranks) -> None:
         )
     if str(cfg.device).startswith("mps"):
         raise ConfigError("torchrun with device=mps is not supported: use cpu or cuda")
-
-
-def launch(argv: Sequence[str]) -> list[str]:
-    """Start this rank of a torchrun job and return the command line it runs: the user's, with
-    rank 0's run folder on every rank (Hydra's `${now:...}` would give each its own) and, on the
-    other ranks, Hydra settings that write no file. Their log is quiet but for warnings."""
-    if any(a in ("-m", "--multirun") for a in argv):
-        raise ConfigError(
-            "torchrun runs one experiment over several processes: drop -m (a sweep whose trials "
-            "are torchrun jobs is not supported yet)"
-        )
-    from kdprune.config import compose_run
-    from kdprune.engine import pick_device
-
-    cfg = compose_run(list(argv), with_hydra=True)
-    backend, timeout = check_options(cfg.get("distributed") or {})
-    ranks = start(backend, pick_device(cfg.device), timeout)
-    run_dir = ranks.broadcast_object(str(cfg.hydra.run.dir) if ranks.is_main else None)
-    if not ranks.is_main:
-        log.setLevel(logging.WARNING)
-    return [*without_run_dir(argv), *hydra_overrides(ranks, run_dir)]
-
-
-def stop(exit_code: int) -> None:
-    """End this rank: leave the process group after a run that went well; after a failure, exit
-    at once (a process group whose peers are gone may hang or abort on the way out)."""
-    import sys
-
-    if exit_code == 0 and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(exit_code)
