@@ -24,7 +24,7 @@ from kdprune.config import instantiate, trusted
 from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings
-from kdprune.engine.checkpoints import RunState
+from kdprune.engine.checkpoints import RunState, missing_folders
 from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError, os_error_line
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
@@ -65,10 +65,11 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
             with run_state(cfg, ranks, device) as state:
                 try:
                     metrics = _experiment(cfg, device, tracker, run_dir, on_epoch, ranks, state)
-                except NonFiniteLossError as err:  # a result of this configuration: record it
-                    if ranks.is_main:
+                except Exception as err:
+                    if isinstance(err, NonFiniteLossError) and ranks.is_main:  # a result: record it
                         write_metrics(run_dir, diverged_record(cfg, err))
-                    _discard(state)
+                    if ends_the_run(err):
+                        _discard(state)
                     raise
                 metrics["timings"]["total"] = time.perf_counter() - start
                 if ranks.is_main:
@@ -86,6 +87,16 @@ def _discard(state: RunState | None) -> None:
         state.discard()
 
 
+def ends_the_run(err: Exception) -> bool:
+    """Whether an error is the run's outcome, which a rerun meets again (a divergence, a bad
+    setting, a trial the sweep pruned): its saved state is of no use. A fault (a failed
+    collective, a full disk) keeps the state for the rerun, as a stop (SIGTERM) does."""
+    optuna = sys.modules.get("optuna")  # loaded by a sweep, never for a plain run
+    if optuna is not None and isinstance(err, optuna.TrialPruned):
+        return True
+    return isinstance(err, KdpruneError) and not isinstance(err, FaultError)
+
+
 @contextmanager
 def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[RunState | None]:
     """The training state this run saves after every epoch and resumes from (`resume`): a
@@ -96,8 +107,9 @@ def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[R
         return
     folder = state_folder(cfg, ranks)
     # The lock lives in the folder, so the folder's removal (the run has its result) takes it.
-    lock, held = FileLock(str(folder / "lock")), False
+    lock, held, created = FileLock(str(folder / "lock")), False, []
     if ranks.is_main:
+        created = missing_folders(folder)[1:]  # removed, if empty, with the folder
         folder.mkdir(parents=True, exist_ok=True)
         try:
             lock.acquire(timeout=0)
@@ -106,7 +118,7 @@ def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[R
             log.warning("%s is in use by another run of this configuration: no state kept", folder)
     try:
         keep = ranks.broadcast_object(held if ranks.is_main else None)
-        yield RunState(folder, ranks.is_main, device) if keep else None
+        yield RunState(folder, ranks.is_main, device, created) if keep else None
     finally:
         if held:
             lock.release()

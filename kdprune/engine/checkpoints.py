@@ -45,8 +45,11 @@ class RunState:
     """The saved training state of one run: `folder`, one file per stage, read once at start
     (what this run resumes from does not change as it saves)."""
 
-    def __init__(self, folder: str | Path, writer: bool, device: torch.device):
+    def __init__(
+        self, folder: str | Path, writer: bool, device: torch.device, created: list[Path] = ()
+    ):
         self.folder, self.writer, self.device = Path(folder), writer, device
+        self.created = list(created)  # the folder's parents this run made, removed with it
         self.counts: dict[str, int] = {}  # stage key -> stages with that key so far
         self.saved = {p.stem: _read(p) for p in sorted(self.folder.glob("*.pt"))}
         self.saved = {k: v for k, v in self.saved.items() if v is not None}
@@ -68,6 +71,20 @@ class RunState:
         """Remove the saved state once the run has its result (rank 0 only)."""
         if self.writer:
             shutil.rmtree(self.folder, ignore_errors=True)
+            for parent in self.created:  # deepest first; one in use by another run stays
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """The folders `folder.mkdir(parents=True)` would make, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _read(path: Path) -> dict[str, Any] | None:
