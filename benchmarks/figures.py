@@ -1,4 +1,4 @@
-"""The six figures, in BENCHMARKS.md's order: measure some, and merge them with the others."""
+"""The seven figures, in BENCHMARKS.md's order: measure some, and merge them with the others."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 
 from benchmarks import (
     cuda,
+    ddp,
     kd,
     latency,
     latency_report,
@@ -47,6 +48,7 @@ REGISTRY: dict[str, Figure] = {
     "quantization": Figure(
         quantization.measure, quantization_report.summary, quantization_report.section
     ),
+    "ddp": Figure(ddp.measure, ddp.summary, ddp.section),
 }
 FIGURES = tuple(REGISTRY)
 

@@ -52,6 +52,8 @@ class Sizes:
     # (f)'s 3x3 conv + ReLU alone, FP32 vs INT8: (channels, map size) of LeNet-5's cut and of a
     # CIFAR ResNet's three stages.
     quantization_kernels: tuple[tuple[int, int], ...] = ((8, 28), (16, 32), (32, 16), (64, 8))
+    ddp_steps: int = 100  # steps of the global batch per timed epoch, (g)
+    ddp_reps: int = 3
     cuda_model: str = "resnet56"
     cuda_samples: int = 10240
     cuda_steps: int = 60
@@ -89,6 +91,8 @@ class Sizes:
             latency_roundings=(16, 8),  # fixed: the smoke test's cuts do not depend on the CPU
             latency_batches=(1, 8),
             latency_calls=3,
+            ddp_steps=5,
+            ddp_reps=1,
             latency_reps=2,
             quantization_kernels=((8, 8),),
             cuda_model="lenet5",

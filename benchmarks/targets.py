@@ -20,6 +20,8 @@ TARGETS: dict[str, dict[str, str]] = {
     "kd": {"kd_cached_vs_ce_epoch": "<= 1.15"},
     "sweep": {"teacher_trainings": "== 1", "overhead_share": "< 0.05"},
     "cuda": {},  # reported only
+    # (g): a training epoch on 2 processes of one thread / 1 process of one thread.
+    "ddp": {"two_ranks_vs_one_epoch": "<= 0.7"},
 }
 
 COMPARE = {">=": operator.ge, "<=": operator.le, "<": operator.lt, "==": operator.eq}

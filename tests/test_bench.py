@@ -16,6 +16,7 @@ MODULES = (
     "cli",
     "compression",
     "cuda",
+    "ddp",
     "figures",
     "fixtures",
     "latency",
@@ -70,6 +71,17 @@ def test_training_kd_and_latency_figures_are_finite_ratios(bench: SimpleNamespac
     text = bench.report.render(results)
     assert "(a) training images/s" in text and "(d) measured / MACs speed-up" in text
     assert f"`{meta['commit']}`" in text and "make bench ARGS='--only latency'" in text
+
+
+def test_ddp_figure_times_two_spawned_ranks_against_one_process(bench: SimpleNamespace) -> None:
+    record = bench.ddp.measure(bench.sizes.Sizes.quick())
+    (ratio,) = finite_ratios(record).values()
+    assert record["targets"] == {"two_ranks_vs_one_epoch": "<= 0.7"}
+    assert record["met"]["two_ranks_vs_one_epoch"] == (ratio <= 0.7)
+    assert set(record["samples"]) == {"two_ranks", "one_process"}
+    (row,) = bench.ddp.summary(record)
+    assert row[0].startswith("(g) epoch time, 2 processes") and row[2] == "≤ 0.7×"
+    assert "make bench ARGS='--only ddp'" in "\n".join(bench.ddp.section(record))
 
 
 def test_cuda_figure_is_skipped_without_a_device_and_runs_on_cpu(bench: SimpleNamespace) -> None:
