@@ -241,11 +241,6 @@ def current() -> Ranks:
     )
 
 
-def launched() -> bool:
-    """True when torchrun started this process as one of several (WORLD_SIZE > 1)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 def check_options(options: Any) -> tuple[str, float]:
     """The `distributed` config node's backend and timeout (seconds), checked in one line."""
     backend = str(options.get("backend", "auto"))
@@ -302,7 +297,9 @@ def without_run_dir(argv: Sequence[str]) -> list[str]:
 
 
 def check_run(cfg: Any, ranks: Ranks) -> None:
-    """One line, before any work, for what a run over several processes cannot do yet."""
+    """One line, before any work, for a bad `distributed` node and for what a run over several
+    processes cannot do yet."""
+    check_options(cfg.get("distributed") or {})
     if not ranks.active:
         return
     if cfg.quantize.name != "none":

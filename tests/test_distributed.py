@@ -113,6 +113,10 @@ def test_what_torchrun_cannot_do_yet_is_refused_in_one_line(make_cfg) -> None:
     with pytest.raises(ConfigError, match="must give each of the 4 ranks"):
         check_run(make_cfg("trainer.batch_size=3"), Ranks(0, 4))
     check_run(make_cfg("quantize=ptq", "trainer.batch_size=3"), Ranks())  # one process: fine
+    with pytest.raises(ConfigError, match="distributed.timeout_s must be a positive number"):
+        check_run(make_cfg("distributed.timeout_s=0"), Ranks())
+    with pytest.raises(ConfigError, match="distributed.backend must be one of auto, gloo, nccl"):
+        check_run(make_cfg("distributed.backend=mpi"), Ranks())
 
 
 def test_failed_collectives_are_told_from_bugs() -> None:

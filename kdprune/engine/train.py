@@ -174,13 +174,7 @@ def train_epoch(
     loss_sum = torch.zeros((), device=stage.device)
     correct = torch.zeros((), device=stage.device, dtype=torch.long)
     seen, resets = 0, 0
-    bar = tqdm(
-        total=steps,
-        desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
-        leave=False,
-        disable=None if stage.progress is None else not stage.progress,
-        dynamic_ncols=True,
-    )
+    bar = _bar(stage, epoch, steps)
     for step, (x, y, idx) in enumerate(loader):
         if step >= steps:
             break
@@ -212,11 +206,27 @@ def train_epoch(
         bar.update()
     bar.close()
     ranks.broadcast_state(model, buffers_only=True)  # rank 0's BatchNorm statistics on all
-    count = torch.tensor(seen, device=stage.device)
+    return {**_means(ranks, loss_sum, correct, seen), "optimizer_resets": resets}, optimizer
+
+
+def _bar(stage: Stage, epoch: int, steps: int) -> tqdm:
+    return tqdm(
+        total=steps,
+        desc=f"{stage.name} {epoch + 1}/{stage.epochs}",
+        leave=False,
+        disable=None if stage.progress is None else not stage.progress,
+        dynamic_ncols=True,
+    )
+
+
+def _means(
+    ranks: Ranks, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int
+) -> dict[str, float]:
+    """An epoch's mean loss and accuracy over every rank's share of its batches."""
+    count = torch.tensor(seen, device=loss_sum.device)
     loss_sum, correct, count = ranks.all_sum(loss_sum, correct, count)
     seen = int(count.item())
-    train = {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
-    return {**train, "optimizer_resets": resets}, optimizer
+    return {"loss": loss_sum.item() / max(seen, 1), "acc": correct.item() / max(seen, 1)}
 
 
 @dataclass
