@@ -21,7 +21,8 @@ import pytest
 from sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims
-from kdprune.sweeping.claims import run_dir, run_lock, worker_session
+from kdprune.sweeping.arms import run_dir
+from kdprune.sweeping.claims import run_lock, worker_session
 from kdprune.sweeping.sequential import Outcome, until_decided
 from kdprune.sweeping.sequential_cli import _finish
 

@@ -27,28 +27,17 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from kdprune.errors import KdpruneError, os_error_line
 from kdprune.results import METRICS_FILE, STATUS_OK, atomic_write, read_metrics, run_status
+from kdprune.sweeping.arms import SEED_FOLDER, Arm, Launcher, run_dir
 
-if TYPE_CHECKING:
-    from kdprune.sweeping.sequential import Arm
-
-SEED_FOLDER = "seed_{seed}"
 LOCK, FAILED = ".lock", ".failed"  # beside the run's folder: DIR/<arm>/seed_<s>.lock
 SESSION_FILE, REPORT_LOCK = "workers.lock", "report.lock"
-# A launcher runs one arm (its overrides) at some seeds into DIR/<arm>/seed_<s>.
-Launcher = Callable[["Arm", Sequence[int], Path], None]
-
-
-def run_dir(folder: Path, arm: Arm, seed: int) -> Path:
-    """Where the (arm, seed) run lives: DIR/<arm>/seed_<s>."""
-    return folder / arm.name / SEED_FOLDER.format(seed=seed)
 
 
 def finished(run: Path) -> bool:

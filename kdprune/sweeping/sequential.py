@@ -2,11 +2,10 @@
 batch until every contrast of the report is decided or the cap of seeds is reached
 (`kdprune.reporting.sequential` holds the stopping rule).
 
-Every (arm, seed) run lives in `FOLDER/<arm>/seed_<s>`, `<arm>` the arm's overrides joined
-(`kd=hinton,schedule=joint` -> `kd-hinton__schedule-joint`). A run whose metrics.json says
-status ok is reused, so the same command run again replays the looks from the runs already
-there (look k sees the seeds below n_k only) and goes on where it stopped. Only the arms of
-contrasts still undecided at a look get the next look's seeds.
+Every (arm, seed) run lives in `FOLDER/<arm>/seed_<s>` (`kdprune.sweeping.arms`). A run whose
+metrics.json says status ok is reused, so the same command run again replays the looks from the
+runs already there (look k sees the seeds below n_k only) and goes on where it stopped. Only
+the arms of contrasts still undecided at a look get the next look's seeds.
 
 The same command started N times with the same folder gives N workers that split the runs
 (`kdprune.sweeping.claims`: a file lock per run): each decides a look only once every run the
@@ -16,7 +15,6 @@ look needs is finished or failed, so all of them see the same runs and reach the
 from __future__ import annotations
 
 import itertools
-import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -34,23 +32,11 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
-from kdprune.sweeping.claims import SEED_FOLDER, Launcher, settle, worker_session
+from kdprune.sweeping.arms import SEED_FOLDER, Arm, Launcher
+from kdprune.sweeping.claims import settle, worker_session
 
 if TYPE_CHECKING:
     from kdprune.reporting.verdicts import Options
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One configuration of the sweep's grid, seed aside: its overrides."""
-
-    overrides: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        """The arm's folder name: its overrides, sorted, as `key-value` joined by `__`."""
-        parts = [o.replace("=", "-", 1) for o in sorted(self.overrides)]
-        return re.sub(r"[^A-Za-z0-9._-]", "-", "__".join(parts)) or "default"
 
 
 @dataclass(frozen=True)
