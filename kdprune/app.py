@@ -26,7 +26,7 @@ from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
-from kdprune.sweeping.config import BASIC_SWEEPER
+from kdprune.sweeping.internals import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 
 log = logging.getLogger("kdprune")

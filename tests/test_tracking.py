@@ -20,18 +20,18 @@ from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
 from kdprune.errors import ConfigError
-from kdprune.results import write_metrics
-from kdprune.tracking import WandbSweepCallback, WandbTracker
-from kdprune.tracking.sweep_callback import (
+from kdprune.reporting import sweep_summary
+from kdprune.reporting.sweep_summary import (
     TABLE_COLUMNS,
     VERDICT_COLUMNS,
-    curve_data,
-    is_multi_objective,
     pareto_front,
     sweep_rows,
+    sweep_tables,
     table_data,
-    verdict_data,
 )
+from kdprune.results import write_metrics
+from kdprune.tracking import WandbSweepCallback, WandbTracker
+from kdprune.tracking.sweep_callback import is_multi_objective
 from kdprune.tracking.wandb_tracker import flatten, resolve_mode
 
 CFG = {
@@ -279,7 +279,7 @@ def test_sweep_rows_and_table(sweep) -> None:
 def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
     # Deliberately changed: x is the achieved weight sparsity, a point is one configuration
     # (config fingerprint) with its distinct seeds averaged and a 95% t interval.
-    points = curve_data(sweep_rows(sweep))
+    points = sweep_tables(sweep_rows(sweep)).curve.data
     for point in points:
         point[1] = round(point[1], 2)  # achieved sparsity 0.5101 / 0.8400 (integer params_after)
     assert points[:2] == [["joint", 0.51, 0.85, None, None, 1], ["joint", 0.84, 0.5, None, None, 1]]
@@ -294,7 +294,8 @@ def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
 
 
 def test_verdict_table_pairs_the_orders_by_seed(sweep) -> None:
-    rows = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in verdict_data(sweep_rows(sweep))]
+    said = sweep_tables(sweep_rows(sweep)).verdicts.data
+    rows = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in said]
     assert [r["level"] for r in rows] == ["target 0.3", "target 0.6"]
     # target 0.3: prune_then_distill seeds 0, 1 vs joint seed 0 only: one pair, no interval
     row = rows[0]
@@ -347,6 +348,51 @@ def test_sweep_callback_logs_one_summary_run(sweep, no_login) -> None:
 
     (run,) = records_of(finished_records(sweep), "run")
     assert run.run.job_type == "sweep-summary" and run.run.run_group == "pareto"
+
+
+def test_the_summary_logs_what_reporting_builds(sweep, no_login, monkeypatch) -> None:
+    """Every table and headline number the W&B summary holds is `sweep_tables`' own, and one
+    summary builds the ledger and the verdicts once."""
+    quantized = {"quantize": "ptq", "int8_test_acc": 0.54, "onnx_file_size_bytes_fp32": 40_000,
+                 "onnx_file_size_bytes_int8": 12_000, "int8_size_reduction": 40 / 12}  # fmt: skip
+    write_metrics(sweep / "11", fake_metrics("joint", 0.6, 1, 0.56, 0.55, **quantized))
+    built = {"ledger_frame": 0, "verdicts": 0}
+
+    def count(name: str) -> None:
+        function = getattr(sweep_summary, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            built[name] += 1
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(sweep_summary, name, counted)
+
+    for name in built:
+        count(name)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "sweep_name": "pareto",
+                               "sweep_metric": ["val_acc", "macs_after"]})  # fmt: skip
+    WandbSweepCallback(project="kdprune").on_multirun_end(config=config)
+    assert built == {"ledger_frame": 1, "verdicts": 1}
+
+    expected = sweep_tables(sweep_rows(sweep))
+    logged_as = {
+        "runs": expected.runs,
+        "test_acc_vs_sparsity_table": expected.curve,
+        "verdicts": expected.verdicts,
+        "val_acc_vs_macs_speedup_table": expected.speedup_runs,
+        "pareto_front": expected.pareto_front,
+        "int8_runs": expected.int8_runs,
+        "test_acc_vs_size_table": expected.sizes,
+    }
+    for prefix, table in logged_as.items():
+        assert table.data, prefix  # the sweep has something in every table
+        (logged,) = _tables(offline_run(sweep), prefix)
+        assert logged["columns"] == list(table.columns), prefix
+        assert logged["data"] == json.loads(json.dumps(table.data)), prefix
+    summary: dict[str, Any] = {}
+    for record in records_of(finished_records(sweep), "summary"):
+        summary.update(items(record.summary.update))
+    assert {key: summary[key] for key in expected.headline} == expected.headline
 
 
 def test_sweep_callback_without_runs_logs_nothing(tmp_path, no_login) -> None:

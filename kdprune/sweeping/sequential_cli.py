@@ -55,7 +55,7 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
 
     from kdprune.config import compose_run
     from kdprune.errors import one_line
-    from kdprune.sweeping.config import BASIC_SWEEPER
+    from kdprune.sweeping.internals import BASIC_SWEEPER
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
