@@ -102,13 +102,13 @@ def look_runs(folder: Path, arms: Sequence[Arm], n: int) -> pd.DataFrame | None:
 
 
 def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
-    """The verdicts table of the runs one look sees."""
+    """The verdicts table of the runs one look sees (no image intervals: no look reads them)."""
     from kdprune.reporting.configs import ORDERS_AND_KD, paired_by
     from kdprune.reporting.statistics import summarise
     from kdprune.reporting.verdicts import verdicts
 
     runs = paired_by(runs, ORDERS_AND_KD)
-    return verdicts(runs, summarise(runs), ORDERS_AND_KD, options)
+    return verdicts(runs, summarise(runs), ORDERS_AND_KD, options, images=False)
 
 
 def _arm_of(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
