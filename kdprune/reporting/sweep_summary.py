@@ -174,8 +174,9 @@ def _curve(runs: pd.DataFrame, summary: pd.DataFrame) -> list[list[Any]]:
 
 
 def _verdicts(runs: pd.DataFrame, summary: pd.DataFrame) -> list[list[Any]]:
-    """The paired verdicts of the report (VERDICT_COLUMNS), `level` the compression level."""
-    table = verdicts(runs, summary)
+    """The paired verdicts of the report (VERDICT_COLUMNS), `level` the compression level;
+    without the seeds × images columns, which no W&B table shows (they load the data set)."""
+    table = verdicts(runs, summary, images=False)
     table["level"] = table["pairing_key"].map(group_titles(summary))
     return [[_cell(row[k]) for k in VERDICT_COLUMNS] for _, row in table.iterrows()]
 
