@@ -48,6 +48,10 @@ class GateTracker:
 """
 
 # Tiny trials: digits, 3 student epochs of 2 batches each, no pruner, heartbeats every second.
+# A trial is stale after 60 s without a beat (kdprune's default): a live worker whose beats a
+# busy machine delays is never taken for a dead one (its trial failed as stale would break every
+# count the tests check); a killed worker's trial is failed 60 s or more after the kill, whatever
+# the load. A shorter grace would race the load; a longer one only makes the tests slower.
 WORKER_ARGS = (
     "+sweep=optuna",
     "teacher.epochs=1",
@@ -55,7 +59,7 @@ WORKER_ARGS = (
     "measure.repeats=1",
     "hydra/sweeper/pruner=none",
     "hydra.sweeper.heartbeat_interval=1",
-    "hydra.sweeper.grace_period=6",  # 6 missed beats: never a busy machine's hiccup
+    "hydra.sweeper.grace_period=60",
 )
 
 

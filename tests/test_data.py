@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hang_guard import HANG_GUARD
 from PIL import Image
 
 from kdprune.data import Augment, TensorLoader, digits, imagefolder, split_indices
@@ -146,7 +147,7 @@ def test_make_data_prepares_a_data_set_from_its_config(tmp_path: Path) -> None:
         [sys.executable, "-m", "kdprune.data", "digits", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("digits: train ") and "test 359" in out.stdout

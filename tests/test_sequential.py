@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from compose import compose_cfg, run_args
 from fake_runs import fake_metrics
+from hang_guard import HANG_GUARD
 from scipy import stats
 from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 
@@ -220,7 +221,7 @@ def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
         "kd=none,hinton",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out / "sequential.csv")
     n = int(table["seeds_needed"].iloc[0])
@@ -228,7 +229,7 @@ def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
         arm = Arm((f"kd={kd}", "prune_method.ratio=0.5", "schedule=joint"))
         assert done_seeds(out, arm) == set(range(n))
         assert (out / arm.name / "seed_0" / ".hydra" / "overrides.yaml").is_file()
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert again.returncode == 0 and "[HYDRA]" not in again.stdout + again.stderr
     assert pd.read_csv(out / "sequential.csv").equals(table)
 

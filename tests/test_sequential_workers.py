@@ -6,7 +6,7 @@ and all reach the same decisions and report.
 Nothing here races a timer: a worker is held inside a launch until an Event is set by the other
 worker, a lock's holder is the test itself or a child process the test kills, and the test
 lets a held run go once the worker has asked for its lock (a spy on `claims.run_lock`). The
-Event waits have a long timeout only so that a deadlock fails instead of hanging.
+Event waits give up after HANG_GUARD seconds only so that a deadlock fails instead of hanging.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hang_guard import HANG_GUARD
 from sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims
@@ -26,12 +27,11 @@ from kdprune.sweeping.claims import run_lock, worker_session
 from kdprune.sweeping.sequential import Outcome, until_decided
 from kdprune.sweeping.sequential_cli import _finish
 
-DEADLOCK = 120  # seconds: an Event wait reaches it only when a worker can never get there
 REPORT_FILES = ("verdicts.csv", "sequential.csv", "PRUNING_REPORT.md", "pruning_comparison.csv")
 
 
 def _wait(event: threading.Event) -> None:
-    assert event.wait(DEADLOCK), "a worker never got there"
+    assert event.wait(HANG_GUARD), "a worker never got there"  # a deadlock guard only
 
 
 def _alone(tmp_path: Path) -> tuple[Outcome, StubLauncher]:
