@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from kdprune.decomposition import (
@@ -40,6 +39,7 @@ from kdprune.decomposition import (
     replace_module,
 )
 from kdprune.errors import ConfigError
+from kdprune.models.counting import count
 from kdprune.pruning.base import (
     UNITS,
     PruneResult,
@@ -49,6 +49,7 @@ from kdprune.pruning.base import (
     is_ignored,
     move_inputs,
 )
+from kdprune.pruning.search import TargetSearch, unreachable
 
 SEARCH_STEPS = 40  # bisection steps on the rank rule's knob (2**-40: far below one rank step)
 REFINE_STEPS = 64  # single-rank steps that may close the last gap to a target
@@ -196,10 +197,7 @@ class LowRankPruner:
             return collect_layers(self.model, example, self.methods)
 
     def _total(self, unit: str) -> int:
-        if unit == "params":
-            return sum(p.numel() for p in self.model.parameters())
-        example = move_inputs(self.example_inputs, self.model)
-        return int(tp.utils.count_ops_and_params(self.model, example)[0])
+        return count(self.model, self.example_inputs, unit)
 
     def _check_reach(self) -> None:
         """Raise ConfigError if a params/macs target is more than every layer at min_rank gives."""
@@ -211,11 +209,9 @@ class LowRankPruner:
         reach = self._reduction(layers, ranks, self._total(self.unit))
         if self.ratio > reach + self.tolerance:
             linears = any(isinstance(m, SVD) for m in self.methods.values())
-            raise ConfigError(
-                f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: decomposing "
-                f"every layer at rank {self.min_rank} removes at most {reach:.1%}"
-                + ("." if linears else " (decompose_linears=true also factorises linear layers).")
-            )
+            how = f"decomposing every layer at rank {self.min_rank}"
+            end = "." if linears else " (decompose_linears=true also factorises linear layers)."
+            raise unreachable(self.unit, self.ratio, how, reach, end)
 
     def _choose(
         self, layers: list[Layer], rules: list[Any], t: float, unit: str
@@ -242,29 +238,25 @@ class LowRankPruner:
     def _search(self, layers: list[Layer], rules: list[Any]) -> dict[str, tuple[int, ...]]:
         """Bisect the knob until the reduction is closest to the target; ConfigError if it stays
         further than `tolerance` (rank steps too coarse, or beyond reach)."""
-        low, high = 0.0, max(rule.knob_range[1] for rule in rules)
         total = self._total(self.unit)
-        tried: dict[float, tuple[float, dict[str, tuple[int, ...]]]] = {}
 
-        def attempt(t: float) -> float:
+        def reduction_at(t: float) -> tuple[float, dict[str, tuple[int, ...]]]:
             ranks = self._choose(layers, rules, t, self.unit)
-            tried[t] = (self._reduction(layers, ranks, total), ranks)
-            return tried[t][0]
+            return self._reduction(layers, ranks, total), ranks
 
-        attempt(high)
-        attempt(low)
-        for _ in range(SEARCH_STEPS):
-            mid = (low + high) / 2
-            attempt(mid)
-            low, high = (mid, high) if tried[mid][0] >= self.ratio else (low, mid)
-        # Closest to the target; on a tie the larger knob (more rank kept).
-        best = min(tried, key=lambda t: (abs(tried[t][0] - self.ratio), -t))
-        reduction, ranks = tried[best]
-        if abs(reduction - self.ratio) > self.tolerance / 2 and tried[low][0] >= self.ratio:
-            ranks = self._refine(layers, tried[low][1], total)
+        # A larger knob keeps more rank: the reduction falls as it grows.
+        search = TargetSearch(reduction_at, self.ratio, increasing=False)
+        low, high = 0.0, max(rule.knob_range[1] for rule in rules)
+        search.evaluate(high)
+        search.evaluate(low)
+        low, high = search.bisect(low, high, (low + high) / 2, SEARCH_STEPS)
+        best = search.closest()  # on a tie the larger knob (more rank kept)
+        reduction, ranks = search.tried[best]
+        if abs(reduction - self.ratio) > self.tolerance / 2 and search.tried[low][0] >= self.ratio:
+            ranks = self._refine(layers, search.tried[low][1], total)
             reduction = self._reduction(layers, ranks, total)
         if abs(reduction - self.ratio) > self.tolerance + 1e-9:
-            least = tried[max(tried)][0]
+            least = search.tried[max(search.tried)][0]
             why = (
                 f"even the largest ranks of allocation={self.allocation} remove {least:.1%}"
                 if least > self.ratio

@@ -6,7 +6,6 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable
-from itertools import pairwise
 from typing import Any
 
 import torch_pruning as tp
@@ -14,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kdprune.errors import ConfigError
+from kdprune.models.counting import count, measure
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
@@ -28,6 +28,7 @@ from kdprune.pruning.graph import bound_ratios, layer_widths, plain_history, rep
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
 from kdprune.pruning.rounding import candidate_roundings, check_round_to, first_reaching
+from kdprune.pruning.search import TargetSearch, unreachable
 
 __all__ = ["ROOT_TYPES", "StructuredPruner", "layer_widths", "replay_history"]
 
@@ -107,6 +108,8 @@ class StructuredPruner:
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
+        # What a params/macs target is a reduction of (a channel target needs none).
+        self.measure = None if unit == "channels" else measure(unit, example_inputs)
         self._check_prunable()
 
     @staticmethod
@@ -205,10 +208,11 @@ class StructuredPruner:
         candidate, history = self._prune_copy(self.ratio, round_to)
         if round_to is None or len(self.roundings) == 1:
             return history, self.ratio
-        dense = self._macs(self.model)
+        x = self.example_inputs
+        dense = count(self.model, x, "macs")
         if "macs" not in reference:
-            reference["macs"] = self._macs(self._prune_copy(self.ratio, None)[0])
-        moved = abs(self._macs(candidate) - reference["macs"]) / dense
+            reference["macs"] = count(self._prune_copy(self.ratio, None)[0], x, "macs")
+        moved = abs(count(candidate, x, "macs") - reference["macs"]) / dense
         if moved > self.tolerance:
             raise ConfigError(
                 f"rounding to {round_to} channels moves the MACs reduction of a {self.ratio} "
@@ -246,12 +250,10 @@ class StructuredPruner:
             if self.ratio <= reach[round_to] + self.tolerance:
                 return
         best = max(reach, key=reach.__getitem__)
-        raise ConfigError(
-            f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
-            f"layer by up to max_layer_ratio={self.max_layer_ratio}"
-            + (f" with round_to={best}" if best else "")
-            + f" removes at most {reach[best]:.1%}."
+        how = f"pruning every layer by up to max_layer_ratio={self.max_layer_ratio}" + (
+            f" with round_to={best}" if best else ""
         )
+        raise unreachable(self.unit, self.ratio, how, reach[best])
 
     def _grid(self, round_to: int | None) -> list[float]:
         """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
@@ -266,20 +268,12 @@ class StructuredPruner:
         uniform, so cheap cuts bound what the search can reach: one at the cap, or, with
         rounding, one at each point of the scan grid.
         """
-        dense = self._count(self.model)
+        dense = self.measure(self.model)
         magnitude = tp.importance.MagnitudeImportance()
         return max(
-            1.0 - self._count(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
+            1.0 - self.measure(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
             for ratio in self._grid(round_to) or [self.max_layer_ratio]
         )
-
-    def _count(self, model: nn.Module) -> float:
-        if self.unit == "params":  # Torch-Pruning's own definition, without a forward pass
-            return sum(p.numel() for p in model.parameters())
-        return self._macs(model)
-
-    def _macs(self, model: nn.Module) -> float:
-        return tp.utils.count_ops_and_params(model, move_inputs(self.example_inputs, model))[0]
 
     def _prune_copy(
         self,
@@ -338,51 +332,38 @@ class StructuredPruner:
         Without rounding the reduction grows with the ratio and is bisected. With `round_to` a
         layer whose kept width rounds down to zero is left whole (Torch-Pruning's rule), so the
         reduction can fall as the ratio grows: a grid is scanned first and bisection refines the
-        grid interval that brackets the target.
+        grid interval that brackets the target. Among ratios that hit the aim (half the
+        tolerance) the smallest wins: with rounding, larger ratios leave thin layers whole and
+        cut the others harder, an uneven and slower network.
         """
-        dense = self._count(self.model)
-        tried: dict[float, tuple[float, list[list[Any]]]] = {}
+        dense = self.measure(self.model)
 
-        def reduction_at(ratio: float) -> float:
+        def reduction_at(ratio: float) -> tuple[float, list[list[Any]]]:
             candidate, history = self._prune_copy(ratio, round_to)
-            tried[ratio] = (1.0 - self._count(candidate) / dense, history)
-            return tried[ratio][0]
+            return 1.0 - self.measure(candidate) / dense, history
 
-        def error(ratio: float) -> float:
-            return abs(tried[ratio][0] - self.ratio)
+        search = TargetSearch(reduction_at, self.ratio)
+        aim, tolerance = self.tolerance / 2, self.tolerance
 
-        def choice() -> float | None:
-            # Among ratios that hit the aim, the smallest: with rounding, larger ratios leave
-            # thin layers whole and cut the others harder, an uneven and slower network.
-            hits = [r for r in tried if error(r) <= self.tolerance / 2]
-            return min(hits) if hits else min(tried, key=error) if tried else None
+        def done(low: float, high: float) -> bool:
+            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
+            # on small layers the count moves in steps and may never land closer.
+            best = search.choice(aim)
+            return best is not None and (
+                search.error(best) <= aim or (search.error(best) <= tolerance and high - low < 0.05)
+            )
 
         low, high = 0.0, self.max_layer_ratio
         # Params and MACs fall roughly with the square of the kept width: a good first guess.
         ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
         if round_to:
-            points = [(0.0, 0.0)] + [(r, reduction_at(r)) for r in self._grid(round_to)]
-            target = self.ratio
-            brackets = [(r0, r1) for (r0, c0), (r1, c1) in pairwise(points) if c0 < target <= c1]
-            low, high = brackets[0] if brackets else (low, high)
-            ratio = (low + high) / 2 if brackets else high
-        for _ in range(self.max_search_steps):
-            best = choice()
-            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
-            # on small layers the count moves in steps and may never land closer.
-            if best is not None and (
-                error(best) <= self.tolerance / 2
-                or (error(best) <= self.tolerance and high - low < 0.05)
-            ):
-                break
-            if ratio in tried:
-                break
-            reduction = reduction_at(ratio)
-            low, high = (ratio, high) if reduction < self.ratio else (low, ratio)
-            ratio = (low + high) / 2
-        best = choice()
-        reduction, history = tried[best]
-        if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
+            bracket = search.scan(self._grid(round_to))
+            low, high = bracket or (low, high)
+            ratio = (low + high) / 2 if bracket else high
+        search.bisect(low, high, ratio, self.max_search_steps, done)
+        best = search.choice(aim)
+        reduction, history = search.tried[best]
+        if abs(reduction - self.ratio) > tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."
