@@ -168,7 +168,7 @@ def check_learns_first(cfg: DictConfig) -> None:
     before it prunes: joint, or distill_then_prune with a distill stage."""
     from kdprune.pruning import pruner_class
 
-    if not getattr(pruner_class(cfg.prune_method), "learns_while_training", False):
+    if not pruner_class(cfg.prune_method).learns_while_training:
         return
     s, method = cfg.schedule, cfg.prune_method.name
     if s.name == "prune_then_distill":
@@ -250,9 +250,7 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
     y = torch.zeros(2, dtype=torch.long)
     factory = instantiate(cfg.prune_method.pruner)
-    pruner = factory(model=model, example_inputs=x[:1], calibration=[(x, y)])
-    if getattr(pruner, "unit", "channels") != "channels" and hasattr(pruner, "plan"):
-        pruner.plan()
+    factory(model=model, example_inputs=x[:1], calibration=[(x, y)]).check_target()
 
 
 def check_values(cfg: DictConfig) -> None:

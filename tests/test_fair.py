@@ -11,8 +11,9 @@ import torch
 from kdprune.app import run
 from kdprune.errors import ConfigError
 from kdprune.pruning import load_model
+from kdprune.pruning.graph import scheduled_widths
 from kdprune.pruning.structured import layer_widths
-from kdprune.schedules.orders import resolve_prune_target, scheduled_widths
+from kdprune.schedules.orders import resolve_prune_target
 
 WHOLE_EPOCHS = ["teacher.epochs=2", "budget.student_epochs=2", "budget.finetune_epochs=1"]
 FAST = [*WHOLE_EPOCHS, "trainer.max_batches=3"]

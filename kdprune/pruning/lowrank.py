@@ -42,12 +42,15 @@ from kdprune.errors import ConfigError
 from kdprune.models.counting import count
 from kdprune.pruning.base import (
     UNITS,
+    Pruner,
     PruneResult,
+    Rebuild,
     check_choice,
     check_ratio,
     ignored_module_paths,
     is_ignored,
     move_inputs,
+    scheduled_fraction,
 )
 from kdprune.pruning.search import TargetSearch, unreachable
 
@@ -62,7 +65,7 @@ def _decomposable(module: nn.Module, linears: bool) -> bool:
     return linears and isinstance(spec, LinearSpec) and min(spec.in_features, spec.out_features) > 1
 
 
-class LowRankPruner:
+class LowRankPruner(Pruner):
     """Replace layers by low-rank factorised chains, in place (see the module docstring)."""
 
     kind = "low_rank"  # layers are factorised: fewer params and MACs, new (thinner) layers
@@ -130,8 +133,11 @@ class LowRankPruner:
         if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
             raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
 
-    def regularize(self, model: nn.Module) -> None:
-        """No regularization for low-rank decomposition."""
+    def check_target(self) -> None:
+        """Search the ranks of a params/macs target now, on these weights (ConfigError if the
+        rank steps cannot land within tolerance)."""
+        if self.unit != "channels":
+            self.plan()
 
     def plan(self) -> dict[str, tuple[int, ...]]:
         """The ranks `apply` would give, on the bound model's current weights: module path ->
@@ -149,6 +155,12 @@ class LowRankPruner:
         steps = self._decompose(ranks)
         details = {"ranks": {path: list(r) for path, r in ranks.items()}}
         return PruneResult(steps, None, time.perf_counter() - start, details)
+
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """One pruner shrinks the ranks all the way: `apply_fraction(after / target)`."""
+        return self.apply_fraction(scheduled_fraction(after, target))
 
     def apply_fraction(self, fraction: float) -> PruneResult | None:
         """Gradual decomposition (the joint order): move every layer `fraction` of the way from

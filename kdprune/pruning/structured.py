@@ -17,26 +17,35 @@ from kdprune.models.counting import count, measure
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
+    Pruner,
     PruneResult,
+    Rebuild,
     check_choice,
     check_ratio,
     ignored_module_paths,
     move_inputs,
+    scheduled_fraction,
 )
-from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
-from kdprune.pruning.graph import bound_ratios, layer_widths, plain_history, replay_history
+from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled
+from kdprune.pruning.graph import (
+    bound_ratios,
+    layer_widths,
+    plain_history,
+    prunable_groups,
+    replay_history,
+    scheduled_widths,
+)
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
 from kdprune.pruning.rounding import candidate_roundings, check_round_to, first_reaching
 from kdprune.pruning.search import TargetSearch, unreachable
 
-__all__ = ["ROOT_TYPES", "StructuredPruner", "layer_widths", "replay_history"]
+__all__ = ["StructuredPruner", "layer_widths", "replay_history"]
 
-ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
 SCAN_POINTS = 20  # channel ratios tried when `round_to` is set
 
 
-class StructuredPruner:
+class StructuredPruner(Pruner):
     """Remove whole channels with a Torch-Pruning importance criterion, in place.
 
     `ratio` means, by `unit`: `channels` the fraction of prunable channels removed (Torch-Pruning's
@@ -110,6 +119,9 @@ class StructuredPruner:
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         # What a params/macs target is a reduction of (a channel target needs none).
         self.measure = None if unit == "channels" else measure(unit, example_inputs)
+        # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
+        self._dense: dict[str, int] = {}
+        self._final: dict[str, int] = {}
         self._check_prunable()
 
     @staticmethod
@@ -150,10 +162,36 @@ class StructuredPruner:
                 )
             read_layer_ratios(layer_ratios, max_layer_ratio)
 
+    def check_target(self) -> None:
+        """Search a params/macs cut now, on these weights: a target rounding misses fails here."""
+        if self.unit != "channels":
+            self.plan()
+
     def regularize(self, model: nn.Module) -> None:
         """Apply the configured sparsity regularizer to `model`'s gradients (no-op if none)."""
         if self.regularizer is not None:
             self.regularizer.regularize(model)
+
+    def training_hook(self) -> Callable[[nn.Module], None] | None:
+        """`regularize` when a regularizer is configured (BN-scale sparsity, movement scores)."""
+        return self.regularize if self.regularizer is not None else None
+
+    def carried(self) -> dict[str, Any]:
+        """The regularizer, shared with the pruners of later steps (movement scores learned)."""
+        return {} if self.regularizer is None else {"regularizer": self.regularizer}
+
+    def begin_gradual(self) -> None:
+        """Fix the gradual cut's ends: the model's widths now and those of its one-shot cut."""
+        self._dense = layer_widths(self.model)
+        self._final = self.plan()
+
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """Move every layer from its dense width towards its one-shot width, the fraction
+        `after / target` of the way (exact widths, so the last step lands on the cut)."""
+        widths = scheduled_widths(self._dense, self._final, scheduled_fraction(after, target))
+        return rebuild(ratio=0.0, unit="channels").apply_widths(widths)
 
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
@@ -222,17 +260,7 @@ class StructuredPruner:
 
     def _check_prunable(self) -> None:
         """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
-        with eval_mode(self.model), autograd_enabled():
-            graph = tp.DependencyGraph().build_dependency(
-                self.model, move_inputs(self.example_inputs, self.model), verbose=False
-            )
-        ignored = [m for path in self.ignored for m in self.model.get_submodule(path).modules()]
-        groups = list(graph.get_all_groups(ignored, ROOT_TYPES))
-        if not groups:
-            raise ConfigError(
-                f"nothing left to prune in {type(self.model).__name__}: every prunable layer "
-                f"is ignored ({', '.join(self.ignored)})."
-            )
+        groups = prunable_groups(self.model, self.example_inputs, self.ignored)
         # Gradient-based criteria score every group once calibrated; the others can be asked now.
         if self.calibrate is None and all(self.importance(group) is None for group in groups):
             raise ConfigError(

@@ -8,13 +8,13 @@ counts come from the `schedule` config group, which splits one student budget fo
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from typing import Any
 
 from torch import nn
 
 from kdprune.errors import ConfigError
-from kdprune.pruning.structured import layer_widths
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import build_pruner, finish, prune, train
 from kdprune.schedules.start import Start, new_student, same_architecture
@@ -23,19 +23,6 @@ from kdprune.schedules.teacher import Teacher
 log = logging.getLogger("kdprune")
 
 PRUNE_TARGETS = ("auto", "student", "teacher")
-
-
-def _regularizer(pruner):
-    """`after_backward` for training that precedes pruning (BN-scale sparsity, movement scores);
-    None if unused."""
-    return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
-
-
-def _carried(pruner) -> dict[str, Any]:
-    """What a pruner learned while training (its regularizer: movement scores), for the pruners
-    built later in the same order, so it carries over from one pruning step to the next."""
-    regularizer = getattr(pruner, "regularizer", None)
-    return {} if regularizer is None else {"regularizer": regularizer}
 
 
 def resolve_prune_target(
@@ -118,7 +105,8 @@ def distill_then_prune(
     """Train the student with KD, prune it to the target, then fine-tune (with KD unless none)."""
     student = new_student(ctx, start)
     pruner = build_pruner(ctx, student)
-    train(ctx, "distill", student, teacher, distill_epochs, after_backward=_regularizer(pruner))
+    hook = pruner.training_hook()
+    train(ctx, "distill", student, teacher, distill_epochs, after_backward=hook)
     dense = copy.deepcopy(student)
     step = prune(ctx, student, pruner)
     ctx.mark_cut(dense, student)
@@ -137,31 +125,20 @@ def cubic_sparsity(step: int, start: int, end: int, target: float, initial: floa
     return target + (initial - target) * (1 - (step - start) / (end - start)) ** 3
 
 
-def scheduled_widths(
-    dense: dict[str, int], final: dict[str, int], fraction: float
-) -> dict[str, int]:
-    """Per-layer widths `fraction` of the way from dense to final (never past final)."""
-    return {
-        path: max(final[path], round(width - fraction * (width - final[path])))
-        for path, width in dense.items()
-        if path in final
-    }
-
-
 class GradualPruning:
     """A step hook that raises sparsity on the cubic schedule while the student trains.
 
     At each of `steps` evenly spaced pruning points between `start` and `end` (fractions of the
-    joint stage's optimizer steps) it prunes to the scheduled sparsity. Structured pruning moves
-    every layer from its dense width towards the widths of the one-shot cut of the same method and
-    target (`plan()`, taken at the start): the schedule's fraction s_t / s_final of the way, so the
-    last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
-    Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
-    exactly s_final. Low-rank decomposition moves every layer's ranks from full towards those of
-    the one-shot cut (planned at the first point) the same fraction of the way, re-decomposing
-    the trained layer each time. Returns True when it pruned, so the engine rebuilds the optimizer.
-    `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
-    if it has none), and what it learns is handed to every pruning step.
+    joint stage's optimizer steps) the pruner moves the student from the last step's sparsity to
+    the scheduled one (`Pruner.step_toward`; `begin_gradual` fixed the end point before training):
+    structured pruning moves every layer's width towards the one-shot cut's, the fraction
+    s_t / s_final of the way, so the last point lands on exactly those widths; masked pruning
+    masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to exactly
+    s_final; low-rank decomposition moves every layer's ranks from full towards those of the
+    one-shot cut (planned at the first point), re-decomposing the trained layer each time.
+    Returns True when it pruned, so the engine rebuilds the optimizer. `after_backward` is the
+    pruner's training hook (BN-scale sparsity, movement scores; None if it has none), and what
+    it learns (`carried`) is handed to the pruner of every step.
     """
 
     def __init__(
@@ -180,23 +157,21 @@ class GradualPruning:
         span = max(self.last - self.first, 1)
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
         self.sparsity, self.history = 0.0, []
-        pruner = build_pruner(ctx, model)
-        self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
-        self.structured = pruner.kind == "structured"
-        # Low-rank: one pruner shrinks ranks towards its one-shot cut (see apply_fraction).
-        self.low_rank = pruner if pruner.kind == "low_rank" else None
-        self.dense = layer_widths(model)
+        self.pruner = build_pruner(ctx, model)
+        self.after_backward, self.carried = self.pruner.training_hook(), self.pruner.carried()
         with ctx.timed("prune"):
-            self.final = pruner.plan() if self.structured else {}
+            self.pruner.begin_gradual()
         # The multiple the planned widths were rounded to (None: not rounded, or not structured).
-        self.round_to = pruner.round_to if self.structured else None
+        self.round_to = self.pruner.round_to
 
     def __call__(self, model: nn.Module, step: int) -> bool:
         if step not in self.points:
             return False
         scheduled = cubic_sparsity(step, self.first, self.last, self.target)
+        # A step's pruner is built anew on the model as it is, sharing what this one learns.
+        rebuild = functools.partial(build_pruner, self.ctx, model, self.carried)
         with self.ctx.timed("prune"):
-            result = self._prune_to(model, scheduled)
+            result = self.pruner.step_toward(self.sparsity, scheduled, self.target, rebuild)
         if result is None:
             return False
         self.history += result.history or []
@@ -205,19 +180,6 @@ class GradualPruning:
             self.ctx.mark_cut(self.dense_model, model)
         log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
         return True
-
-    def _prune_to(self, model: nn.Module, scheduled: float):
-        if self.low_rank is not None:
-            return self.low_rank.apply_fraction(scheduled / self.target if self.target > 0 else 1.0)
-        if self.structured:
-            fraction = scheduled / self.target if self.target > 0 else 1.0
-            widths = scheduled_widths(self.dense, self.final, fraction)
-            pruner = build_pruner(self.ctx, model, self.carried, ratio=0.0, unit="channels")
-            return pruner.apply_widths(widths)
-        relative = 1 - (1 - scheduled) / (1 - self.sparsity)
-        if relative <= 1e-6:
-            return None
-        return build_pruner(self.ctx, model, self.carried, ratio=relative).apply()
 
 
 def joint(
