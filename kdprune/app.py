@@ -23,6 +23,7 @@ from kdprune.models import model_name
 from kdprune.reporting import comparison_table
 from kdprune.results import STATUS_DIVERGED, STATUS_OK, config_fingerprint, write_metrics
 from kdprune.schedules.context import RunContext
+from kdprune.schedules.orders import order_of
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
@@ -87,7 +88,7 @@ def _experiment(
     ctx.timings["data"] = time.perf_counter() - data_start
     teacher = train_teacher(ctx)
     start = starting_point(ctx, teacher)
-    result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher, start=start)
+    result = order_of(cfg).run(ctx, teacher, start)
     # Quantization follows the order, reading its model through the model file (none: {}).
     result |= instantiate(cfg.quantize.stage)(
         ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE

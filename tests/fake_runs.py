@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from kdprune.results import config_fingerprint
+from kdprune.schedules.names import ORDER_NAMES
 
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
 STAGES = {
     "prune_then_distill": ["distill", "distill"],
     "distill_then_prune": ["distill", "finetune"],
