@@ -6,6 +6,10 @@ STAMP := $(VENV)/.kdprune-installed
 ARGS ?=
 comma := ,
 PYTEST_ARGS ?=
+# Processes (ranks) of one run: NPROC=2 make run starts it with torchrun (`kdprune.launch`: gloo
+# on CPU, NCCL on CUDA, one line when a rank fails); 1 runs it in this process.
+NPROC ?= 1
+KDPRUNE_RUN := $(if $(filter-out 1,$(NPROC)),$(PY) -m kdprune.launch --nproc $(NPROC),$(PY) -m kdprune)
 # pytest-xdist workers for `make test` (auto: one per CPU core); modules stay whole on one worker
 # (--dist loadscope), so a module's shared fixture runs once.
 TEST_WORKERS ?= auto
@@ -24,9 +28,11 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup qemu data run test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
+.PHONY: help setup qemu data run gpu-check test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
+	@echo "NPROC=2 make run  the same experiment on 2 processes (torchrun, DistributedDataParallel)"
+	@echo "make gpu-check  the CUDA path on a GPU (skips without one): outputs/gpu_check/<date>/gpu_check.json"
 	@echo "make test       the fast test suite (pytest -m 'not slow')"
 	@echo "make test-all   every test, slow ones too"
 	@echo "make data       install / prepare Fashion-MNIST"
@@ -78,7 +84,14 @@ data: setup
 	$(PY) -m kdprune.data fashion_mnist
 
 run: data
-	$(PY) -m kdprune $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+	$(KDPRUNE_RUN) $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+
+# The CUDA path on a lent GPU, under 5 minutes: probes (bf16 autocast, channels_last, GPU-resident
+# data), the default experiment on CUDA, `make bench ARGS='--only cuda'` and, with two GPUs, a
+# 2-rank NCCL run; everything it finds goes to outputs/gpu_check/<date>/gpu_check.json. Without
+# CUDA it writes that it skipped and exits 0.
+gpu-check: setup
+	$(PY) -m benchmarks.gpu_check $(ARGS)
 
 test: setup
 	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)

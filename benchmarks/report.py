@@ -33,6 +33,18 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# What is known of the GPU path: replace with `make gpu-check`'s results (card, date, commit) once
+# it has run on a GPU.
+GPU_STATUS = (
+    "**The GPU path is untested.** kdprune's CUDA path (bf16 autocast, channels_last, "
+    "GPU-resident data, NCCL for `torchrun`) has never run on a GPU: no device has been lent "
+    "to this project yet. `make gpu-check` checks it on one and writes what it found to "
+    "`outputs/gpu_check/<date>/gpu_check.json`; its results (card, date, commit) go here once "
+    "it has run. One run over several processes (`NPROC=2 make run`, gloo on CPU) has no figure "
+    "here yet either."
+)
+
+
 def header(meta: dict[str, Any]) -> list[str]:
     """The title, how the figures are measured, and the commit, date and machine."""
     m = meta["machine"]
@@ -58,6 +70,8 @@ def header(meta: dict[str, Any]) -> list[str]:
             if m.get("keep_freed_memory_mb")
             else ""
         ),
+        "",
+        GPU_STATUS,
     ]
 
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from kdprune import distributed
 from kdprune.checks import validate
 from kdprune.config import instantiate, trusted
 from kdprune.data import Augment, make_loaders
+from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings
+from kdprune.engine.checkpoints import RunState, missing_folders
 from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError, os_error_line
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
@@ -29,6 +37,7 @@ from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
 from kdprune.sweeping.internals import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
+from kdprune.tracking import NullTracker
 
 log = logging.getLogger("kdprune")
 
@@ -43,21 +52,30 @@ def run(cfg: DictConfig, run_dir: str | Path = ".", on_epoch: EpochHook = None) 
 def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str, Any]:
     start = time.perf_counter()
     validate(cfg)
+    ranks = distributed.current()
+    distributed.check_run(cfg, ranks)
     t = cfg.trainer
     with process_settings(t.get("threads"), t.get("keep_freed_memory_mb")):
-        device = pick_device(cfg.device)
-        tracker = instantiate(cfg.logger)(
-            cfg=OmegaConf.to_container(cfg, resolve=True), run_dir=str(run_dir)
-        )
+        device = ranks.device(pick_device(cfg.device))
+        config = OmegaConf.to_container(cfg, resolve=True)
+        # Rank 0 alone writes: metrics.json, the model files, the tracker's run.
+        tracker = instantiate(cfg.logger) if ranks.is_main else NullTracker
+        tracker = tracker(cfg=config, run_dir=str(run_dir))
         failed = True
         try:
-            try:
-                metrics = _experiment(cfg, device, tracker, run_dir, on_epoch)
-            except NonFiniteLossError as err:  # a result of this configuration: record it
-                write_metrics(run_dir, diverged_record(cfg, err))
-                raise
-            metrics["timings"]["total"] = time.perf_counter() - start
-            write_metrics(run_dir, metrics)
+            with run_state(cfg, ranks, device) as state:
+                try:
+                    metrics = _experiment(cfg, device, tracker, run_dir, on_epoch, ranks, state)
+                except Exception as err:
+                    if isinstance(err, NonFiniteLossError) and ranks.is_main:  # a result: record it
+                        write_metrics(run_dir, diverged_record(cfg, err))
+                    if ends_the_run(err):
+                        _discard(state)
+                    raise
+                metrics["timings"]["total"] = time.perf_counter() - start
+                if ranks.is_main:
+                    write_metrics(run_dir, metrics)
+                _discard(state)  # the run has its result: nothing left to resume
             tracker.summary({k: v for k, v in metrics.items() if k != "history"})
             failed = False
             return metrics
@@ -65,17 +83,74 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
             tracker.finish(failed=failed)
 
 
+def _discard(state: RunState | None) -> None:
+    if state is not None:
+        state.discard()
+
+
+def ends_the_run(err: Exception) -> bool:
+    """Whether an error is the run's outcome, which a rerun meets again (a divergence, a bad
+    setting, a trial the sweep pruned): its saved state is of no use. A fault (a failed
+    collective, a full disk) keeps the state for the rerun, as a stop (SIGTERM) does."""
+    optuna = sys.modules.get("optuna")  # loaded by a sweep, never for a plain run
+    if optuna is not None and isinstance(err, optuna.TrialPruned):
+        return True
+    return isinstance(err, KdpruneError) and not isinstance(err, FaultError)
+
+
+@contextmanager
+def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[RunState | None]:
+    """The training state this run saves after every epoch and resumes from (`resume`): a
+    folder keyed by the resolved config and the world size, locked while the run lasts. None
+    when `resume` is off, or while another run of the same configuration holds it."""
+    if not cfg.get("resume", True):
+        yield None
+        return
+    folder = state_folder(cfg, ranks)
+    # The lock lives in the folder, so the folder's removal (the run has its result) takes it.
+    lock, held, created = FileLock(str(folder / "lock")), False, []
+    if ranks.is_main:
+        created = missing_folders(folder)[1:]  # removed, if empty, with the folder
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+            held = True
+        except Timeout:
+            log.warning("%s is in use by another run of this configuration: no state kept", folder)
+    try:
+        keep = ranks.broadcast_object(held if ranks.is_main else None)
+        yield RunState(folder, ranks.is_main, device, created) if keep else None
+    finally:
+        if held:
+            lock.release()
+
+
+def state_folder(cfg: DictConfig, ranks: Ranks) -> Path:
+    """Where a run's training state lives: `paths.state_dir/<config hash>-w<world size>`."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(cfg.paths.state_dir) / f"{key[:16]}-w{ranks.world_size}"
+
+
 def _experiment(
-    cfg: DictConfig, device: torch.device, tracker, run_dir: Path, on_epoch: EpochHook = None
+    cfg: DictConfig,
+    device: torch.device,
+    tracker,
+    run_dir: Path,
+    on_epoch: EpochHook = None,
+    ranks: Ranks | None = None,
+    state: RunState | None = None,
 ) -> dict[str, Any]:
     """Data, teacher, the student's start, the configured order: the run's metrics."""
-    t = cfg.trainer
+    t, ranks = cfg.trainer, ranks or Ranks()
     data_start = time.perf_counter()
     splits = instantiate(cfg.dataset.splits)
     augment = Augment(**cfg.dataset.augment)
     loaders = make_loaders(
-        splits, t.batch_size, t.eval_batch_size, device, augment, data_seed(cfg), t.num_workers
-    )
+        splits, t.batch_size, t.eval_batch_size, device, augment, data_seed(cfg), t.num_workers,
+        ranks,
+    )  # fmt: skip
     ctx = RunContext(
         cfg=cfg,
         device=device,
@@ -84,6 +159,8 @@ def _experiment(
         run_dir=run_dir,
         data_identity=splits.identity,
         on_epoch=on_epoch,
+        ranks=ranks,
+        state=state,
     )
     ctx.timings["data"] = time.perf_counter() - data_start
     teacher = train_teacher(ctx)
@@ -102,6 +179,8 @@ def _experiment(
         "data_seed": data_seed(cfg),
         "split_seed": int(cfg.dataset.splits.get("split_seed", cfg.get("split_seed", cfg.seed))),
         "device": str(device),
+        **ranks.record(),
+        "resumed": state is not None and bool(state.saved),
         **result,
         **_teacher_record(ctx, teacher),
         **_budget_record(cfg, start, ctx.history),
@@ -191,27 +270,56 @@ def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
         # which goes through to the sweeper like any job error and is recorded as PRUNED.
         with epoch_reporter(hc) as on_epoch:
             metrics = run(cfg, hc.runtime.output_dir, on_epoch)
-    except NonFiniteLossError as err:
-        where = Path(hc.runtime.output_dir) / "metrics.json"
-        if hc.mode != RunMode.MULTIRUN:
-            print(f"kdprune: error: the run diverged: {err} (recorded in {where})", file=sys.stderr)
-            sys.exit(1)
-        log.error("%s (recorded in %s)", err, where)
-        if hc.sweeper.get("_target_") != BASIC_SWEEPER:
-            raise  # a search's sweeper records the trial as failed and goes on
-        return None  # the other jobs run; `kdprune.entry.DivergedRuns` sums up at the end
-    except KdpruneError as err:
-        if hc.mode == RunMode.MULTIRUN:
-            log.error("%s", err)
-            raise  # the sweeper records the trial as failed and goes on
-        print(f"kdprune: error: {err}", file=sys.stderr)
-        sys.exit(1 if isinstance(err, FaultError) else 2)
-    except OSError as err:  # a full disk, a folder we may not write: a fault, not a bug
-        if hc.mode == RunMode.MULTIRUN:
-            raise
-        print(f"kdprune: error: {os_error_line(err)}", file=sys.stderr)
-        sys.exit(1)
-    if hc.mode != RunMode.MULTIRUN:
+    except (KdpruneError, OSError, RuntimeError) as err:
+        return _failed(err, hc)
+    if hc.mode != RunMode.MULTIRUN and distributed.current().is_main:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")
     return objective_value(cfg, metrics)
+
+
+def _failed(err: Exception, hc) -> None:
+    """End a failed run: one line and an exit code for a single run; in a multirun, a log line
+    and the error for the sweeper (a diverged grid job returns None and the others go on)."""
+    multirun = hc.mode == RunMode.MULTIRUN
+    if isinstance(err, NonFiniteLossError):
+        where = Path(hc.runtime.output_dir) / "metrics.json"
+        if not multirun:
+            _exit_with(f"the run diverged: {err} (recorded in {where})", 1, everywhere=True)
+        log.error("%s (recorded in %s)", err, where)
+        if hc.sweeper.get("_target_") != BASIC_SWEEPER:
+            raise err  # a search's sweeper records the trial as failed and goes on
+        return None  # the other jobs run; `kdprune.entry.DivergedRuns` sums up at the end
+    if isinstance(err, RuntimeError):  # a failed collective, or a bug (raised as it is)
+        reason = distributed.collective_failure(err) if distributed.current().active else None
+        if reason is None:
+            raise err
+        _exit_with(
+            f"a collective failed ({reason}): another rank died or stopped answering; no "
+            "metrics.json was written; the same command reruns it from the last saved epoch",
+            1,
+            everywhere=False,
+        )
+    if multirun:
+        if isinstance(err, KdpruneError):
+            log.error("%s", err)
+        raise err  # the sweeper records the trial as failed and goes on
+    if isinstance(err, OSError):  # a full disk, a folder we may not write: a fault, not a bug
+        _exit_with(os_error_line(err), 1, everywhere=False)
+    fault = isinstance(err, FaultError)
+    alike = not fault or isinstance(err, distributed.RanksDisagree)
+    _exit_with(str(err), 1 if fault else 2, everywhere=alike)
+
+
+def _exit_with(line: str, code: int, everywhere: bool) -> None:
+    """Print `kdprune: error: <line>` and exit. Over several ranks, an error every rank meets
+    alike (a bad config, a divergence) is printed by rank 0 alone; one a rank met by itself is
+    printed by that rank, which it names."""
+    ranks = distributed.current()
+    if not ranks.active:
+        print(f"kdprune: error: {line}", file=sys.stderr)
+    elif not everywhere:
+        print(f"kdprune: error: rank {ranks.rank} of {ranks.world_size}: {line}", file=sys.stderr)
+    elif ranks.is_main:
+        print(f"kdprune: error: {line}", file=sys.stderr)
+    sys.exit(code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 
@@ -104,7 +105,44 @@ def main() -> None:
 
     if not any(a.split("=")[0] in PRINT_ONLY_FLAGS for a in argv):
         register_sweeper()
-    run_hydra(hydra_main)
+    from kdprune.preemption import stop_on_sigterm
+
+    with stop_on_sigterm():
+        if launched_by_torchrun(argv):
+            run_ranks(hydra_main)
+        else:
+            run_hydra(hydra_main)
+
+
+def launched_by_torchrun(argv: list[str]) -> bool:
+    """True for a run (not --help, --cfg, ...) started by torchrun as one of several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    return not any(a.startswith("-") and a not in PASS_THROUGH_FLAGS for a in argv)
+
+
+def run_ranks(hydra_main: Callable[[], None]) -> None:
+    """One rank of a torchrun job: start the process group, agree on the run folder, run Hydra
+    (`kdprune.launch.start_rank`), then leave the group; a failed rank exits at once."""
+    from kdprune import launch
+    from kdprune.errors import KdpruneError, one_line
+
+    code: int = 0
+    try:
+        sys.argv = [sys.argv[0], *launch.start_rank(sys.argv[1:])]
+        run_hydra(hydra_main)
+    except SystemExit as end:
+        code = end.code if isinstance(end.code, int) else 1
+        if isinstance(end.code, str):
+            print(end.code, file=sys.stderr)
+    except KdpruneError as err:  # the launch's own checks
+        print(f"kdprune: error: {err}", file=sys.stderr)
+        code = 2
+    except Exception as err:  # the process group did not start (rendezvous, backend)
+        print(f"kdprune: error: the process group did not start: {one_line(err)}", file=sys.stderr)
+        code = 1
+    finally:
+        launch.leave(code)
 
 
 def run_hydra(hydra_main: Callable[[], None]) -> None:
@@ -116,11 +154,19 @@ def run_hydra(hydra_main: Callable[[], None]) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from kdprune.errors import FaultError, KdpruneError, one_line, os_error_line
+    from kdprune.errors import FaultError, KdpruneError, Preempted, one_line, os_error_line
 
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing and exit(1)
     try:
         hydra_main()
+    except Preempted as why:
+        if os.environ.get("RANK", "0") == "0":  # one line for the job, not one per rank
+            print(
+                f"kdprune: stopped by {why}: the training state of the last finished epoch is "
+                "saved, no partial file is left; the same command resumes from it",
+                file=sys.stderr,
+            )
+        sys.exit(128 + signal.SIGTERM)
     except KdpruneError as err:
         print(f"kdprune: error: {err}", file=sys.stderr)
         sys.exit(1 if isinstance(err, FaultError) else 2)

@@ -27,6 +27,16 @@ class FaultError(KdpruneError):
     """Something outside the configuration failed (a database, the disk): exit code 1."""
 
 
+class Preempted(BaseException):
+    """The process was told to stop (SIGTERM: a batch scheduler's time limit or preemption).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` keeps the run going:
+    it unwinds through every atomic write (which removes its temporary file) and ends the
+    command with exit code 143 (128 + SIGTERM), leaving the training state of the last
+    finished epoch for the same command to resume from.
+    """
+
+
 def one_line(err: Exception) -> str:
     """An error's message as one sentence: Hydra's several-line composition and override-parsing
     errors shortened to what a user needs; others cut to their first line."""

@@ -120,6 +120,8 @@ NOT_CONFIGURATION = (
     "sweep_metric",
     "trusted_targets",
     "measure",
+    "resume",
+    "distributed",
     "trainer.progress",
     "trainer.num_workers",
     "trainer.threads",

@@ -43,6 +43,16 @@ def test_variables_become_overrides(how: str) -> None:
                     "kd=none"]  # fmt: skip
 
 
+def test_nproc_starts_the_run_on_that_many_ranks() -> None:
+    done = subprocess.run(
+        ["make", "-n", "--no-print-directory", "run", "NPROC=2", "ARGS=kd=none"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    line = done.stdout.splitlines()[-1]
+    assert shlex.split(line)[1:] == ["-m", "kdprune.launch", "--nproc", "2", "kd=none"]
+    assert make_command("run", "NPROC=1") == []  # one rank: the plain command
+
+
 def test_sweep_targets_read_them_too() -> None:
     assert make_command("sweep-orders", "PRUNE_METHOD=fpgm") == ["-m", "+sweep=orders",
                                                                  "prune_method=fpgm"]  # fmt: skip

@@ -1,15 +1,31 @@
-"""Batches of (images, labels, indices) for the engine, from memory or from a DataLoader."""
+"""Batches of (images, labels, indices) for the engine, from memory or from a DataLoader.
+
+In a run over several processes (`kdprune.distributed`) every loader shards each *global* batch
+among the ranks: all ranks walk the same global batches of `batch_size` images in the same order
+and each takes its contiguous share, so the global batch, the number of steps and the learning
+rate schedule are those of the one-process run. A training batch too small to give every rank
+an image (the last one, at most) is left out; evaluation covers the whole split.
+"""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+)
 
 from kdprune.data.datasets import Splits, TensorSplit
+from kdprune.distributed import Ranks
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -17,6 +33,15 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of one epoch's shuffling and augmentation: a pure function of (seed, epoch)."""
     return seed * 100_003 + epoch
+
+
+def global_batches(n: int, batch_size: int, ranks: Ranks, drop_last: bool, train: bool) -> int:
+    """How many global batches a split of `n` images gives: a training split drops a last batch
+    that cannot give every rank an image (one process: none is dropped)."""
+    full, tail = divmod(n, batch_size)
+    if drop_last or tail == 0:
+        return full
+    return full + (tail >= (ranks.world_size if train else 1))
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class TensorLoader:
         augment: Augment | None = None,
         seed: int = 0,
         drop_last: bool = False,
+        ranks: Ranks | None = None,
     ):
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
@@ -73,6 +99,7 @@ class TensorLoader:
         self.augment = augment if augment is not None and augment.active else None
         self.seed = seed
         self.drop_last = drop_last
+        self.ranks = ranks or Ranks()
         self.epoch = 0
 
     @property
@@ -80,14 +107,22 @@ class TensorLoader:
         """True when a sample's input is the same every epoch (so teacher outputs can be cached)."""
         return self.augment is None
 
+    def unsharded(self) -> TensorLoader:
+        """The same loader giving every rank whole global batches (calibration for a cut that
+        must be the same on every rank)."""
+        whole = copy.copy(self)
+        whole.ranks = Ranks()
+        return whole
+
     @property
     def num_samples(self) -> int:
         """How many images the split holds (not batches)."""
         return len(self.labels)
 
     def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return global_batches(
+            len(self.labels), self.batch_size, self.ranks, self.drop_last, self.shuffle
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -106,6 +141,13 @@ class TensorLoader:
             x = self.images[idx]
             if self.augment is not None:
                 x = self.augment(x, gen)
+            if self.ranks.active:
+                # This rank's share. The whole batch was augmented (cheap tensor ops), so the
+                # images and their augmentation are those of the one-process run.
+                share = self.ranks.share(len(idx))
+                if share.start == share.stop:
+                    continue  # the last evaluation batch has no image left for this rank
+                x, idx = x[share], idx[share]
             yield x, self.labels[idx], idx
 
 
@@ -122,22 +164,32 @@ class StreamLoader:
         seed: int = 0,
         num_workers: int = 4,
         drop_last: bool = False,
+        ranks: Ranks | None = None,
     ):
         self.dataset = dataset
         self.device = device
         self.augment = augment if augment is not None and augment.active else None
         self.seed = seed
+        self.ranks = ranks or Ranks()
         self.epoch = 0
-        self.loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=num_workers > 0,
-            drop_last=drop_last,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        self.settings = (batch_size, shuffle, num_workers, drop_last)
+        generator = torch.Generator().manual_seed(seed)
+        common = {
+            "num_workers": num_workers,
+            "pin_memory": device.type == "cuda",
+            "persistent_workers": num_workers > 0,
+            "generator": generator,
+        }
+        if not self.ranks.active:
+            self.loader = DataLoader(
+                dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common
+            )
+            return
+        order: Sampler[int] = SequentialSampler(dataset)
+        if shuffle:
+            order = RandomSampler(dataset, generator=generator)
+        batches = ShardedBatches(BatchSampler(order, batch_size, drop_last), self.ranks, shuffle)
+        self.loader = DataLoader(dataset, batch_sampler=batches, **common)
 
     @property
     def deterministic(self) -> bool:
@@ -148,6 +200,17 @@ class StreamLoader:
         """How many images the split holds (not batches)."""
         return len(self.dataset)
 
+    def unsharded(self) -> StreamLoader:
+        """The same loader giving every rank whole global batches (calibration for a cut that
+        must be the same on every rank)."""
+        batch_size, shuffle, num_workers, drop_last = self.settings
+        whole = StreamLoader(
+            self.dataset, batch_size, self.device, shuffle, self.augment, self.seed,
+            num_workers, drop_last,
+        )  # fmt: skip
+        whole.set_epoch(self.epoch)
+        return whole
+
     def __len__(self) -> int:
         return len(self.loader)
 
@@ -156,12 +219,35 @@ class StreamLoader:
         self.loader.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __iter__(self) -> Iterator[Batch]:
-        gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch))
+        # Each rank augments its own share: its draws are its own (one process: unchanged).
+        seed = epoch_seed(self.seed, self.epoch) * self.ranks.world_size + self.ranks.rank
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         for x, y, idx in self.loader:
             x = x.to(self.device, non_blocking=True)
             if self.augment is not None:
                 x = self.augment(x, gen)
             yield x, y.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+
+
+class ShardedBatches(Sampler[list[int]]):
+    """The global batches of `batches`, each cut to this rank's share: every rank walks the
+    same batches (the same generator, reseeded each epoch). A training batch that cannot give
+    every rank an image is left out; in evaluation a rank with no image skips the batch."""
+
+    def __init__(self, batches: BatchSampler, ranks: Ranks, train: bool):
+        self.batches, self.ranks, self.train = batches, ranks, train
+
+    def __len__(self) -> int:
+        b = self.batches
+        return global_batches(len(b.sampler), b.batch_size, self.ranks, b.drop_last, self.train)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            if self.train and len(batch) < self.ranks.world_size:
+                continue
+            share = batch[self.ranks.share(len(batch))]
+            if share:
+                yield share
 
 
 @dataclass
@@ -181,16 +267,20 @@ def make_loaders(
     augment: Augment,
     seed: int,
     num_workers: int = 4,
+    ranks: Ranks | None = None,
 ) -> Loaders:
-    """Loaders for a run: in-memory tensors on the device when the data set fits, else streaming."""
+    """Loaders for a run: in-memory tensors on the device when the data set fits, else streaming;
+    sharded over `ranks` in a run over several processes."""
+    ranks = ranks or Ranks()
     if splits.in_memory:
         return Loaders(
-            train=TensorLoader(splits.train, batch_size, device, True, augment, seed),
-            val=TensorLoader(splits.val, eval_batch_size, device),
-            test=TensorLoader(splits.test, eval_batch_size, device),
+            train=TensorLoader(splits.train, batch_size, device, True, augment, seed, ranks=ranks),
+            val=TensorLoader(splits.val, eval_batch_size, device, ranks=ranks),
+            test=TensorLoader(splits.test, eval_batch_size, device, ranks=ranks),
         )
+    workers = {"num_workers": num_workers, "ranks": ranks}
     return Loaders(
-        train=StreamLoader(splits.train, batch_size, device, True, augment, seed, num_workers),
-        val=StreamLoader(splits.val, eval_batch_size, device, num_workers=num_workers),
-        test=StreamLoader(splits.test, eval_batch_size, device, num_workers=num_workers),
+        train=StreamLoader(splits.train, batch_size, device, True, augment, seed, **workers),
+        val=StreamLoader(splits.val, eval_batch_size, device, **workers),
+        test=StreamLoader(splits.test, eval_batch_size, device, **workers),
     )

@@ -18,8 +18,11 @@ from torch import nn
 
 from kdprune.config import instantiate
 from kdprune.data import Loaders
+from kdprune.distributed import Ranks
 from kdprune.engine import Stage, evaluate, seed_everything
+from kdprune.engine.checkpoints import RunState
 from kdprune.errors import ConfigError
+from kdprune.faults import fault_hook
 from kdprune.metrics import ledger
 from kdprune.models import build
 from kdprune.tracking import Tracker
@@ -43,6 +46,8 @@ class RunContext:
     # The student's final cut, once made: its size ledger in a sweep (the pruner's constraint
     # values), {} elsewhere; None before the cut. Epoch records say `after_cut`.
     cut: dict[str, Any] | None = None
+    ranks: Ranks = field(default_factory=Ranks)  # this process's place in a run over several
+    state: RunState | None = None  # the training state saved after each epoch (None: not kept)
 
     @property
     def example_inputs(self) -> torch.Tensor:
@@ -116,10 +121,12 @@ class RunContext:
             ),
             device=self.device,
             amp=bool(t.amp),
-            progress=progress_setting(t.progress),
+            progress=progress_setting(t.progress) if self.ranks.is_main else False,
             select_on_val=select_on_val and t.get("select_epoch", "best_val") == "best_val",
             max_batches=t.max_batches,
             log=self.record,
+            on_step=fault_hook(name, self.ranks.rank),
+            state=self.state,
             **kwargs,
         )
 

@@ -6,6 +6,7 @@ Each stage returns what it measured; the order passes it on to the next stage th
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdprune.config import instantiate
+from kdprune.distributed import MainRankImportance
 from kdprune.engine import fit
 from kdprune.metrics import file_size_bytes, ledger
 from kdprune.predictions import write_predictions
@@ -43,8 +45,13 @@ def teacher_logits(ctx: RunContext, teacher: Teacher) -> torch.Tensor | None:
     train = ctx.loaders.train
     if not (train.deterministic and hasattr(train, "images")):
         return None
-    with ctx.timed("teacher_logits"):
-        return teacher.train_logits(train.images, int(ctx.cfg.trainer.eval_batch_size))
+    batch_size = int(ctx.cfg.trainer.eval_batch_size)
+    if teacher.file is None:  # nothing to share: every rank runs the teacher
+        with ctx.timed("teacher_logits"):
+            return teacher.train_logits(train.images, batch_size)
+    # Rank 0 computes (and stores) them once; the other ranks then read its file.
+    with ctx.timed("teacher_logits"), ctx.ranks.main_first():
+        return teacher.train_logits(train.images, batch_size, write=ctx.ranks.is_main)
 
 
 def objective(ctx: RunContext, student: nn.Module, teacher: Teacher | None):
@@ -64,9 +71,11 @@ def objective(ctx: RunContext, student: nn.Module, teacher: Teacher | None):
 
 
 def calibration_batches(ctx: RunContext, count: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A few training batches for data-driven criteria (Taylor, Hessian)."""
+    """A few training batches for data-driven criteria (Taylor, Hessian): whole batches on every
+    rank, so every rank scores the same data."""
+    train = ctx.loaders.train
     batches = []
-    for x, y, _ in ctx.loaders.train:
+    for x, y, _ in train.unsharded() if ctx.ranks.active else train:
         batches.append((x, y))
         if len(batches) >= count:
             break
@@ -77,8 +86,13 @@ def build_pruner(
     ctx: RunContext, model: nn.Module, carried: dict[str, Any] | None = None, **overrides: Any
 ):
     """The configured `prune_method` pruner bound to `model` (overrides replace config values;
-    `carried` objects, e.g. an earlier pruner's learned scores, replace those the config builds)."""
-    return instantiate(ctx.cfg.prune_method.pruner, **overrides)(
+    `carried` objects, e.g. an earlier pruner's learned scores, replace those the config builds).
+    Over several ranks, its importance criterion's scores are rank 0's on every rank."""
+    factory = instantiate(ctx.cfg.prune_method.pruner, **overrides)
+    importance = getattr(factory, "keywords", {}).get("importance")
+    if ctx.ranks.active and importance is not None:
+        factory = functools.partial(factory, importance=MainRankImportance(importance))
+    return factory(
         model=model,
         example_inputs=ctx.example_inputs,
         calibration=calibration_batches(ctx),
@@ -117,6 +131,7 @@ def prune(ctx: RunContext, model: nn.Module, pruner=None) -> PruneStep:
     before = ctx.evaluate(model, "val")["acc"]
     with ctx.timed("prune"):
         result = (pruner or build_pruner(ctx, model)).apply()
+        ctx.ranks.agree_on_model(model, "pruning")
     after = ctx.evaluate(model, "val")["acc"]
     log.info(
         "pruned (%s, ratio %s %s): val acc %.4f -> %.4f in %.2fs",
@@ -139,9 +154,48 @@ def finish(
     round_to: int | None = None,
 ) -> dict[str, Any]:
     """Save the compressed model, measure the ledger (with the multiple the cut rounded widths
-    to) and the final val / test accuracy."""
+    to) and the final val / test accuracy. Over several ranks, every rank checks it holds the
+    same model and evaluates its share; rank 0 alone writes the files and times the model."""
     cfg = ctx.cfg
     make_permanent(compressed)
+    by_rank = ctx.ranks.agree_on_model(compressed, "the last cut")
+    files = _write_and_measure(ctx, dense, compressed, history, round_to)
+    val = ctx.evaluate(compressed, "val")
+    test = ctx.evaluate(compressed, "test", keep_predictions=True)
+    if ctx.ranks.is_main:
+        num_classes = int(cfg.dataset.num_classes)
+        files["test_predictions_file"] = write_predictions(
+            ctx.run_dir, test["predictions"], num_classes
+        ).name
+    return {
+        "method": cfg.prune_method.name,
+        "kind": pruner_class(cfg.prune_method).kind,
+        "kd": cfg.kd.name,
+        "target_ratio": float(cfg.prune_method.ratio),
+        "unit": cfg.prune_method.unit,
+        **files,
+        "architecture_sha256": by_rank[0],
+        "architecture_sha256_by_rank": by_rank,
+        "after_prune_val_acc": after_prune_val_acc,
+        "val_acc": val["acc"],
+        "test_acc": test["acc"],
+        "val_loss": val["loss"],
+        "test_loss": test["loss"],
+        "model_file": str(ctx.run_dir / MODEL_FILE),
+    }
+
+
+def _write_and_measure(
+    ctx: RunContext,
+    dense: nn.Module,
+    compressed: nn.Module,
+    history: list[list[Any]] | None,
+    round_to: int | None,
+) -> dict[str, Any]:
+    """Rank 0: write model.pt and dense.pt and measure the ledger; the other ranks: nothing."""
+    if not ctx.ranks.is_main:
+        return {}
+    cfg = ctx.cfg
     path = save_model(
         ctx.run_dir / MODEL_FILE,
         compressed.cpu(),
@@ -161,23 +215,8 @@ def finish(
             num_threads=cfg.measure.get("threads"),
             round_to=round_to,
         )
-    val = ctx.evaluate(compressed, "val")
-    test = ctx.evaluate(compressed, "test", keep_predictions=True)
-    predictions = write_predictions(ctx.run_dir, test["predictions"], int(cfg.dataset.num_classes))
     return {
-        "method": cfg.prune_method.name,
-        "kind": pruner_class(cfg.prune_method).kind,
-        "kd": cfg.kd.name,
-        "target_ratio": float(cfg.prune_method.ratio),
-        "unit": cfg.prune_method.unit,
         **sizes,
         "file_size_bytes": file_size_bytes(path),
         "dense_file_size_bytes": file_size_bytes(dense_path),
-        "after_prune_val_acc": after_prune_val_acc,
-        "val_acc": val["acc"],
-        "test_acc": test["acc"],
-        "val_loss": val["loss"],
-        "test_loss": test["loss"],
-        "model_file": str(path),
-        "test_predictions_file": predictions.name,
     }

@@ -45,14 +45,17 @@ class Teacher:
     checkpoint_sha256: str | None = None  # a user's checkpoint file: its hash, read once
     _train_logits: torch.Tensor | None = field(default=None, init=False, repr=False)
 
-    def train_logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
+    def train_logits(
+        self, images: torch.Tensor, batch_size: int, write: bool = True
+    ) -> torch.Tensor:
         """Its logits for every training image, computed once per run; for a cached teacher,
-        stored beside its file together with that file's hash, and reused only by that file."""
+        stored beside its file together with that file's hash (unless `write` is off: a rank
+        other than 0), and reused only by that file."""
         if self._train_logits is None and self.file is not None:
             self._train_logits = self._stored(images)
         if self._train_logits is None:
             self._train_logits = compute_teacher_logits(self.module, images, batch_size=batch_size)
-            if self.file is not None:
+            if self.file is not None and write:
                 stored = {"teacher_sha256": self.sha256}
                 atomic_save({**stored, "logits": self._train_logits.cpu()}, self._logits_file)
         return self._train_logits
@@ -135,7 +138,7 @@ def dense_network(ctx: RunContext, model_cfg: DictConfig) -> Teacher:
     name = f"{model_name(model_cfg)}-{cfg.dataset.name}"
     cache, spec = TeacherCache(cfg.paths.cache_dir), teacher_spec(cfg, model_cfg, ctx.data_identity)
     with ctx.timed("teacher"):
-        metrics, hit = cache.get_or_train(name, spec, module, lambda m: _fit(ctx, m))
+        metrics, hit = cache.get_or_train(name, spec, module, lambda m: _fit(ctx, m), ctx.ranks)
     path = cache.path(name, spec)
     metrics = {**metrics, "source": "cache" if hit else "trained"}
     return _frozen(Teacher(module, metrics, f"cache {path.name}", int(cfg.teacher.epochs), path))
