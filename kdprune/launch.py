@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # torchrun's agent logs each step of a failure (and a closing signal per rank): one line here.
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, without its warning
     with tempfile.TemporaryDirectory(prefix="kdprune-ranks-") as logs:
         args = get_args_parser().parse_args(
             [
