@@ -15,6 +15,8 @@ from pathlib import Path
 
 from compose import run_args
 
+REPO = Path(__file__).resolve().parents[1]
+
 # A tracker plug-in (`logger._target_`, module on PYTHONPATH): at the first epoch of this process's
 # GATE_HOLD-th run it writes the FIFO `held` and then reads the FIFO `release` (a test that never
 # writes it holds the run until it kills the worker). With a FIFO `first` in its folder, it writes
@@ -76,7 +78,8 @@ class Gate:
         self.log = root / f"{name}.log"  # the worker's output (start_worker writes it)
 
     def env(self) -> dict[str, str]:
-        return {"GATE_DIR": str(self.dir), "GATE_HOLD": str(self.hold), "PYTHONPATH": str(self.dir)}
+        path = os.pathsep.join([str(self.dir), str(REPO)])  # the plug-in, and this checkout
+        return {"GATE_DIR": str(self.dir), "GATE_HOLD": str(self.hold), "PYTHONPATH": path}
 
     def args(self) -> list[str]:
         return ["logger._target_=gate_tracker.GateTracker", "trusted_targets=[gate_tracker.*]"]

@@ -72,7 +72,8 @@ def _gated_sweep(tmp_path: Path, n_trials: int) -> subprocess.Popen:
     (gate / "gate_tracker.py").write_text(GATE_TRACKER)
     args = _optuna_args(tmp_path, n_trials, "logger._target_=gate_tracker.GateTracker",
                         "trusted_targets=[gate_tracker.*]")  # fmt: skip
-    env = {"GATE_DIR": str(gate), "PYTHONPATH": str(gate)}
+    repo = Path(__file__).resolve().parents[1]  # the plug-in, and this checkout's kdprune
+    env = {"GATE_DIR": str(gate), "PYTHONPATH": os.pathsep.join([str(gate), str(repo)])}
     return _kdprune(tmp_path, *args, env=env, start_new_session=True)
 
 
