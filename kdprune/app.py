@@ -25,7 +25,13 @@ from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings
 from kdprune.engine.checkpoints import RunState, missing_folders
-from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError, os_error_line
+from kdprune.errors import (
+    COLLECTIVE_FAILED,
+    FaultError,
+    KdpruneError,
+    NonFiniteLossError,
+    os_error_line,
+)
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
@@ -295,7 +301,7 @@ def _failed(err: Exception, hc) -> None:
         if reason is None:
             raise err
         _exit_with(
-            f"a collective failed ({reason}): another rank died or stopped answering; no "
+            f"{COLLECTIVE_FAILED} ({reason}): another rank died or stopped answering; no "
             "metrics.json was written; the same command reruns it from the last saved epoch",
             1,
             everywhere=False,
