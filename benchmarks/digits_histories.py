@@ -22,8 +22,8 @@ from benchmarks.paths import ROOT
 from kdprune import paths
 from kdprune.app import run
 from kdprune.results import write_json
+from kdprune.schedules.names import ORDER_NAMES
 
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
 OUT = ROOT / "tests" / "data" / "digits_histories.json"
 # The sweep's own settings (conf/sweep/optuna.yaml) on digits, small and on the CPU.
 COMMON = [
@@ -68,7 +68,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.configs):
             params = sample(rng)
-            runs += [one_run(params, order, Path(tmp)) for order in ORDERS]
+            runs += [one_run(params, order, Path(tmp)) for order in ORDER_NAMES]
     write_json(args.out, {
         "what": "digits histories, lenet5, student_init=teacher, 3 student epochs per run",
         "overrides": COMMON, "seed": args.seed, "commit": commit(), "cpu": cpu_model(),

@@ -25,16 +25,23 @@ from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings
 from kdprune.engine.checkpoints import RunState, missing_folders
-from kdprune.errors import FaultError, KdpruneError, NonFiniteLossError, os_error_line
+from kdprune.errors import (
+    COLLECTIVE_FAILED,
+    FaultError,
+    KdpruneError,
+    NonFiniteLossError,
+    os_error_line,
+)
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
 from kdprune.results import STATUS_DIVERGED, STATUS_OK, config_fingerprint, write_metrics
 from kdprune.schedules.context import RunContext
+from kdprune.schedules.orders import order_of
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
 from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
-from kdprune.sweeping.config import BASIC_SWEEPER
+from kdprune.sweeping.internals import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 from kdprune.tracking import NullTracker
 
@@ -164,7 +171,7 @@ def _experiment(
     ctx.timings["data"] = time.perf_counter() - data_start
     teacher = train_teacher(ctx)
     start = starting_point(ctx, teacher)
-    result = instantiate(cfg.schedule.order)(ctx=ctx, teacher=teacher, start=start)
+    result = order_of(cfg).run(ctx, teacher, start)
     # Quantization follows the order, reading its model through the model file (none: {}).
     result |= instantiate(cfg.quantize.stage)(
         ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE
@@ -294,7 +301,7 @@ def _failed(err: Exception, hc) -> None:
         if reason is None:
             raise err
         _exit_with(
-            f"a collective failed ({reason}): another rank died or stopped answering; no "
+            f"{COLLECTIVE_FAILED} ({reason}): another rank died or stopped answering; no "
             "metrics.json was written; the same command reruns it from the last saved epoch",
             1,
             everywhere=False,

@@ -14,31 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from kdprune.distillation.checks import validate_kd
 from kdprune.errors import ConfigError
 from kdprune.sweeping.selectable import check_selectable
+from kdprune.values import number, whole_number
 
 if TYPE_CHECKING:
     import torch
 
 # This module imports torch (models, pruners, optimizers) only inside the checks that build
 # something, so a command line that a value check refuses answers without loading it (~2 s).
-
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
-
-
-def whole_number(value: Any, key: str, minimum: int = 0) -> int:
-    """`value` as an int, or ConfigError unless it is a whole number >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} must be a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def number(value: Any, key: str, low: float | None = None, high: float | None = None) -> float:
-    """`value` as a float, or ConfigError unless it is a number in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key} must be a number, got {value!r}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
-        raise ConfigError(f"{key} must lie in {bounds}, got {value!r}")
-    return float(value)
 
 
 def check_required(cfg: DictConfig) -> None:
@@ -135,14 +117,15 @@ def check_optimizers(cfg: DictConfig) -> None:
 
 
 def check_schedule(cfg: DictConfig) -> None:
-    """The order and the student's start: combinations the order functions would only notice
-    late, such as pruning an untrained network."""
-    from kdprune.schedules.orders import resolve_prune_target
+    """The student's start, then the order's own options and rules (`Order.check`): combinations
+    the order would only notice late, such as pruning an untrained network."""
+    from kdprune.schedules.names import ORDER_NAMES
+    from kdprune.schedules.orders import order_of
     from kdprune.schedules.start import INITS, same_architecture
 
-    s = cfg.schedule
-    if s.name not in ORDERS:
-        raise ConfigError(f"schedule.name must be one of {', '.join(ORDERS)}, got {s.name!r}")
+    name = cfg.schedule.name
+    if name not in ORDER_NAMES:
+        raise ConfigError(f"schedule.name must be one of {', '.join(ORDER_NAMES)}, got {name!r}")
     if cfg.student_init not in INITS:
         raise ConfigError(
             f"student_init must be one of {', '.join(INITS)}, got {cfg.student_init!r}"
@@ -154,53 +137,7 @@ def check_schedule(cfg: DictConfig) -> None:
         )
     if (cfg.student_init == "checkpoint") != bool(cfg.student_checkpoint):
         raise ConfigError("student_init=checkpoint and student_checkpoint=<file> go together")
-    if s.name == "prune_then_distill":
-        resolve_prune_target(
-            s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
-        )
-    if s.name == "joint":
-        check_joint(cfg)
-    check_learns_first(cfg)
-
-
-def check_learns_first(cfg: DictConfig) -> None:
-    """A method that learns its scores while the student trains (movement) needs that training
-    before it prunes: joint, or distill_then_prune with a distill stage."""
-    from kdprune.pruning import pruner_class
-
-    if not getattr(pruner_class(cfg.prune_method), "learns_while_training", False):
-        return
-    s, method = cfg.schedule, cfg.prune_method.name
-    if s.name == "prune_then_distill":
-        raise ConfigError(
-            f"prune_method={method} learns its scores while the student trains, and "
-            "prune_then_distill prunes before any training: use schedule=joint or "
-            "distill_then_prune (or a one-shot criterion such as prune_method=taylor)"
-        )
-    if s.name == "distill_then_prune" and int(s.distill_epochs) < 1:
-        raise ConfigError(
-            f"prune_method={method} learns its scores in distill_then_prune's distill stage, "
-            "which has no epochs (budget.finetune_epochs equals budget.student_epochs)"
-        )
-
-
-def check_joint(cfg: DictConfig) -> None:
-    """The joint order prunes while training: it needs training steps and a channel target."""
-    from kdprune.pruning import pruner_class
-
-    s, structured = cfg.schedule, pruner_class(cfg.prune_method).kind == "structured"
-    whole_number(s.joint_epochs, "schedule.joint_epochs", 1)
-    whole_number(s.pruning_steps, "schedule.pruning_steps", 1)
-    start = number(s.pruning_start, "schedule.pruning_start", 0.0, 1.0)
-    if number(s.pruning_end, "schedule.pruning_end", 0.0, 1.0) <= start:
-        raise ConfigError(
-            f"schedule.pruning_end ({s.pruning_end}) must come after pruning_start ({start})"
-        )
-    if cfg.kd.name == "fitnet" and structured:
-        raise ConfigError(
-            "kd=fitnet cannot follow channels that schedule=joint removes while training; "
-            "use kd=hinton or kd=attention"
-        )
+    order_of(cfg).check(cfg)
 
 
 def check_sweep_metric(cfg: DictConfig) -> None:
@@ -222,20 +159,9 @@ def check_models(cfg: DictConfig) -> None:
     if cfg.teacher.get("checkpoint"):
         load_state_dict_file(teacher, cfg.teacher.checkpoint, "teacher")
     validate_kd(cfg.kd, student=student, teacher=teacher)
-    check_target(cfg, teacher if _prunes_teacher(cfg) else student)
+    from kdprune.schedules.orders import order_of
 
-
-def _prunes_teacher(cfg: DictConfig) -> bool:
-    from kdprune.schedules.orders import resolve_prune_target
-    from kdprune.schedules.start import same_architecture
-
-    if cfg.schedule.name != "prune_then_distill":
-        return False
-    s = cfg.schedule
-    target = resolve_prune_target(
-        s.prune_target, cfg.student_init, same_architecture(cfg), bool(s.prune_untrained)
-    )
-    return target == "teacher"
+    check_target(cfg, teacher if order_of(cfg).prunes_teacher(cfg) else student)
 
 
 def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
@@ -250,9 +176,7 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
     y = torch.zeros(2, dtype=torch.long)
     factory = instantiate(cfg.prune_method.pruner)
-    pruner = factory(model=model, example_inputs=x[:1], calibration=[(x, y)])
-    if getattr(pruner, "unit", "channels") != "channels" and hasattr(pruner, "plan"):
-        pruner.plan()
+    factory(model=model, example_inputs=x[:1], calibration=[(x, y)]).check_target()
 
 
 def check_values(cfg: DictConfig) -> None:

@@ -80,7 +80,7 @@ class DivergedRuns(Callback):
         """Print the summary when any run below the sweep folder recorded `diverged`, and exit 1
         after a grid (a SystemExit: Hydra turns a callback's exceptions into warnings)."""
         from kdprune.results import METRICS_FILE, diverged_runs, where_diverged
-        from kdprune.sweeping.config import BASIC_SWEEPER
+        from kdprune.sweeping.internals import BASIC_SWEEPER
 
         sweep = Path(str(config.hydra.sweep.dir))
         diverged = diverged_runs(sweep) if sweep.is_dir() else []

@@ -2,6 +2,10 @@
 
 import re
 
+# How a rank's one line starts when it failed because a collective with another rank failed (a
+# consequence of that rank's death, not a cause): kdprune.launch names the cause instead.
+COLLECTIVE_FAILED = "a collective failed"
+
 
 class KdpruneError(Exception):
     """Base class for errors a user can fix (bad config, missing data): no traceback."""

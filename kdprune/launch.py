@@ -29,7 +29,7 @@ import torch
 from kdprune.config import compose_run
 from kdprune.distributed import check_options, hydra_overrides, start, without_run_dir
 from kdprune.engine import pick_device
-from kdprune.errors import ConfigError
+from kdprune.errors import COLLECTIVE_FAILED, ConfigError
 
 log = logging.getLogger("kdprune")
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run(args)
         except ChildFailedError as err:
-            rank, failure = err.get_first_failure()
+            rank, failure = root_failure(err, Path(logs))
             print(failure_line(Path(logs), rank, failure, nproc), file=sys.stderr)
             return failure.exitcode if failure.exitcode > 0 else 1
         show(Path(logs), local_rank=0)
@@ -81,6 +81,22 @@ def _stderr(logs: Path, local_rank: int) -> list[str]:
     """The lines a rank wrote to stderr (its newest attempt)."""
     files = sorted(logs.glob(f"*/attempt_*/{local_rank}/stderr.log"))
     return files[-1].read_text(errors="replace").splitlines() if files else []
+
+
+def root_failure(err, logs: Path):
+    """The rank whose failure started it, and that failure. torchrun's first failure is the
+    earliest by a timestamp in whole seconds, so a rank that failed only because a collective
+    with the dead rank failed, or that torchrun stopped with a signal, can tie with the dead
+    rank and be named instead. The cause comes first: a rank that ended on its own (not by a
+    signal) and not through a failed collective, then the earliest, then the lowest rank."""
+
+    def consequence(item) -> tuple:
+        rank, failure = item
+        lines = _stderr(logs, failure.local_rank)
+        collective = any(COLLECTIVE_FAILED in line for line in lines)
+        return (collective, failure.exitcode < 0, failure.timestamp, rank)
+
+    return min(err.failures.items(), key=consequence)
 
 
 def failure_line(logs: Path, rank: int, failure, nproc: int) -> str:

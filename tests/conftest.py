@@ -10,10 +10,14 @@ from typing import Any
 import pytest
 import torch
 from compose import compose_cfg
+from hang_guard import HANG_GUARD
 from omegaconf import DictConfig, open_dict
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# W&B gives up on its service process after x_service_wait seconds (30 by default) and the run
+# goes on untracked: under load a test that expects tracking would race it. A hang guard only.
+os.environ.setdefault("WANDB_X_SERVICE_WAIT", str(HANG_GUARD))
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hang_guard import HANG_GUARD
 
 SCRIPT = (
     "import sys, numpy as np, onnxruntime as ort\n"
@@ -53,7 +54,7 @@ def haswell_logits(files: dict[str, Path], inputs: np.ndarray, folder: Path) -> 
         shutil.copyfile(path, folder / f"{name}.onnx")
     command = [qemu, "-cpu", "Haswell", sys.executable, "-c", SCRIPT, str(folder), *files]
     # QEMU warns on stderr about host CPU features its TCG lacks; only a failure matters.
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD)
     assert done.returncode == 0, done.stderr[-2000:]
     with np.load(folder / "logits.npz") as logits:
         return {name: logits[name] for name in files}

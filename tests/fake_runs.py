@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from kdprune.results import config_fingerprint
+from kdprune.schedules.names import ORDER_NAMES
 
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
 STAGES = {
     "prune_then_distill": ["distill", "distill"],
     "distill_then_prune": ["distill", "finetune"],
@@ -104,3 +105,34 @@ def legacy(metrics: dict[str, Any]) -> dict[str, Any]:
     new = ("config", "config_fingerprint", "student_init", "start", "epochs", "weight_sparsity")
     new += ("select_epoch", "data_identity", "teacher_model")
     return {k: v for k, v in metrics.items() if k not in new}
+
+
+# The digits data set as conf/dataset/digits.yaml builds it (resolved): the report reads the test
+# labels of runs with predictions from here.
+DIGITS_SPLITS = {"_target_": "kdprune.data.digits", "val_size": 0.15, "test_size": 0.2}
+
+
+def digits_test_labels() -> Any:
+    """The digits test split's labels, in the order runs save their predictions."""
+    from kdprune.data import digits
+
+    return digits().test.labels.numpy()
+
+
+def with_predictions(
+    metrics: dict[str, Any], folder: Any, correct: Any, labels: Any
+) -> dict[str, Any]:
+    """`metrics` of a digits run whose test predictions, written into `folder`, are right
+    exactly where `correct` (a bool per test image) says; its test_acc follows from them."""
+    import numpy as np
+    import torch
+
+    from kdprune.predictions import write_predictions
+
+    predictions = np.where(correct, labels, (labels + 1) % 10)
+    name = write_predictions(folder, torch.as_tensor(predictions), 10).name
+    config = metrics["config"]
+    splits = {**DIGITS_SPLITS, "split_seed": metrics["seed"]}
+    config = {**config, "dataset": {**config["dataset"], "splits": splits}}
+    test = float(np.mean(correct))
+    return {**metrics, "config": config, "test_acc": test, "test_predictions_file": name}

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from hang_guard import HANG_GUARD
 from torch import Tensor
 
 SCRIPT = (
@@ -27,5 +28,5 @@ def outputs_in_a_fresh_process(folder: Path, x: Tensor, names: Iterable[str]) ->
     its outputs on `x`."""
     torch.save(x, folder / "x.pt")
     command = [sys.executable, "-c", SCRIPT, str(folder), *names]
-    subprocess.run(command, check=True, timeout=120)
+    subprocess.run(command, check=True, timeout=HANG_GUARD)
     return torch.load(folder / "out.pt", weights_only=True)

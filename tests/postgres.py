@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from hang_guard import HANG_GUARD
+
 USER = "kdprune"
 
 
@@ -45,7 +47,7 @@ class PostgresServer:
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             )
             done = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w",
-                             "-t", "300", "-o", options, "start")  # fmt: skip
+                             "-t", str(HANG_GUARD), "-o", options, "start")  # fmt: skip
             if done.returncode == 0:
                 return
         raise RuntimeError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
@@ -62,5 +64,6 @@ class PostgresServer:
 
     def stop(self) -> None:
         if self.port:
-            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t",
+                      str(HANG_GUARD), "stop")  # fmt: skip
         shutil.rmtree(self.root, ignore_errors=True)

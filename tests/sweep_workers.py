@@ -15,6 +15,8 @@ from pathlib import Path
 
 from compose import run_args
 
+REPO = Path(__file__).resolve().parents[1]
+
 # A tracker plug-in (`logger._target_`, module on PYTHONPATH): at the first epoch of this process's
 # GATE_HOLD-th run it writes the FIFO `held` and then reads the FIFO `release` (a test that never
 # writes it holds the run until it kills the worker). With a FIFO `first` in its folder, it writes
@@ -48,6 +50,10 @@ class GateTracker:
 """
 
 # Tiny trials: digits, 3 student epochs of 2 batches each, no pruner, heartbeats every second.
+# A trial is stale after 60 s without a beat (kdprune's default): a live worker whose beats a
+# busy machine delays is never taken for a dead one (its trial failed as stale would break every
+# count the tests check); a killed worker's trial is failed 60 s or more after the kill, whatever
+# the load. A shorter grace would race the load; a longer one only makes the tests slower.
 WORKER_ARGS = (
     "+sweep=optuna",
     "teacher.epochs=1",
@@ -55,7 +61,7 @@ WORKER_ARGS = (
     "measure.repeats=1",
     "hydra/sweeper/pruner=none",
     "hydra.sweeper.heartbeat_interval=1",
-    "hydra.sweeper.grace_period=6",  # 6 missed beats: never a busy machine's hiccup
+    "hydra.sweeper.grace_period=60",
 )
 
 
@@ -72,7 +78,8 @@ class Gate:
         self.log = root / f"{name}.log"  # the worker's output (start_worker writes it)
 
     def env(self) -> dict[str, str]:
-        return {"GATE_DIR": str(self.dir), "GATE_HOLD": str(self.hold), "PYTHONPATH": str(self.dir)}
+        path = os.pathsep.join([str(self.dir), str(REPO)])  # the plug-in, and this checkout
+        return {"GATE_DIR": str(self.dir), "GATE_HOLD": str(self.hold), "PYTHONPATH": path}
 
     def args(self) -> list[str]:
         return ["logger._target_=gate_tracker.GateTracker", "trusted_targets=[gate_tracker.*]"]

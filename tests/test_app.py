@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from compose import run_args
+from hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 
 from kdprune.app import run
@@ -122,7 +123,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
 
 
@@ -179,7 +180,7 @@ def _tiny_run(tmp_path: Path, stderr) -> subprocess.Popen:
 
 def test_a_log_file_gets_one_line_per_epoch_and_no_bars(tmp_path: Path) -> None:
     proc = _tiny_run(tmp_path, subprocess.STDOUT)
-    out, _ = proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 0, out[-2000:]
     assert "\r" not in out and "it/s" not in out
     epochs = [line for line in out.splitlines() if re.search(r"\] - \w+ epoch \d+: ", line)]
@@ -202,7 +203,7 @@ def test_a_terminal_gets_progress_bars(tmp_path: Path) -> None:
     while chunk := _read(leader):  # read while it runs: a full terminal buffer would block it
         seen += chunk
     os.close(leader)
-    proc.communicate(timeout=300)
+    proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 0
     assert b"it/s" in seen and b"\r" in seen
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
+from hang_guard import HANG_GUARD
 from torch import nn
 
 from kdprune.cache import TeacherCache, cache_key
@@ -115,7 +116,7 @@ def test_two_processes_train_the_teacher_once(tmp_path: Path) -> None:
         procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
         assert events.readline() == "waiting\n"
         (tmp_path / "release").write_text("go\n")
-        outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+        outputs = [p.communicate(timeout=HANG_GUARD)[0].strip() for p in procs]
     finally:
         for proc in procs:
             proc.kill()

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hang_guard import HANG_GUARD
 from PIL import Image
 
 from kdprune.data import Augment, TensorLoader, digits, imagefolder, split_indices
@@ -99,6 +100,23 @@ def test_imagefolder_splits_a_class_tree(tmp_path) -> None:
     assert x.shape == (3, 16, 16) and y in (0, 1) and isinstance(i, int)
 
 
+@pytest.mark.parametrize("own_test", [False, True])
+def test_split_labels_are_the_labels_of_the_images_in_order(tmp_path, own_test: bool) -> None:
+    folders = ("train", "test") if own_test else ("train",)
+    for folder in folders:
+        for cls in ("cat", "dog"):
+            (tmp_path / folder / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / folder / cls / f"{i}.png")
+    splits = imagefolder(str(tmp_path), image_size=8, val_size=0.25)
+    for split in (splits.test, splits.val):
+        assert ds.split_labels(split).tolist() == [split[j][1] for j in range(len(split))]
+    small = digits()
+    assert np.array_equal(ds.split_labels(small.test), small.test.labels.numpy())
+    with pytest.raises(DataError, match="no labels"):
+        ds.split_labels(torch.utils.data.TensorDataset(torch.zeros(2)))
+
+
 def test_tensor_loader_is_seeded_per_epoch_and_covers_all() -> None:
     split = digits().train
     loader = TensorLoader(split, 100, torch.device("cpu"), shuffle=True, seed=1)
@@ -129,7 +147,7 @@ def test_make_data_prepares_a_data_set_from_its_config(tmp_path: Path) -> None:
         [sys.executable, "-m", "kdprune.data", "digits", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("digits: train ") and "test 359" in out.stdout

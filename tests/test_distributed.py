@@ -175,3 +175,34 @@ def test_importance_is_rank_0s_and_a_missing_rank_times_out(tmp_path: Path) -> N
     assert torch.equal(rank0["scores"], torch.zeros(4))
     assert torch.equal(rank1["scores"], torch.zeros(4))  # rank 1's own criterion said 1.0
     assert "Timed out" in rank0["reason"]
+
+
+def _failure(local_rank: int, exitcode: int, timestamp: int = 100):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(local_rank=local_rank, exitcode=exitcode, timestamp=timestamp)
+
+
+def _rank_logs(root, lines_by_rank: dict[int, list[str]]):
+    for rank, lines in lines_by_rank.items():
+        folder = root / "run_0" / "attempt_0" / str(rank)
+        folder.mkdir(parents=True)
+        (folder / "stderr.log").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_the_job_names_the_rank_that_died_not_the_ones_that_followed(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from kdprune.launch import root_failure
+
+    collective = "kdprune: error: rank 0 of 2: a collective failed (Connection reset by peer)"
+    logs = _rank_logs(tmp_path, {0: [collective], 1: ["kdprune: error: an injected fault"]})
+    # torchrun's timestamps are whole seconds: the dead rank and its consequence tie
+    err = SimpleNamespace(failures={0: _failure(0, 1), 1: _failure(1, 3)})
+    assert root_failure(err, logs)[0] == 1
+    stopped = SimpleNamespace(failures={0: _failure(0, -15), 1: _failure(1, 3)})  # by the agent
+    assert root_failure(stopped, logs)[0] == 1
+    # a rank that died alone, by a signal, is still named when nothing else is the cause
+    killed = SimpleNamespace(failures={0: _failure(0, 1), 1: _failure(1, -9, timestamp=99)})
+    assert root_failure(killed, logs)[0] == 1

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from compose import run_args
+from hang_guard import HANG_GUARD
 
 from kdprune import commands
 from kdprune.reporting.runs import CSV_FILE
@@ -58,7 +59,7 @@ def _kdprune(cwd: Path, *args: str, env: dict[str, str] | None = None,
              script: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     command = [sys.executable, *(["-c", script] if script else ["-m", "kdprune"]), *args]
     return subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, timeout=600,
+        command, cwd=cwd, capture_output=True, text=True, timeout=HANG_GUARD,
         env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
     )  # fmt: skip
 

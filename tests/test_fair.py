@@ -11,12 +11,14 @@ import torch
 from kdprune.app import run
 from kdprune.errors import ConfigError
 from kdprune.pruning import load_model
+from kdprune.pruning.graph import scheduled_widths
 from kdprune.pruning.structured import layer_widths
-from kdprune.schedules.orders import resolve_prune_target, scheduled_widths
+from kdprune.schedules.names import ORDER_NAMES
+from kdprune.schedules.orders import resolve_prune_target
 
 WHOLE_EPOCHS = ["teacher.epochs=2", "budget.student_epochs=2", "budget.finetune_epochs=1"]
 FAST = [*WHOLE_EPOCHS, "trainer.max_batches=3"]
-ORDERS = ["prune_then_distill", "distill_then_prune", "joint"]
+ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
 
 
 def _widths(metrics: dict) -> dict[str, int]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from hang_guard import HANG_GUARD
 
 # Runs `kdprune.cli.main` as the console script does, then prints its exit code and whether
 # the heavy modules were imported.
@@ -43,7 +44,7 @@ def test_answers_without_torch(tmp_path, args, code) -> None:
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        timeout=120,
+        timeout=HANG_GUARD,
     )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": code, "heavy": []}, done.stderr

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hang_guard import HANG_GUARD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def test_installed_command_composes_a_run_from_an_empty_folder(site: Path, tmp_p
     assert Path(where.stdout.strip()) == site / "kdprune" / "conf"
     done = subprocess.run(
         [str(site / "bin" / "kdprune"), "--cfg", "job", "model=resnet20", "+sweep=orders"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "_target_: kdprune.models.resnet20" in done.stdout

@@ -20,11 +20,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from kdprune.schedules.names import ORDER_NAMES
 from kdprune.sweeping.config import MedianPrunerConf
 from kdprune.sweeping.trial_link import EpochReporter
 
 HISTORIES = Path(__file__).parent / "data" / "digits_histories.json"
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
 STUDIES, TRIALS = 200, 12
 
 

@@ -6,6 +6,7 @@ Bad input fails with ConfigError; the ledger measurements (kdprune.metrics) are 
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from kdprune.metrics import (
     count_macs_params,
     cpu_latency_ms,
     file_size_bytes,
+    latency,
     ledger,
     nonzero_fraction,
 )
@@ -374,10 +376,14 @@ def test_count_macs_params_matches_a_hand_count() -> None:
     assert macs == 3 * 4 * 9 * SIZE * SIZE + 256 * 5 + 5  # Torch-Pruning counts the bias adds
 
 
-def test_cpu_latency_and_file_size(tmp_path: Path) -> None:
+def test_cpu_latency_and_file_size(tmp_path: Path, monkeypatch) -> None:
+    # The clock the measurement reads, not this machine's speed: the three timed forwards take
+    # 4, 1 and 2 ms on it, so the median is 2 ms whatever the CPU and its load.
+    ticks = iter([0.0, 0.004, 1.0, 1.001, 2.0, 2.002])
+    monkeypatch.setattr(latency, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
     model = build("lenet5")
     ms = cpu_latency_ms(model, (3, SIZE, SIZE), batch_size=2, repeats=3, warmup=1, num_threads=1)
-    assert 0 < ms < 1000
+    assert ms == pytest.approx(2.0) and next(ticks, None) is None  # each forward timed once
     path = tmp_path / "blob.bin"
     path.write_bytes(b"x" * 123)
     assert file_size_bytes(path) == 123

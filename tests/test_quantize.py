@@ -148,7 +148,8 @@ def test_every_order_keeps_its_total_with_qat(order: str, epochs: int) -> None:
 
 def test_report_and_sweep_summary_show_fp32_and_int8(runs, tmp_path: Path) -> None:
     from kdprune.reporting import collect_runs, write_report
-    from kdprune.tracking.sweep_callback import _int8_charts, size_data, sweep_rows
+    from kdprune.reporting.sweep_summary import sweep_rows, sweep_tables
+    from kdprune.tracking.sweep_callback import _int8_charts
 
     root = Path(runs["ptq"]["model_file"]).parents[1]
     ledger = collect_runs(root)
@@ -160,9 +161,9 @@ def test_report_and_sweep_summary_show_fp32_and_int8(runs, tmp_path: Path) -> No
         assert f"quantize={stage}" in section and f"{runs[stage]['int8_test_acc']:.4f}" in section
     assert sorted(ledger["int8_test_acc"]) == sorted(runs[s]["int8_test_acc"] for s in runs
                                                      if s in ("ptq", "qat"))  # fmt: skip
-    points = size_data(sweep_rows(root))
-    assert sorted(p[1] for p in points) == ["FP32", "FP32", "INT8 (ptq)", "INT8 (qat)"]
-    assert {"int8_runs", "test_acc_vs_size"} <= _int8_charts(sweep_rows(root)).keys()
+    tables = sweep_tables(sweep_rows(root))
+    assert sorted(p[1] for p in tables.sizes.data) == ["FP32", "FP32", "INT8 (ptq)", "INT8 (qat)"]
+    assert {"int8_runs", "test_acc_vs_size"} <= _int8_charts(tables).keys()
 
 
 def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,6 +14,8 @@ from kdprune.app import run
 from kdprune.config import instantiate
 from kdprune.data import Augment, make_loaders
 from kdprune.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
+from kdprune.reporting.correctness import LabelCache, run_correctness
+from kdprune.reporting.runs import ledger_row
 from kdprune.results import config_fingerprint, read_metrics
 
 FAST = ["teacher.epochs=1", "budget.student_epochs=2", "budget.finetune_epochs=1"]
@@ -72,6 +75,10 @@ def test_test_predictions_are_saved_and_give_test_acc(two_runs, make_cfg) -> Non
     assert predictions.dtype == np.uint8 and predictions.shape == labels.shape
     assert float((predictions == labels).mean()) == pytest.approx(base["test_acc"])
     assert not list(run_dir.glob(f".{PREDICTIONS_FILE}*"))  # no temporary file left
+    # the report finds the same labels from the run's own resolved config
+    correct = run_correctness(pd.Series(ledger_row(read_metrics(run_dir), run_dir)), LabelCache())
+    assert not isinstance(correct, str), correct
+    assert float(np.nanmean(correct)) == pytest.approx(base["test_acc"])
 
 
 def test_prediction_files_mark_unevaluated_images_and_widen_for_many_classes(tmp_path) -> None:

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from compose import compose_cfg, run_args
 from fake_runs import fake_metrics
+from hang_guard import HANG_GUARD
 from scipy import stats
+from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 
 from kdprune import commands
 from kdprune.reporting.inference import A_BETTER, B_BETTER, EQUIVALENT
@@ -33,11 +35,6 @@ from kdprune.sweeping.sequential import (
     grid_arms,
     until_decided,
 )
-
-MARGIN = 0.0025  # 0.25 points: at the cap of 16 seeds and sd 0.2 points, TOST's standard error
-# is 0.05 points, so an equivalence within 0.25 points is reachable (about 2.5 standard errors
-# spare at the last look's alpha of 0.014); a smaller margin would often stay undecided.
-SD = 0.002  # 0.2 points
 
 
 def test_spending_functions_spend_alpha_by_the_cap() -> None:
@@ -95,35 +92,10 @@ def test_null_families_keep_the_false_verdict_rate_over_all_looks() -> None:
 
 # --- the schedule: which arms get seeds, on fake run folders (no training) ---
 
-ORDER_ACC = {"prune_then_distill": 0.90, "distill_then_prune": 0.90, "joint": 0.85}
-
-
-class StubLauncher:
-    """Writes a fake finished run per (arm, seed), test accuracy planted per order."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[int, ...]]] = []
-
-    def __call__(self, arm: Arm, seeds: Sequence[int], folder: Path) -> None:
-        self.calls.append((arm.name, tuple(seeds)))
-        order = dict(o.split("=") for o in arm.overrides)["schedule"]
-        for seed in seeds:
-            rng = np.random.default_rng([seed, list(ORDER_ACC).index(order)])
-            test = ORDER_ACC[order] + rng.normal(0, SD)
-            run = folder / arm.name / SEED_FOLDER.format(seed=seed)
-            write_metrics(run, fake_metrics(order, 0.5, seed, 0.9, test))
-
-
-ARMS = [Arm((f"schedule={order}",)) for order in ORDER_ACC]
-
-
-def _plan() -> Plan:
-    return Plan(planned_looks(4, 2, 16), options=Options(analysis="paired", margin=MARGIN))
-
 
 def test_only_undecided_contrasts_arms_get_new_seeds(tmp_path) -> None:
     launch = StubLauncher()
-    outcome = until_decided(tmp_path, ARMS, _plan(), launch)
+    outcome = until_decided(tmp_path, ARMS, default_plan(), launch)
     joint = Arm(("schedule=joint",)).name
     first = [arms for arms, seeds in launch.calls if seeds == (0, 1, 2, 3)]
     assert sorted(first) == sorted(a.name for a in ARMS)  # look 1: every arm, seeds 0..3
@@ -144,17 +116,17 @@ def test_only_undecided_contrasts_arms_get_new_seeds(tmp_path) -> None:
 
 
 def test_running_again_reuses_every_finished_run(tmp_path) -> None:
-    first = until_decided(tmp_path, ARMS, _plan(), StubLauncher())
+    first = until_decided(tmp_path, ARMS, default_plan(), StubLauncher())
     stray = fake_metrics("joint", 0.5, 0, 0.9, 0.99, kd="none")  # another grid's run: not seen
     write_metrics(tmp_path / "kd-none__schedule-joint" / SEED_FOLDER.format(seed=0), stray)
     again = StubLauncher()
-    second = until_decided(tmp_path, ARMS, _plan(), again)
+    second = until_decided(tmp_path, ARMS, default_plan(), again)
     assert again.calls == [] and second.decisions == first.decisions
     # a lost run is run again, and only it
     lost = tmp_path / ARMS[2].name / SEED_FOLDER.format(seed=1) / "metrics.json"
     lost.unlink()
     third = StubLauncher()
-    assert until_decided(tmp_path, ARMS, _plan(), third).decisions == first.decisions
+    assert until_decided(tmp_path, ARMS, default_plan(), third).decisions == first.decisions
     assert third.calls == [(ARMS[2].name, (1,))]
 
 
@@ -249,7 +221,7 @@ def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
         "kd=none,hinton",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert first.returncode == 0, first.stderr[-2000:]
     table = pd.read_csv(out / "sequential.csv")
     n = int(table["seeds_needed"].iloc[0])
@@ -257,7 +229,7 @@ def test_the_command_runs_hydra_multiruns_per_arm_and_resumes(tmp_path) -> None:
         arm = Arm((f"kd={kd}", "prune_method.ratio=0.5", "schedule=joint"))
         assert done_seeds(out, arm) == set(range(n))
         assert (out / arm.name / "seed_0" / ".hydra" / "overrides.yaml").is_file()
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=HANG_GUARD)
     assert again.returncode == 0 and "[HYDRA]" not in again.stdout + again.stderr
     assert pd.read_csv(out / "sequential.csv").equals(table)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 from sweep_workers import Gate, output, start_worker
 
@@ -62,10 +63,10 @@ def _kill_one_of_two(tmp_path: Path, storage: str, workers: list) -> tuple[int, 
     gate_a2 = Gate(tmp_path, "a2", first=True)
     a2 = start_worker(tmp_path, storage, "a2", gate=gate_a2)
     workers.append(a2)
-    gate_a2.wait_first_run(a2)  # a2 has failed what was stale and asked for a trial
+    gate_a2.wait_first_run(a2)  # a2 has checked the study and asked for a trial
     gate_b.release()
-    assert b.wait(timeout=900) == 0, output(tmp_path, "b")[-3000:]
-    assert a2.wait(timeout=900) == 0, output(tmp_path, "a2")[-3000:]
+    assert b.wait(timeout=HANG_GUARD) == 0, output(tmp_path, "b")[-3000:]
+    assert a2.wait(timeout=HANG_GUARD) == 0, output(tmp_path, "a2")[-3000:]
     return a.pid, b.pid, a2.pid
 
 

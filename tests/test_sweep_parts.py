@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -29,6 +30,7 @@ from kdprune.sweeping.constraints import (
     is_feasible,
     parse_constraints,
 )
+from kdprune.sweeping.optuna_sweeper import SharedStudySweeper
 from kdprune.sweeping.storage import BeatWatch, check_storage, open_storage
 from kdprune.sweeping.trial_link import EpochReporter
 from kdprune.sweeping.worker import job_outcome
@@ -168,6 +170,27 @@ def test_job_outcomes() -> None:
     assert pruned[0] == TrialState.PRUNED
     failed = job_outcome(ret(JobStatus.FAILED, ValueError("loss is nan\nmore")), 1)
     assert failed == (TrialState.FAIL, None, "loss is nan")
+
+
+def test_a_grid_study_runs_at_most_its_grid() -> None:
+    """n_trials is capped at the grid's size: every combination of the choices, a repeated
+    choice counted again (as Optuna's GridSampler visits it again)."""
+    grid_sampler = OmegaConf.create({"_target_": "optuna.samplers.GridSampler", "_partial_": True})
+    options = {"direction": "maximize", "n_jobs": 1, "max_failure_rate": 0.0}
+    arguments = ["trainer.lr=range(1,4)", "seed=3", "kd=choice(a,a,b)"]
+    for n_trials, capped in ((100, 2 * 3 * 3), (5, 5)):
+        params = OmegaConf.create({"kd.alpha": "choice(0.1,0.5)"})
+        sweeper = SharedStudySweeper(
+            grid_sampler, None, {**options, "n_trials": n_trials, "params": params}
+        )
+        space, fixed, _ = sweeper._search_space(arguments)
+        assert set(space) == {"kd.alpha", "trainer.lr", "kd"} and fixed == {"seed": "3"}
+        assert sweeper.grid == {
+            "kd.alpha": (0.1, 0.5),
+            "trainer.lr": [1, 2, 3],
+            "kd": ("a", "a", "b"),
+        }
+        assert sweeper.n_trials == capped
 
 
 @pytest.mark.parametrize(

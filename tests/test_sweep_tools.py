@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 from compose import run_args
+from hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 from test_make import make_command
 
@@ -42,7 +43,7 @@ def test_dashboard_serves_a_journal_study_on_loopback(tmp_path: Path) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         try:
-            server.communicate(timeout=120)
+            server.communicate(timeout=HANG_GUARD)
         finally:
             server.kill()  # a no-op once it stopped; never left behind if it did not
     assert server.returncode == 0

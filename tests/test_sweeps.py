@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 from compose import run_args
+from hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 
 from kdprune.results import read_metrics
@@ -71,7 +72,8 @@ def _gated_sweep(tmp_path: Path, n_trials: int) -> subprocess.Popen:
     (gate / "gate_tracker.py").write_text(GATE_TRACKER)
     args = _optuna_args(tmp_path, n_trials, "logger._target_=gate_tracker.GateTracker",
                         "trusted_targets=[gate_tracker.*]")  # fmt: skip
-    env = {"GATE_DIR": str(gate), "PYTHONPATH": str(gate)}
+    repo = Path(__file__).resolve().parents[1]  # the plug-in, and this checkout's kdprune
+    env = {"GATE_DIR": str(gate), "PYTHONPATH": os.pathsep.join([str(gate), str(repo)])}
     return _kdprune(tmp_path, *args, env=env, start_new_session=True)
 
 
@@ -79,7 +81,7 @@ def test_tiny_orders_grid_runs_every_combination(tmp_path: Path) -> None:
     proc = _kdprune(tmp_path, "+sweep=orders", "prune_method.ratio=0.3,0.6", "kd=none,hinton",
                     "teacher.epochs=1", "trainer.max_batches=2", "measure.repeats=1",
                     f"hydra.sweep.dir={tmp_path}/runs")  # fmt: skip
-    out, _ = proc.communicate(timeout=600)
+    out, _ = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 0, out[-3000:]
     runs = [read_metrics(p) for p in (tmp_path / "runs").glob("*/metrics.json")]
     assert len(runs) == 3 * 2 * 2
@@ -96,7 +98,7 @@ def test_optuna_study_records_failures_and_goes_on(tmp_path: Path) -> None:
         tmp_path,
         *_optuna_args(tmp_path, 4, "optimizer.lr=choice(0.003, 1e30)"),
     )
-    out, _ = proc.communicate(timeout=600)
+    out, _ = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 0, out[-3000:]
     trials = _study(tmp_path).trials
     assert len(trials) == 4
@@ -116,13 +118,13 @@ def test_killed_study_resumes_to_exactly_n_trials(tmp_path: Path) -> None:
         if line.startswith("GATE: holding trial"):
             os.killpg(proc.pid, signal.SIGKILL)
             break
-    proc.communicate(timeout=60)
+    proc.communicate(timeout=HANG_GUARD)
     assert seen and seen[-1].startswith("GATE"), "".join(seen)[-3000:]
     first = _study(tmp_path).trials
     assert [t.state for t in first] == [TrialState.COMPLETE, TrialState.RUNNING]
 
     again = _kdprune(tmp_path, *_optuna_args(tmp_path, 4))
-    out, _ = again.communicate(timeout=600)
+    out, _ = again.communicate(timeout=HANG_GUARD)
     assert again.returncode == 0, out[-3000:]
     trials = _study(tmp_path).trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pty
-import select
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,23 @@ import pytest
 import wandb
 from compose import run_args
 from fake_runs import fake_metrics
+from hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 
 from kdprune.errors import ConfigError
-from kdprune.results import write_metrics
-from kdprune.tracking import WandbSweepCallback, WandbTracker
-from kdprune.tracking.sweep_callback import (
+from kdprune.reporting import sweep_summary
+from kdprune.reporting.sweep_summary import (
     TABLE_COLUMNS,
     VERDICT_COLUMNS,
-    curve_data,
-    is_multi_objective,
     pareto_front,
     sweep_rows,
+    sweep_tables,
     table_data,
-    verdict_data,
 )
+from kdprune.results import write_metrics
+from kdprune.tracking import WandbSweepCallback, WandbTracker
+from kdprune.tracking.sweep_callback import is_multi_objective
 from kdprune.tracking.wandb_tracker import flatten, resolve_mode
 
 CFG = {
@@ -44,6 +44,10 @@ CFG = {
     "dataset": {"name": "digits"},
 }
 EPOCH = {"train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.1, "val_acc": 0.4, "lr": 0.01}
+# wandb.init gives up after init_timeout seconds and the run goes on untracked: in a test that
+# expects tracking, a hang guard only, which no load reaches (W&B's own service start waits
+# WANDB_X_SERVICE_WAIT seconds, set alike in conftest.py and clean_env).
+INIT_GUARD = {"init_timeout": HANG_GUARD}
 
 
 @pytest.fixture
@@ -91,16 +95,18 @@ def offline_run(root: Path) -> Path:
     return folder
 
 
-def finished_records(root: Path, timeout: float = 20) -> list[Any]:
-    """The records of the one offline run under `root`, once they end with its exit record:
-    `run.finish()` returns before wandb's service process has written the file out."""
+def finished_records(root: Path) -> list[Any]:
+    """The records of the one offline run under `root`, all of them, ending with its exit record.
+
+    `run.finish()` returns before W&B's service process has written the file out; that process
+    has written everything once it has ended, which `wandb.teardown()` waits for (no poll, no
+    timer). A run made by a child process is complete once the child exited: W&B's atexit hook
+    tore its service down; here `wandb.teardown()` then ends this process's service, if any."""
+    wandb.teardown()
     (path,) = offline_run(root).glob("run-*.wandb")
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_records(path)
-        if records_of(records, "exit") or time.monotonic() > deadline:
-            return records
-        time.sleep(0.1)
+    records = read_records(path)
+    assert records_of(records, "exit"), f"{path}: no exit record after the service ended"
+    return records
 
 
 def test_resolve_mode_is_offline_without_a_login(no_login, monkeypatch) -> None:
@@ -123,7 +129,7 @@ def test_flatten_gives_dotted_keys() -> None:
 
 
 def test_tracker_writes_offline_run_with_history_and_ledger(tmp_path, no_login) -> None:
-    tracker = WandbTracker(cfg=CFG, run_dir=str(tmp_path / "run"), tags=["mine"])
+    tracker = WandbTracker(cfg=CFG, run_dir=str(tmp_path / "run"), tags=["mine"], **INIT_GUARD)
     assert tracker.run is not None and tracker.run.offline
     tracker.log({"stage": "distill", "epoch": 1, **EPOCH})
     tracker.log({"stage": "distill", "epoch": 2, **EPOCH, "val_acc": 0.6})
@@ -160,7 +166,7 @@ def test_tracker_writes_offline_run_with_history_and_ledger(tmp_path, no_login) 
 
 
 def test_failed_run_is_marked_failed_and_disabled_mode_writes_nothing(tmp_path, no_login) -> None:
-    tracker = WandbTracker(cfg=CFG, run_dir=str(tmp_path / "run"))
+    tracker = WandbTracker(cfg=CFG, run_dir=str(tmp_path / "run"), **INIT_GUARD)
     tracker.finish(failed=True)
     (exit_record,) = records_of(finished_records(tmp_path / "run"), "exit")
     assert exit_record.exit.exit_code == 1
@@ -185,34 +191,49 @@ def test_init_failure_falls_back_to_no_tracking(tmp_path, no_login, monkeypatch,
     assert warning == "W&B tracking off for this run: CommError: server unreachable"
 
 
-def run_python(script: str, env: dict[str, str], timeout: float = 60) -> tuple[int | None, str]:
+PROMPT = b"Enter your choice"  # wandb's login prompt, which waits for an answer forever
+
+
+def run_python(script: str, env: dict[str, str]) -> tuple[int | None, str]:
     """Run `script` in a fresh interpreter (W&B keeps logins per process) with stdin, stdout and
-    stderr on a pseudo-terminal, as in an interactive shell; kill it after `timeout` seconds."""
+    stderr on a pseudo-terminal, as in an interactive shell; its exit code and all it printed.
+
+    The terminal is read until every writer closed it (the child, and W&B's service, which the
+    child's exit waits for), so no output is lost. A prompt would wait for an answer forever:
+    the child is killed as soon as one shows, and after HANG_GUARD seconds (a hang guard)."""
     controller, terminal = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdin=terminal, stderr=terminal, stdout=terminal, env=env
     )
     os.close(terminal)
-    output, deadline = b"", time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if select.select([controller], [], [], 0.2)[0]:
-            try:
-                output += os.read(controller, 4096)
-            except OSError:
-                break
+    guard = threading.Timer(HANG_GUARD, proc.kill)
+    guard.start()
+    output = b""
     try:
-        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        while chunk := read_terminal(controller):
+            output += chunk
+            if PROMPT in output:
+                proc.kill()
         proc.wait()
-    os.close(controller)
+    finally:
+        guard.cancel()
+        os.close(controller)
     return proc.returncode, output.decode(errors="replace")
+
+
+def read_terminal(fd: int) -> bytes:
+    """What the pseudo-terminal's other side wrote; b"" once all of it is read and it is closed."""
+    try:
+        return os.read(fd, 1 << 16)
+    except OSError:  # EIO: every writer closed it, and everything was read
+        return b""
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """The environment without any WANDB_ variable, netrc or W&B settings (a fresh machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(TERM="xterm", NETRC=str(tmp_path / "no-netrc"), WANDB_CONFIG_DIR=str(tmp_path))
+    env.update(WANDB_X_SERVICE_WAIT=str(HANG_GUARD))  # a hang guard (see INIT_GUARD)
     return {**env, **extra}
 
 
@@ -220,7 +241,7 @@ TRACK_ONE_EPOCH = """
 import time
 from kdprune.tracking import WandbTracker
 start = time.perf_counter()
-t = WandbTracker(cfg={{}}, run_dir={run_dir!r}, mode='online', init_timeout=2)
+t = WandbTracker(cfg={{}}, run_dir={run_dir!r}, mode='online', init_timeout={init_timeout})
 print('tracking', t.run is not None, 'after', round(time.perf_counter() - start, 1), 's')
 t.log({{'stage': 'distill', 'epoch': 1, 'val_acc': 0.5}})
 t.finish()
@@ -230,7 +251,8 @@ t.finish()
 def test_never_prompts_on_a_terminal_without_a_login(tmp_path) -> None:
     # wandb.init(mode="online") asks "Enter your choice" on a terminal and waits forever;
     # the tracker must log offline instead.
-    rc, text = run_python(TRACK_ONE_EPOCH.format(run_dir=str(tmp_path)), clean_env(tmp_path))
+    script = TRACK_ONE_EPOCH.format(run_dir=str(tmp_path), init_timeout=HANG_GUARD)
+    rc, text = run_python(script, clean_env(tmp_path))
     assert rc == 0, text
     assert "Enter your choice" not in text
     assert "logging offline instead" in text and "tracking True" in text
@@ -240,7 +262,10 @@ def test_never_prompts_on_a_terminal_without_a_login(tmp_path) -> None:
 @pytest.mark.slow  # ~8 s: a fresh interpreter imports torch, then waits out init_timeout
 def test_unreachable_server_times_out_and_falls_back(tmp_path) -> None:
     env = clean_env(tmp_path, WANDB_API_KEY="a" * 40, WANDB_BASE_URL="http://127.0.0.1:9")
-    rc, text = run_python(TRACK_ONE_EPOCH.format(run_dir=str(tmp_path)), env)  # nothing on :9
+    # The time-out is the behaviour under test, and its outcome the same however busy the
+    # machine: nothing listens on :9, so W&B can only fail, at once or after init_timeout.
+    script = TRACK_ONE_EPOCH.format(run_dir=str(tmp_path), init_timeout=2)
+    rc, text = run_python(script, env)
     assert rc == 0, text
     assert "W&B tracking off for this run: CommError" in text and "tracking False" in text
 
@@ -279,7 +304,7 @@ def test_sweep_rows_and_table(sweep) -> None:
 def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
     # Deliberately changed: x is the achieved weight sparsity, a point is one configuration
     # (config fingerprint) with its distinct seeds averaged and a 95% t interval.
-    points = curve_data(sweep_rows(sweep))
+    points = sweep_tables(sweep_rows(sweep)).curve.data
     for point in points:
         point[1] = round(point[1], 2)  # achieved sparsity 0.5101 / 0.8400 (integer params_after)
     assert points[:2] == [["joint", 0.51, 0.85, None, None, 1], ["joint", 0.84, 0.5, None, None, 1]]
@@ -294,7 +319,8 @@ def test_curve_has_a_point_per_configuration_with_its_interval(sweep) -> None:
 
 
 def test_verdict_table_pairs_the_orders_by_seed(sweep) -> None:
-    rows = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in verdict_data(sweep_rows(sweep))]
+    said = sweep_tables(sweep_rows(sweep)).verdicts.data
+    rows = [dict(zip(VERDICT_COLUMNS, r, strict=True)) for r in said]
     assert [r["level"] for r in rows] == ["target 0.3", "target 0.6"]
     # target 0.3: prune_then_distill seeds 0, 1 vs joint seed 0 only: one pair, no interval
     row = rows[0]
@@ -330,7 +356,7 @@ def test_sweep_callback_logs_one_summary_run(sweep, no_login) -> None:
             "sweep_metric": ["val_acc", "macs_after"],
         }
     )
-    WandbSweepCallback(project="kdprune").on_multirun_end(config=config)
+    WandbSweepCallback(project="kdprune", **INIT_GUARD).on_multirun_end(config=config)
     folder = offline_run(sweep)
     (table,) = _tables(folder, "runs")
     assert table["columns"] == list(TABLE_COLUMNS)
@@ -349,6 +375,51 @@ def test_sweep_callback_logs_one_summary_run(sweep, no_login) -> None:
     assert run.run.job_type == "sweep-summary" and run.run.run_group == "pareto"
 
 
+def test_the_summary_logs_what_reporting_builds(sweep, no_login, monkeypatch) -> None:
+    """Every table and headline number the W&B summary holds is `sweep_tables`' own, and one
+    summary builds the ledger and the verdicts once."""
+    quantized = {"quantize": "ptq", "int8_test_acc": 0.54, "onnx_file_size_bytes_fp32": 40_000,
+                 "onnx_file_size_bytes_int8": 12_000, "int8_size_reduction": 40 / 12}  # fmt: skip
+    write_metrics(sweep / "11", fake_metrics("joint", 0.6, 1, 0.56, 0.55, **quantized))
+    built = {"ledger_frame": 0, "verdicts": 0}
+
+    def count(name: str) -> None:
+        function = getattr(sweep_summary, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            built[name] += 1
+            return function(*args, **kwargs)
+
+        monkeypatch.setattr(sweep_summary, name, counted)
+
+    for name in built:
+        count(name)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}, "sweep_name": "pareto",
+                               "sweep_metric": ["val_acc", "macs_after"]})  # fmt: skip
+    WandbSweepCallback(project="kdprune", **INIT_GUARD).on_multirun_end(config=config)
+    assert built == {"ledger_frame": 1, "verdicts": 1}
+
+    expected = sweep_tables(sweep_rows(sweep))
+    logged_as = {
+        "runs": expected.runs,
+        "test_acc_vs_sparsity_table": expected.curve,
+        "verdicts": expected.verdicts,
+        "val_acc_vs_macs_speedup_table": expected.speedup_runs,
+        "pareto_front": expected.pareto_front,
+        "int8_runs": expected.int8_runs,
+        "test_acc_vs_size_table": expected.sizes,
+    }
+    for prefix, table in logged_as.items():
+        assert table.data, prefix  # the sweep has something in every table
+        (logged,) = _tables(offline_run(sweep), prefix)
+        assert logged["columns"] == list(table.columns), prefix
+        assert logged["data"] == json.loads(json.dumps(table.data)), prefix
+    summary: dict[str, Any] = {}
+    for record in records_of(finished_records(sweep), "summary"):
+        summary.update(items(record.summary.update))
+    assert {key: summary[key] for key in expected.headline} == expected.headline
+
+
 def test_sweep_callback_without_runs_logs_nothing(tmp_path, no_login) -> None:
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "sweep_name": None})
     WandbSweepCallback().on_multirun_end(config=config)
@@ -364,7 +435,7 @@ def test_app_run_with_wandb_logger(make_cfg, tmp_path, no_login) -> None:
         "schedule.finetune_epochs=1",
         "trainer.max_batches=3",
     )
-    cfg = make_cfg("logger=wandb", *epochs)
+    cfg = make_cfg("logger=wandb", f"logger.init_timeout={HANG_GUARD}", *epochs)
     metrics = run(cfg, tmp_path / "run")
     records = finished_records(tmp_path / "run")
     history = [items(r.history.item) for r in records_of(records, "history")]
@@ -384,14 +455,15 @@ def test_multirun_logs_each_job_and_one_sweep_summary(tmp_path) -> None:
     sweep = tmp_path / "sweep"
     args = run_args(tmp_path, "teacher.epochs=1", "budget.student_epochs=2",
                     "budget.finetune_epochs=1", "logger=wandb", "prune_method.ratio=0.3,0.6",
-                    "sweep_name=tiny", f"hydra.sweep.dir={sweep}")  # fmt: skip
+                    f"logger.init_timeout={HANG_GUARD}", "sweep_name=tiny",
+                    f"hydra.sweep.dir={sweep}")  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "kdprune", "-m", *args],
         env=clean_env(tmp_path),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=HANG_GUARD,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in ("0", "1"):

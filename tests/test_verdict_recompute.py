@@ -18,8 +18,9 @@ from statsmodels.stats.multitest import multipletests
 
 from kdprune import commands
 from kdprune.results import write_metrics
+from kdprune.schedules.names import ORDER_NAMES
 
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
 
 
 def write_runs(folder: Path, accuracies: dict[tuple[str, str, int], float]) -> None:

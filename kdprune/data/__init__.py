@@ -10,6 +10,7 @@ from kdprune.data.datasets import (
     imagefolder,
     mnist,
     split_indices,
+    split_labels,
 )
 from kdprune.data.loaders import Augment, Loaders, StreamLoader, TensorLoader, make_loaders
 
@@ -28,4 +29,5 @@ __all__ = [
     "make_loaders",
     "mnist",
     "split_indices",
+    "split_labels",
 ]

@@ -265,3 +265,19 @@ def imagefolder(
         test=_Indexed(test),
         identity=files_identity(path, [p for p in path.rglob("*") if p.is_file()]),
     )
+
+
+def split_labels(split: TensorSplit | Dataset) -> np.ndarray:
+    """The labels of a split in its order, without reading a single image: a TensorSplit's
+    tensor, or a torchvision data set's `targets` through the `_Indexed` / `Subset` wrappers the
+    builders above put around it (DataError for any other data set)."""
+    if isinstance(split, TensorSplit):
+        return split.labels.numpy()
+    if isinstance(split, _Indexed):
+        return split_labels(split.base)
+    if isinstance(split, Subset):
+        return split_labels(split.dataset)[np.asarray(split.indices, dtype=np.int64)]
+    targets = getattr(split, "targets", None)
+    if targets is None:
+        raise DataError(f"no labels to read without its images: {type(split).__name__}")
+    return np.asarray(targets, dtype=np.int64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +16,12 @@ from kdprune.errors import ConfigError
 
 @runtime_checkable
 class Objective(Protocol):
-    """What the engine trains with: returns the scalar loss and the student's logits."""
+    """What the engine trains with: returns the scalar loss and the student's logits.
+
+    The class attribute `needs_teacher` says whether it uses the teacher (a run without one
+    skips the teacher's logits)."""
+
+    needs_teacher: ClassVar[bool]
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None

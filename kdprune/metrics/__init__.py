@@ -11,11 +11,11 @@ from kdprune.metrics.ledger import (
 from kdprune.metrics.size import (
     channel_ratio,
     conv_channels,
-    count_macs_params,
     file_size_bytes,
     nonzero_fraction,
     weight_sparsity,
 )
+from kdprune.models.counting import count_macs_params
 
 __all__ = [
     "CPU_KEYS",

@@ -34,12 +34,8 @@ from torch import Tensor, nn
 
 from kdprune.cpu import cpu_info
 from kdprune.metrics.latency import cpu_latency_ms
-from kdprune.metrics.size import (
-    channel_ratio,
-    count_macs_params,
-    nonzero_fraction,
-    weight_sparsity,
-)
+from kdprune.metrics.size import channel_ratio, nonzero_fraction, weight_sparsity
+from kdprune.models.counting import count_macs_params
 
 LATENCY_BATCH_SIZES = (1, 64)
 SIZE_KEYS = (

@@ -1,27 +1,14 @@
-"""Model size measurements: parameters and MACs, weight sparsity, channel ratio, file size."""
+"""Model size measurements: weight sparsity, channel ratio, file size (parameters and MACs are
+counted by `kdprune.models.counting`)."""
 
 from __future__ import annotations
 
 import os
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from kdprune.pruning.base import WEIGHTED_TYPES
-from kdprune.pruning.masks import clone_model
-
-
-def count_macs_params(model: nn.Module, example_inputs: Tensor) -> tuple[int, int]:
-    """Return (MACs per sample, parameter count) as Torch-Pruning's counter reports them.
-
-    Masked weights still count (they are stored); `nonzero_fraction` measures that sparsity.
-    """
-    param = next(model.parameters(), None)
-    inputs = example_inputs if param is None else example_inputs.to(param.device)
-    # The counter deep-copies its argument, which fails while pruning masks are attached.
-    macs, params = tp.utils.count_ops_and_params(clone_model(model), inputs)
-    return int(round(macs)), int(params)
 
 
 def _effective_weight(module: nn.Module) -> Tensor:

@@ -1,5 +1,9 @@
-"""Helpers shared by the model builders: input checks, weight init and the classifier lookup."""
+"""Helpers shared by the model builders: input checks, weight init, the classifier lookup and a
+copy that works while pruning masks are attached."""
 
+import copy
+
+import torch
 from torch import nn
 
 from kdprune.errors import ConfigError
@@ -44,3 +48,15 @@ def classifier_path(model: nn.Module) -> str:
     if not paths:
         raise ConfigError(f"{type(model).__name__} has no nn.Linear layer to use as classifier.")
     return paths[-1]
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """Deep-copy `model`, also while pruning masks are attached (plain deepcopy fails then)."""
+    # A masked module holds `weight = weight_orig * weight_mask`, a non-leaf tensor that
+    # copy.deepcopy refuses; handing deepcopy a detached stand-in through its memo fixes that.
+    memo: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)

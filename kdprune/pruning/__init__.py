@@ -11,15 +11,21 @@ Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | param
     result = pruner.apply()                             # in place -> PruneResult
     save_model(path, model, model_cfg, result.history)  # rebuilt from config + history, no pickle
 
-That is the `Pruner` interface (kdprune.pruning.base): a constructor taking the model,
-`example_inputs` and optional `calibration` batches of (inputs, targets) and `loss_fn`, plus
-`regularize(model)`, `apply() -> PruneResult` and a static `check_options(**options)`.
+That is the `Pruner` contract (kdprune.pruning.base), which every pruner class derives from: a
+constructor taking the model, `example_inputs` and optional `calibration` batches of (inputs,
+targets) and `loss_fn`; class attributes `kind` and `learns_while_training`; a static
+`check_options(**options)` and `check_target()`; `plan()` and `apply() -> PruneResult` for one
+cut; `begin_gradual()` and `step_toward(before, after, target, rebuild)` for a cut made part of
+the way at a time (the joint order); `regularize(model)`, `training_hook()` and `carried()` for
+what it learns while the student trains. Callers use these and never probe a pruner for more.
 Pluggable parts are objects built from YAML: a Torch-Pruning importance criterion, a calibration
-callable (Taylor, Hessian), a regularizer (BN-scale sparsity), a BasePruningMethod. A later
-method (movement pruning, post-training quantization) joins as another class with the same
-constructor and methods; one that changes the architecture must also describe its change in a
-replayable form for the model file, as `history` does for channel pruning and the
-{path, kind, ranks} steps of `LowRankPruner` (`prune_method=tucker2|cp`) do for decompositions.
+callable (Taylor, Hessian), a regularizer (BN-scale sparsity, movement scores), a
+BasePruningMethod. A pruner that searches a params / MACs target turns one knob through
+`kdprune.pruning.search.TargetSearch`, comparing models by a Measure of
+`kdprune.models.counting`. A later method joins as another `Pruner` subclass; one that changes
+the architecture must also describe its change in a replayable form for the model file, as
+`history` does for channel pruning and the {path, kind, ranks} steps of `LowRankPruner`
+(`prune_method=tucker2|cp`) do for decompositions.
 
 Structured pruning replaces parameters (new nn.Parameter objects): build the optimizer after
 `apply()`. Mask-based pruning keeps masks attached for fine-tuning; `make_permanent` folds them.
@@ -28,6 +34,7 @@ Structured pruning replaces parameters (new nn.Parameter objects): build the opt
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
+    MaskedPruner,
     Pruner,
     PruneResult,
     pruner_class,
@@ -59,6 +66,7 @@ __all__ = [
     "MovementPruner",
     "MovementScores",
     "LowRankPruner",
+    "MaskedPruner",
     "PruneResult",
     "SquaredGradientCalibration",
     "StructuredPruner",

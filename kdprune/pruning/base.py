@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 from hydra.errors import InstantiationException
 from torch import Tensor, nn
@@ -39,34 +41,109 @@ class PruneResult:
     round_to: int | None = None
 
 
-class Pruner(Protocol):
-    """A pruning step bound to one model: the object a `prune_method.pruner` node builds.
+# `rebuild(**overrides)`: a pruner of the same configuration bound to the same model, with
+# `overrides` of its options and what the pruner that asks for it carries (see `carried`).
+Rebuild = Callable[..., "Pruner"]
+
+
+class Pruner(ABC):
+    """A compression step bound to one model: what every `prune_method.pruner` class is.
 
     The class attribute `kind` says what pruning does to the model: `structured` (channels are
     removed: fewer MACs, a real speed-up), `masked` (weights are zeroed in place, shapes stay) or
     `low_rank` (layers are replaced by factorised chains: fewer MACs, new layers).
+    `learns_while_training` says it needs the student's gradients before it can cut (movement
+    scores): an order must train the student first.
 
     Built as `instantiate(cfg.prune_method.pruner)(model=..., example_inputs=..., calibration=...,
     loss_fn=...)`; the constructor checks everything it can (raising ConfigError) before any long
-    work. `regularize(model)` runs after each `loss.backward()` while training (a no-op for most
-    methods); `apply()` compresses the bound model in place and says what it did. The static
-    `check_options(**options)` checks the node's arguments without a model (`validate` calls it).
+    work, `check_options(**options)` checks the node's arguments without a model (`validate`
+    calls it) and `check_target()` what needs the model. Then:
+
+    - one cut: `plan()` says what `apply()` would leave, `apply()` compresses the bound model in
+      place and says what it did;
+    - part of the way (the joint order): `begin_gradual()` before training fixes where the cut
+      ends, then `step_toward(before, after, target, rebuild)` at each pruning point;
+    - while the student trains: `training_hook()` runs after each `loss.backward()` (None if the
+      pruner learns nothing), and `carried()` is what pruners built later in the same order
+      share with this one (movement scores), handed to `rebuild`.
+
+    The methods but `apply` and `step_toward` have defaults for a pruner that needs no more.
     """
 
-    kind: str
+    kind: ClassVar[str]
+    learns_while_training: ClassVar[bool] = False
+    # The multiple the last cut rounded kept widths to (None: not rounded, or not structured).
+    round_to: int | None = None
 
     @staticmethod
     def check_options(**options: Any) -> None:
         """Raise ConfigError if an option is out of range; ignore options it does not know."""
-        ...
+        return None
 
-    def regularize(self, model: nn.Module) -> None:
-        """Add a sparsity-inducing term to the gradients of `model` (after backward)."""
-        ...
+    def check_target(self) -> None:
+        """Raise ConfigError now if the target cannot be met on the bound model (a params / MACs
+        target is searched here); the default has nothing to search."""
+        return None
 
+    def plan(self) -> Any:
+        """The shapes `apply` would leave, on a copy or from the weights alone (structured: output
+        widths per layer; low-rank: ranks per layer); None where the cut keeps every shape."""
+        return None
+
+    @abstractmethod
     def apply(self) -> PruneResult:
         """Compress the bound model in place."""
-        ...
+
+    def regularize(self, model: nn.Module) -> None:
+        """Add a sparsity-inducing term to the gradients of `model` (after backward); no-op."""
+        return None
+
+    def training_hook(self) -> Callable[[nn.Module], None] | None:
+        """What to run after each backward while the student trains before the cut (`regularize`
+        where it does something), or None."""
+        return None
+
+    def carried(self) -> dict[str, Any]:
+        """Constructor arguments that pruners built later in the same order must share with this
+        one (what it learns while training), so it carries over from one pruning step to the
+        next; empty by default."""
+        return {}
+
+    def begin_gradual(self) -> None:
+        """Fix where a gradual cut ends before its training starts (structured: the one-shot
+        widths of the dense model); by default nothing is fixed in advance."""
+        return None
+
+    @abstractmethod
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """Prune the bound model from sparsity `before` to `after` on the way to `target` (the
+        joint order's schedule; at `after == target` the cut equals `apply`'s); `rebuild` builds
+        a pruner of the same configuration with other options. None when nothing changed."""
+
+
+class MaskedPruner(Pruner):
+    """A pruner that zeroes weights through masks (shapes, params and MACs stay): a gradual cut
+    masks the share of the weights still left that brings the sparsity to the next step's."""
+
+    kind = "masked"  # weights are zeroed in place; shapes, params and MACs stay
+
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """Mask 1 - (1 - after) / (1 - before) of the weights left, which compounds to exactly
+        `after`; None when that is nothing (a rounding of the schedule)."""
+        relative = 1 - (1 - after) / (1 - before)
+        if relative <= 1e-6:
+            return None
+        return rebuild(ratio=relative).apply()
+
+
+def scheduled_fraction(after: float, target: float) -> float:
+    """How far a gradual cut has gone: sparsity `after` as a fraction of `target` (1 at 0)."""
+    return after / target if target > 0 else 1.0
 
 
 def check_ratio(ratio: Any, what: str = "ratio") -> float:
@@ -142,10 +219,19 @@ def _pruner_factory(prune_cfg: Mapping[str, Any]) -> Any:
         raise ConfigError(f"prune_method.pruner cannot be built: {err}") from None
 
 
-def pruner_class(prune_cfg: Mapping[str, Any]) -> type:
-    """The class a `prune_method.pruner` node builds (ConfigError if the node cannot be built)."""
-    factory = _pruner_factory(prune_cfg)
-    return getattr(factory, "func", factory)
+def pruner_class(prune_cfg: Mapping[str, Any]) -> type[Pruner]:
+    """The Pruner class a `prune_method.pruner` node builds (ConfigError if the node cannot be
+    built or names a class that is not a `Pruner`)."""
+    return _class_of(_pruner_factory(prune_cfg))
+
+
+def _class_of(factory: Any) -> type[Pruner]:
+    cls = factory.func if isinstance(factory, functools.partial) else factory
+    if not (isinstance(cls, type) and issubclass(cls, Pruner)):
+        raise ConfigError(
+            f"prune_method.pruner must name a kdprune.pruning.Pruner subclass, got {cls!r}."
+        )
+    return cls
 
 
 def validate(prune_cfg: Mapping[str, Any]) -> None:
@@ -158,6 +244,5 @@ def validate(prune_cfg: Mapping[str, Any]) -> None:
     check_ratio(prune_cfg.get("ratio"))
     check_choice(prune_cfg.get("unit"), UNITS, "unit")
     factory = _pruner_factory(prune_cfg)
-    check_options = getattr(getattr(factory, "func", factory), "check_options", None)
-    if check_options is not None:
-        check_options(**getattr(factory, "keywords", {}))
+    options = factory.keywords if isinstance(factory, functools.partial) else {}
+    _class_of(factory).check_options(**options)

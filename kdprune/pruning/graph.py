@@ -26,12 +26,44 @@ def replay_history(model: nn.Module, example_inputs: Tensor, history: list[list[
         graph.load_pruning_history([list(step) for step in history])
 
 
+ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]  # the layers whose channels are cut
+
+
+def prunable_groups(model: nn.Module, example_inputs: Tensor, ignored: Iterable[str]) -> list:
+    """Torch-Pruning's dependency groups of `model` that a cut may touch, outside the `ignored`
+    module paths; ConfigError if there are none."""
+    with eval_mode(model), autograd_enabled():
+        graph = tp.DependencyGraph().build_dependency(
+            model, move_inputs(example_inputs, model), verbose=False
+        )
+    ignored = tuple(ignored)
+    modules = [m for path in ignored for m in model.get_submodule(path).modules()]
+    groups = list(graph.get_all_groups(modules, ROOT_TYPES))
+    if not groups:
+        raise ConfigError(
+            f"nothing left to prune in {type(model).__name__}: every prunable layer "
+            f"is ignored ({', '.join(ignored)})."
+        )
+    return groups
+
+
 def layer_widths(model: nn.Module) -> dict[str, int]:
     """Module path -> output channels (convs) or features (linears) of every such layer."""
     return {
         path: m.out_channels if isinstance(m, nn.modules.conv._ConvNd) else m.out_features
         for path, m in model.named_modules()
         if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+    }
+
+
+def scheduled_widths(
+    dense: dict[str, int], final: dict[str, int], fraction: float
+) -> dict[str, int]:
+    """Per-layer widths `fraction` of the way from dense to final (never past final)."""
+    return {
+        path: max(final[path], round(width - fraction * (width - final[path])))
+        for path, width in dense.items()
+        if path in final
     }
 
 

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 
 from kdprune.decomposition import (
@@ -40,15 +39,20 @@ from kdprune.decomposition import (
     replace_module,
 )
 from kdprune.errors import ConfigError
+from kdprune.models.counting import count
 from kdprune.pruning.base import (
     UNITS,
+    Pruner,
     PruneResult,
+    Rebuild,
     check_choice,
     check_ratio,
     ignored_module_paths,
     is_ignored,
     move_inputs,
+    scheduled_fraction,
 )
+from kdprune.pruning.search import TargetSearch, unreachable
 
 SEARCH_STEPS = 40  # bisection steps on the rank rule's knob (2**-40: far below one rank step)
 REFINE_STEPS = 64  # single-rank steps that may close the last gap to a target
@@ -61,7 +65,7 @@ def _decomposable(module: nn.Module, linears: bool) -> bool:
     return linears and isinstance(spec, LinearSpec) and min(spec.in_features, spec.out_features) > 1
 
 
-class LowRankPruner:
+class LowRankPruner(Pruner):
     """Replace layers by low-rank factorised chains, in place (see the module docstring)."""
 
     kind = "low_rank"  # layers are factorised: fewer params and MACs, new (thinner) layers
@@ -129,8 +133,11 @@ class LowRankPruner:
         if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
             raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
 
-    def regularize(self, model: nn.Module) -> None:
-        """No regularization for low-rank decomposition."""
+    def check_target(self) -> None:
+        """Search the ranks of a params/macs target now, on these weights (ConfigError if the
+        rank steps cannot land within tolerance)."""
+        if self.unit != "channels":
+            self.plan()
 
     def plan(self) -> dict[str, tuple[int, ...]]:
         """The ranks `apply` would give, on the bound model's current weights: module path ->
@@ -148,6 +155,12 @@ class LowRankPruner:
         steps = self._decompose(ranks)
         details = {"ranks": {path: list(r) for path, r in ranks.items()}}
         return PruneResult(steps, None, time.perf_counter() - start, details)
+
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """One pruner shrinks the ranks all the way: `apply_fraction(after / target)`."""
+        return self.apply_fraction(scheduled_fraction(after, target))
 
     def apply_fraction(self, fraction: float) -> PruneResult | None:
         """Gradual decomposition (the joint order): move every layer `fraction` of the way from
@@ -196,10 +209,7 @@ class LowRankPruner:
             return collect_layers(self.model, example, self.methods)
 
     def _total(self, unit: str) -> int:
-        if unit == "params":
-            return sum(p.numel() for p in self.model.parameters())
-        example = move_inputs(self.example_inputs, self.model)
-        return int(tp.utils.count_ops_and_params(self.model, example)[0])
+        return count(self.model, self.example_inputs, unit)
 
     def _check_reach(self) -> None:
         """Raise ConfigError if a params/macs target is more than every layer at min_rank gives."""
@@ -211,11 +221,9 @@ class LowRankPruner:
         reach = self._reduction(layers, ranks, self._total(self.unit))
         if self.ratio > reach + self.tolerance:
             linears = any(isinstance(m, SVD) for m in self.methods.values())
-            raise ConfigError(
-                f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: decomposing "
-                f"every layer at rank {self.min_rank} removes at most {reach:.1%}"
-                + ("." if linears else " (decompose_linears=true also factorises linear layers).")
-            )
+            how = f"decomposing every layer at rank {self.min_rank}"
+            end = "." if linears else " (decompose_linears=true also factorises linear layers)."
+            raise unreachable(self.unit, self.ratio, how, reach, end)
 
     def _choose(
         self, layers: list[Layer], rules: list[Any], t: float, unit: str
@@ -242,29 +250,25 @@ class LowRankPruner:
     def _search(self, layers: list[Layer], rules: list[Any]) -> dict[str, tuple[int, ...]]:
         """Bisect the knob until the reduction is closest to the target; ConfigError if it stays
         further than `tolerance` (rank steps too coarse, or beyond reach)."""
-        low, high = 0.0, max(rule.knob_range[1] for rule in rules)
         total = self._total(self.unit)
-        tried: dict[float, tuple[float, dict[str, tuple[int, ...]]]] = {}
 
-        def attempt(t: float) -> float:
+        def reduction_at(t: float) -> tuple[float, dict[str, tuple[int, ...]]]:
             ranks = self._choose(layers, rules, t, self.unit)
-            tried[t] = (self._reduction(layers, ranks, total), ranks)
-            return tried[t][0]
+            return self._reduction(layers, ranks, total), ranks
 
-        attempt(high)
-        attempt(low)
-        for _ in range(SEARCH_STEPS):
-            mid = (low + high) / 2
-            attempt(mid)
-            low, high = (mid, high) if tried[mid][0] >= self.ratio else (low, mid)
-        # Closest to the target; on a tie the larger knob (more rank kept).
-        best = min(tried, key=lambda t: (abs(tried[t][0] - self.ratio), -t))
-        reduction, ranks = tried[best]
-        if abs(reduction - self.ratio) > self.tolerance / 2 and tried[low][0] >= self.ratio:
-            ranks = self._refine(layers, tried[low][1], total)
+        # A larger knob keeps more rank: the reduction falls as it grows.
+        search = TargetSearch(reduction_at, self.ratio, increasing=False)
+        low, high = 0.0, max(rule.knob_range[1] for rule in rules)
+        search.evaluate(high)
+        search.evaluate(low)
+        low, high = search.bisect(low, high, (low + high) / 2, SEARCH_STEPS)
+        best = search.closest()  # on a tie the larger knob (more rank kept)
+        reduction, ranks = search.tried[best]
+        if abs(reduction - self.ratio) > self.tolerance / 2 and search.tried[low][0] >= self.ratio:
+            ranks = self._refine(layers, search.tried[low][1], total)
             reduction = self._reduction(layers, ranks, total)
         if abs(reduction - self.ratio) > self.tolerance + 1e-9:
-            least = tried[max(tried)][0]
+            least = search.tried[max(search.tried)][0]
             why = (
                 f"even the largest ranks of allocation={self.allocation} remove {least:.1%}"
                 if least > self.ratio

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 from torch.nn.utils import prune
+
+from kdprune.models.common import clone_model
+
+__all__ = ["clone_model", "has_masks", "make_permanent", "plain_state_dict"]
 
 
 def _pruning_hooks(module: nn.Module) -> list[prune.BasePruningMethod]:
@@ -16,18 +18,6 @@ def _pruning_hooks(module: nn.Module) -> list[prune.BasePruningMethod]:
 def has_masks(model: nn.Module) -> bool:
     """True if any submodule still carries a `torch.nn.utils.prune` mask."""
     return any(_pruning_hooks(module) for module in model.modules())
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    """Deep-copy `model`, also while pruning masks are attached (plain deepcopy fails then)."""
-    # A masked module holds `weight = weight_orig * weight_mask`, a non-leaf tensor that
-    # copy.deepcopy refuses; handing deepcopy a detached stand-in through its memo fixes that.
-    memo: dict[int, torch.Tensor] = {}
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and not value.is_leaf:
-                memo[id(value)] = value.detach().clone()
-    return copy.deepcopy(model, memo)
 
 
 def make_permanent(model: nn.Module) -> int:

@@ -3,8 +3,9 @@
 Both learn while the student trains (`regularize(model)` after each backward accumulates the
 scores, see `kdprune.pruning.movement`), so they need training before they prune: the joint
 order (sparsity on the cubic schedule) or distill_then_prune (scores from its distill stage).
-The orders hand a pruner's `regularizer` (its scores) on to the pruners they build later in the
-same run, so what was learned carries over from one pruning step to the next.
+Each says so through the `Pruner` contract: `training_hook()` accumulates the scores and
+`carried()` hands them to the pruners the order builds later in the same run, so what was
+learned carries over from one pruning step to the next.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch.nn.utils import prune
 from kdprune.errors import ConfigError
 from kdprune.pruning.base import (
     ALLOCATIONS,
+    MaskedPruner,
     PruneResult,
     check_choice,
     check_ratio,
@@ -56,7 +58,7 @@ def _count(alive: list[Tensor], masked: float) -> int:
     return max(int(sum(int(a.sum()) for a in alive)) - round((1.0 - masked) * total), 0)
 
 
-class MovementPruner:
+class MovementPruner(MaskedPruner):
     """Mask the conv and linear weights (but the classifier's and `ignored_layers`) whose
     movement scores are lowest, through `torch.nn.utils.prune` (masks attached, shapes kept).
 
@@ -67,7 +69,6 @@ class MovementPruner:
     exactly round(s · n) of its n weights masked, whatever the number of steps.
     """
 
-    kind = "masked"  # weights are zeroed in place; shapes, params and MACs stay
     learns_while_training = True
 
     def __init__(
@@ -101,6 +102,14 @@ class MovementPruner:
     def regularize(self, model: nn.Module) -> None:
         """Accumulate the movement scores of `model` (after backward)."""
         self.regularizer.regularize(model)
+
+    def training_hook(self) -> Callable[[nn.Module], None]:
+        """`regularize`: the scores are learned while the student trains."""
+        return self.regularize
+
+    def carried(self) -> dict[str, Any]:
+        """The scores, shared with the pruners of later steps."""
+        return {"regularizer": self.regularizer}
 
     def apply(self) -> PruneResult:
         """Mask the lowest-scoring `ratio` of the remaining weights; nothing to replay."""

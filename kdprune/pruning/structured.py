@@ -6,7 +6,6 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable
-from itertools import pairwise
 from typing import Any
 
 import torch_pruning as tp
@@ -14,28 +13,39 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kdprune.errors import ConfigError
+from kdprune.models.counting import count, measure
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
+    Pruner,
     PruneResult,
+    Rebuild,
     check_choice,
     check_ratio,
     ignored_module_paths,
     move_inputs,
+    scheduled_fraction,
 )
-from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled, eval_mode
-from kdprune.pruning.graph import bound_ratios, layer_widths, plain_history, replay_history
+from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled
+from kdprune.pruning.graph import (
+    bound_ratios,
+    layer_widths,
+    plain_history,
+    prunable_groups,
+    replay_history,
+    scheduled_widths,
+)
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
 from kdprune.pruning.rounding import candidate_roundings, check_round_to, first_reaching
+from kdprune.pruning.search import TargetSearch, unreachable
 
-__all__ = ["ROOT_TYPES", "StructuredPruner", "layer_widths", "replay_history"]
+__all__ = ["StructuredPruner", "layer_widths", "replay_history"]
 
-ROOT_TYPES = [tp.ops.TORCH_CONV, tp.ops.TORCH_LINEAR]
 SCAN_POINTS = 20  # channel ratios tried when `round_to` is set
 
 
-class StructuredPruner:
+class StructuredPruner(Pruner):
     """Remove whole channels with a Torch-Pruning importance criterion, in place.
 
     `ratio` means, by `unit`: `channels` the fraction of prunable channels removed (Torch-Pruning's
@@ -107,6 +117,11 @@ class StructuredPruner:
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
+        # What a params/macs target is a reduction of (a channel target needs none).
+        self.measure = None if unit == "channels" else measure(unit, example_inputs)
+        # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
+        self._dense: dict[str, int] = {}
+        self._final: dict[str, int] = {}
         self._check_prunable()
 
     @staticmethod
@@ -147,10 +162,36 @@ class StructuredPruner:
                 )
             read_layer_ratios(layer_ratios, max_layer_ratio)
 
+    def check_target(self) -> None:
+        """Search a params/macs cut now, on these weights: a target rounding misses fails here."""
+        if self.unit != "channels":
+            self.plan()
+
     def regularize(self, model: nn.Module) -> None:
         """Apply the configured sparsity regularizer to `model`'s gradients (no-op if none)."""
         if self.regularizer is not None:
             self.regularizer.regularize(model)
+
+    def training_hook(self) -> Callable[[nn.Module], None] | None:
+        """`regularize` when a regularizer is configured (BN-scale sparsity, movement scores)."""
+        return self.regularize if self.regularizer is not None else None
+
+    def carried(self) -> dict[str, Any]:
+        """The regularizer, shared with the pruners of later steps (movement scores learned)."""
+        return {} if self.regularizer is None else {"regularizer": self.regularizer}
+
+    def begin_gradual(self) -> None:
+        """Fix the gradual cut's ends: the model's widths now and those of its one-shot cut."""
+        self._dense = layer_widths(self.model)
+        self._final = self.plan()
+
+    def step_toward(
+        self, before: float, after: float, target: float, rebuild: Rebuild
+    ) -> PruneResult | None:
+        """Move every layer from its dense width towards its one-shot width, the fraction
+        `after / target` of the way (exact widths, so the last step lands on the cut)."""
+        widths = scheduled_widths(self._dense, self._final, scheduled_fraction(after, target))
+        return rebuild(ratio=0.0, unit="channels").apply_widths(widths)
 
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
@@ -205,10 +246,11 @@ class StructuredPruner:
         candidate, history = self._prune_copy(self.ratio, round_to)
         if round_to is None or len(self.roundings) == 1:
             return history, self.ratio
-        dense = self._macs(self.model)
+        x = self.example_inputs
+        dense = count(self.model, x, "macs")
         if "macs" not in reference:
-            reference["macs"] = self._macs(self._prune_copy(self.ratio, None)[0])
-        moved = abs(self._macs(candidate) - reference["macs"]) / dense
+            reference["macs"] = count(self._prune_copy(self.ratio, None)[0], x, "macs")
+        moved = abs(count(candidate, x, "macs") - reference["macs"]) / dense
         if moved > self.tolerance:
             raise ConfigError(
                 f"rounding to {round_to} channels moves the MACs reduction of a {self.ratio} "
@@ -218,17 +260,7 @@ class StructuredPruner:
 
     def _check_prunable(self) -> None:
         """Raise ConfigError if nothing is prunable or a params/macs target is out of reach."""
-        with eval_mode(self.model), autograd_enabled():
-            graph = tp.DependencyGraph().build_dependency(
-                self.model, move_inputs(self.example_inputs, self.model), verbose=False
-            )
-        ignored = [m for path in self.ignored for m in self.model.get_submodule(path).modules()]
-        groups = list(graph.get_all_groups(ignored, ROOT_TYPES))
-        if not groups:
-            raise ConfigError(
-                f"nothing left to prune in {type(self.model).__name__}: every prunable layer "
-                f"is ignored ({', '.join(self.ignored)})."
-            )
+        groups = prunable_groups(self.model, self.example_inputs, self.ignored)
         # Gradient-based criteria score every group once calibrated; the others can be asked now.
         if self.calibrate is None and all(self.importance(group) is None for group in groups):
             raise ConfigError(
@@ -246,12 +278,10 @@ class StructuredPruner:
             if self.ratio <= reach[round_to] + self.tolerance:
                 return
         best = max(reach, key=reach.__getitem__)
-        raise ConfigError(
-            f"a {self.unit} reduction of {self.ratio:.1%} cannot be reached: pruning every "
-            f"layer by up to max_layer_ratio={self.max_layer_ratio}"
-            + (f" with round_to={best}" if best else "")
-            + f" removes at most {reach[best]:.1%}."
+        how = f"pruning every layer by up to max_layer_ratio={self.max_layer_ratio}" + (
+            f" with round_to={best}" if best else ""
         )
+        raise unreachable(self.unit, self.ratio, how, reach[best])
 
     def _grid(self, round_to: int | None) -> list[float]:
         """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
@@ -266,20 +296,12 @@ class StructuredPruner:
         uniform, so cheap cuts bound what the search can reach: one at the cap, or, with
         rounding, one at each point of the scan grid.
         """
-        dense = self._count(self.model)
+        dense = self.measure(self.model)
         magnitude = tp.importance.MagnitudeImportance()
         return max(
-            1.0 - self._count(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
+            1.0 - self.measure(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
             for ratio in self._grid(round_to) or [self.max_layer_ratio]
         )
-
-    def _count(self, model: nn.Module) -> float:
-        if self.unit == "params":  # Torch-Pruning's own definition, without a forward pass
-            return sum(p.numel() for p in model.parameters())
-        return self._macs(model)
-
-    def _macs(self, model: nn.Module) -> float:
-        return tp.utils.count_ops_and_params(model, move_inputs(self.example_inputs, model))[0]
 
     def _prune_copy(
         self,
@@ -338,51 +360,38 @@ class StructuredPruner:
         Without rounding the reduction grows with the ratio and is bisected. With `round_to` a
         layer whose kept width rounds down to zero is left whole (Torch-Pruning's rule), so the
         reduction can fall as the ratio grows: a grid is scanned first and bisection refines the
-        grid interval that brackets the target.
+        grid interval that brackets the target. Among ratios that hit the aim (half the
+        tolerance) the smallest wins: with rounding, larger ratios leave thin layers whole and
+        cut the others harder, an uneven and slower network.
         """
-        dense = self._count(self.model)
-        tried: dict[float, tuple[float, list[list[Any]]]] = {}
+        dense = self.measure(self.model)
 
-        def reduction_at(ratio: float) -> float:
+        def reduction_at(ratio: float) -> tuple[float, list[list[Any]]]:
             candidate, history = self._prune_copy(ratio, round_to)
-            tried[ratio] = (1.0 - self._count(candidate) / dense, history)
-            return tried[ratio][0]
+            return 1.0 - self.measure(candidate) / dense, history
 
-        def error(ratio: float) -> float:
-            return abs(tried[ratio][0] - self.ratio)
+        search = TargetSearch(reduction_at, self.ratio)
+        aim, tolerance = self.tolerance / 2, self.tolerance
 
-        def choice() -> float | None:
-            # Among ratios that hit the aim, the smallest: with rounding, larger ratios leave
-            # thin layers whole and cut the others harder, an uneven and slower network.
-            hits = [r for r in tried if error(r) <= self.tolerance / 2]
-            return min(hits) if hits else min(tried, key=error) if tried else None
+        def done(low: float, high: float) -> bool:
+            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
+            # on small layers the count moves in steps and may never land closer.
+            best = search.choice(aim)
+            return best is not None and (
+                search.error(best) <= aim or (search.error(best) <= tolerance and high - low < 0.05)
+            )
 
         low, high = 0.0, self.max_layer_ratio
         # Params and MACs fall roughly with the square of the kept width: a good first guess.
         ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
         if round_to:
-            points = [(0.0, 0.0)] + [(r, reduction_at(r)) for r in self._grid(round_to)]
-            target = self.ratio
-            brackets = [(r0, r1) for (r0, c0), (r1, c1) in pairwise(points) if c0 < target <= c1]
-            low, high = brackets[0] if brackets else (low, high)
-            ratio = (low + high) / 2 if brackets else high
-        for _ in range(self.max_search_steps):
-            best = choice()
-            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
-            # on small layers the count moves in steps and may never land closer.
-            if best is not None and (
-                error(best) <= self.tolerance / 2
-                or (error(best) <= self.tolerance and high - low < 0.05)
-            ):
-                break
-            if ratio in tried:
-                break
-            reduction = reduction_at(ratio)
-            low, high = (ratio, high) if reduction < self.ratio else (low, ratio)
-            ratio = (low + high) / 2
-        best = choice()
-        reduction, history = tried[best]
-        if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
+            bracket = search.scan(self._grid(round_to))
+            low, high = bracket or (low, high)
+            ratio = (low + high) / 2 if bracket else high
+        search.bisect(low, high, ratio, self.max_search_steps, done)
+        best = search.choice(aim)
+        reduction, history = search.tried[best]
+        if abs(reduction - self.ratio) > tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."

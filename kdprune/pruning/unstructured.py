@@ -22,6 +22,7 @@ from kdprune.errors import ConfigError
 from kdprune.pruning.base import (
     ALLOCATIONS,
     UNITS,
+    MaskedPruner,
     PruneResult,
     check_choice,
     check_ratio,
@@ -65,7 +66,7 @@ def _takes_amount(cls: type[prune.BasePruningMethod]) -> bool:
     return "amount" in inspect.signature(cls.__init__).parameters
 
 
-class UnstructuredPruner:
+class UnstructuredPruner(MaskedPruner):
     """Mask conv and linear weights with a `torch.nn.utils.prune` method, in place.
 
     `allocation: uniform` applies the method layer by layer; `global` ranks all weights together
@@ -74,8 +75,6 @@ class UnstructuredPruner:
     `channels` for structured ones such as LnStructured. Masks stay attached (so fine-tuning keeps
     pruned weights at zero); call `make_permanent` before export, `save_model` folds them itself.
     """
-
-    kind = "masked"  # weights are zeroed in place; shapes, params and MACs stay
 
     def __init__(
         self,
@@ -130,9 +129,6 @@ class UnstructuredPruner:
             raise ConfigError(
                 f"global allocation needs an unstructured method, not {cls.__name__}."
             )
-
-    def regularize(self, model: nn.Module) -> None:
-        """No regularization for mask-based pruning."""
 
     def apply(self) -> PruneResult:
         """Attach masks to every target weight; nothing to replay, so the history is None."""

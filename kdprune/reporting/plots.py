@@ -11,9 +11,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from kdprune.reporting.configs import NO_KD, series_labels
-from kdprune.reporting.statistics import ORDERS, order_rank, pareto_mask, summarise
+from kdprune.reporting.statistics import order_rank, pareto_mask, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.results import atomic_write
+from kdprune.schedules.names import ORDER_NAMES
 
 X_AXES = {
     "sparsity": (
@@ -23,7 +24,7 @@ X_AXES = {
     "macs_speedup": ("macs_speedup", "MACs speed-up (dense MACs / pruned MACs)"),
     "params_removed": ("params_removed_fraction", "parameters removed (1 − after / before)"),
 }
-ORDER_COLOURS = dict(zip(ORDERS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
+ORDER_COLOURS = dict(zip(ORDER_NAMES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
 OTHER_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 KD_STYLES = ["-", "-.", (0, (1, 1.5)), (0, (3, 1, 1, 1, 1, 1))]  # "--" is the teacher's
 NO_KD_STYLE = (0, (1, 1.5))  # dotted: without distillation

@@ -237,7 +237,7 @@ def markdown(inputs: ReportInputs) -> str:
         *_results_lines(summary, shown),
         "",
         *verdict_lines(
-            inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare, inputs.options
+            inputs.verdicts, inputs.budgets, inputs.titles, inputs.compare, inputs.options, runs
         ),
         "",
         *selection_lines(

@@ -8,6 +8,7 @@ import pandas as pd
 
 from kdprune.reporting.budgets import NOT_RECORDED, BudgetCheck
 from kdprune.reporting.configs import ORDERS_AND_KD
+from kdprune.reporting.image_noise_report import HOW_IMAGES, boot_cell, mcnemar_cell, what_varied
 from kdprune.reporting.inference import CORRECTION_NAMES, equivalent_words
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.statistics import MATCHED_MACS
@@ -178,6 +179,8 @@ def _verdict_row(row: pd.Series) -> list[str]:
         "n/a" if math.isnan(row["mean_diff"]) else f"{row['mean_diff']:+.4f}",
         _ci(row["paired_low"], row["paired_high"]),
         blocked + ("" if df != df else f" ({df:g} df)"),
+        boot_cell(row),
+        mcnemar_cell(row),
         _p(row["p_raw"], row["p_adjusted"]),
         _p(row["p_equiv_raw"], row["p_equiv_adjusted"]),
         _verdict_cell(row),
@@ -189,6 +192,7 @@ def _verdict_row(row: pd.Series) -> list[str]:
 
 def _header(options: Options) -> list[str]:
     header = ["A", "B", "n", "mean A − B (paired)", "paired 95% CI", "blocked 95% CI"]
+    header += ["seeds × images 95% CI", "McNemar: only A / only B right; seeds p < 0.05"]
     header += [f"p ({options.analysis}, raw → adjusted)", "TOST p (raw → adjusted)", "verdict"]
     return header + ["A achieved (MACs × / sparsity)", "B achieved", "matched"]
 
@@ -196,10 +200,14 @@ def _header(options: Options) -> list[str]:
 def verdict_lines(
     table: pd.DataFrame, check: BudgetCheck, titles: dict[str, str],
     compare: str = ORDERS_AND_KD, options: Options | None = None,
+    runs: pd.DataFrame | None = None,
 ) -> list[str]:  # fmt: skip
-    """The Verdicts section: how, then a subsection per compression level with its table."""
+    """The Verdicts section: how, what varied (given the runs), then a subsection per
+    compression level with its table."""
     options = options or Options()
-    out = ["## Verdicts", "", how(compare, options), ""]
+    out = ["## Verdicts", "", how(compare, options), "", HOW_IMAGES, ""]
+    if runs is not None and not table.empty:
+        out += [what_varied(runs, table), ""]
     if table.empty:
         what = "two orders, or KD and no KD" if compare == ORDERS_AND_KD else f"two `{compare}`s"
         return [*out, f"No comparison: no level has {what} side by side."]

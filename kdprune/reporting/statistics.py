@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-# The orders in their natural sequence: tables, legends and sorting list them this way.
-ORDERS = ("prune_then_distill", "distill_then_prune", "joint")
+from kdprune.schedules.names import ORDER_NAMES
+
 # What tables show about a configuration (its identity is `config_fingerprint`, not these).
 LABEL_KEYS = ["model", "dataset", "order", "kd", "method", "unit", "target_ratio"]
 STAT_COLUMNS = [
@@ -31,7 +31,7 @@ MATCHED_MACS = 0.02
 
 def order_rank(order: str) -> str:
     """Sort key: the orders in their natural sequence first, then any other by name."""
-    rank = ORDERS.index(order) if order in ORDERS else len(ORDERS)
+    rank = ORDER_NAMES.index(order) if order in ORDER_NAMES else len(ORDER_NAMES)
     return f"{rank}:{order}"
 
 

@@ -20,7 +20,9 @@ analysis are adjusted within it (`correction`: Holm or Benjamini–Hochberg).
 verdicts.csv holds COLUMNS: p_raw / p_adjusted (H0: A − B = 0, two-sided) and p_equiv_raw /
 p_equiv_adjusted (TOST, H0: |A − B| ≥ margin) of the used analysis, both analyses' estimates,
 intervals and raw p-values (paired_*, blocked_*), the family, correction, margin (a fraction of
-accuracy), the verdict and what was refused (`note`).
+accuracy), the verdict and what was refused (`note`); and, where the runs saved per-image test
+predictions, an interval over seeds × test images and per-seed McNemar tests (`image_noise`:
+boot_*, mcnemar_*, test_images), shown beside the verdict, which they do not change.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from typing import Any
 
 import pandas as pd
 
+from kdprune.reporting import image_noise
 from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels, uses_teacher
+from kdprune.reporting.correctness import ImageEvidence, image_evidence
 from kdprune.reporting.inference import (
     A_BETTER,
     B_BETTER,
@@ -64,7 +68,7 @@ COLUMNS = [
     "verdict_text", "paired_low", "paired_high", "p_paired", "p_equiv_paired", "blocked_mean",
     "blocked_low", "blocked_high", "blocked_df", "p_blocked", "p_equiv_blocked", "note",
     "a_test_acc", "b_test_acc", "a_macs_speedup", "b_macs_speedup", "a_sparsity", "b_sparsity",
-    "macs_gap", "weights_gap", "matched", "a_fingerprint", "b_fingerprint",
+    "macs_gap", "weights_gap", "matched", "a_fingerprint", "b_fingerprint", *image_noise.COLUMNS,
 ]  # fmt: skip
 
 
@@ -174,7 +178,7 @@ def _tests(row: dict[str, Any], paired: Estimate, blocked: Estimate) -> dict[str
 
 def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, Any]:
     """One row of the verdict table, before the family's correction."""
-    values, names, teachers, fit, options = level
+    values, names, teachers, fit, options, images = level
     fa, fb = a["config_fingerprint"], b["config_fingerprint"]
     side_a, side_b = _finite(values, fa), _finite(values, fb)
     seeds = tuple(sorted(set(side_a) & set(side_b)))
@@ -199,6 +203,7 @@ def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, 
             **_matching(means_a, means_b),
             "a_fingerprint": fa,
             "b_fingerprint": fb,
+            **image_noise.contrast_columns(images, fa, fb, seeds, refused),
         },
         paired,
         blocked,
@@ -268,6 +273,7 @@ def _judge(frame: pd.DataFrame, names: Mapping[str, str], options: Options) -> p
         frame.loc[members.index, "verdict"] = said
     refused = frame["note"].str.startswith("refused")
     frame.loc[refused, "verdict"] = frame.loc[refused, "note"]
+    frame["boot_note"] = image_noise.flags(frame)
     frame["verdict_text"] = [
         {A_BETTER: f"{r['a']} better", B_BETTER: f"{r['b']} better"}.get(r["verdict"], r["verdict"])
         for _, r in frame.iterrows()
@@ -280,10 +286,14 @@ def verdicts(
     summary: pd.DataFrame,
     compare: str = ORDERS_AND_KD,
     options: Options | None = None,
+    images: bool = True,
 ) -> pd.DataFrame:
     """Every comparison of every pairing group, one row each (COLUMNS), in report order:
-    between orders, KD on / off and teachers, or between the values of the `compare` group."""
+    between orders, KD on / off and teachers, or between the values of the `compare` group.
+    `images`: also the seeds × images interval and McNemar (`image_noise`) where the runs saved
+    predictions (left out, NaN, when False)."""
     options = options or Options()
+    evidence = image_evidence(runs) if images else ImageEvidence(default="not computed")
     values = per_seed(runs).set_index(["config_fingerprint", "seed"]).sort_index()
     teachers = _teacher_files(runs)
     rows, names = [], {}
@@ -291,7 +301,7 @@ def verdicts(
         labels_ = side_labels(group, compare)
         names.update(labels_)
         fit = _level_fit(values, list(group["config_fingerprint"]))
-        level = (values, labels_, teachers, fit, options)
+        level = (values, labels_, teachers, fit, options, evidence)
         rows += [_comparison(kind, a, b, level) for kind, a, b in _pairs(group, compare, labels_)]
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in _JUDGED])
     if not frame.empty:
@@ -307,6 +317,7 @@ def verdicts(
 # Columns `_judge` fills in once the family is known.
 _JUDGED = {"family", "ci_low", "ci_high", "interval", "analysis", "p_raw", "p_adjusted"}
 _JUDGED |= {"p_equiv_raw", "p_equiv_adjusted", "correction", "margin", "verdict", "verdict_text"}
+_JUDGED |= {"boot_note"}
 
 
 def write_verdicts(table: pd.DataFrame, path: Path) -> Path:

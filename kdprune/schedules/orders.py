@@ -1,41 +1,42 @@
-"""The three orders of pruning and distillation; each reads like its definition.
+"""The orders of pruning and distillation (the `schedule` group): one class each.
 
-Every order takes the run context, the frozen dense teacher and the student's starting point (the
-same for every order of a comparison), and returns the run's ledger (see `stages.finish`). Epoch
-counts come from the `schedule` config group, which splits one student budget for all orders.
+An order is built from its `schedule.order` node (`order_of(cfg)`); its constructor checks its
+own options, `check(cfg)` the rules it sets on the rest of the config (what it refuses), and
+`run(ctx, teacher, start)` takes the run context, the frozen dense teacher and the student's
+starting point (the same for every order of a comparison) and returns the run's ledger (see
+`stages.finish`), reading like the order's definition. `conf/schedule/<name>.yaml` splits the one
+student budget (`budget.student_epochs`, `budget.finetune_epochs`) into the epochs of the order's
+stages, which the class receives. `kdprune.schedules.names` lists the orders, once.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
-from typing import Any
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
-from torch import nn
+from omegaconf import DictConfig
 
+from kdprune.config import instantiate
 from kdprune.errors import ConfigError
-from kdprune.pruning.structured import layer_widths
+from kdprune.pruning import pruner_class
 from kdprune.schedules.context import RunContext
+from kdprune.schedules.gradual import GradualPruning
+from kdprune.schedules.names import DISTILL_THEN_PRUNE, JOINT, PRUNE_THEN_DISTILL
 from kdprune.schedules.stages import build_pruner, finish, prune, train
 from kdprune.schedules.start import Start, new_student, same_architecture
 from kdprune.schedules.teacher import Teacher
-
-log = logging.getLogger("kdprune")
+from kdprune.values import number, whole_number
 
 PRUNE_TARGETS = ("auto", "student", "teacher")
 
 
-def _regularizer(pruner):
-    """`after_backward` for training that precedes pruning (BN-scale sparsity, movement scores);
-    None if unused."""
-    return pruner.regularize if getattr(pruner, "regularizer", None) is not None else None
-
-
-def _carried(pruner) -> dict[str, Any]:
-    """What a pruner learned while training (its regularizer: movement scores), for the pruners
-    built later in the same order, so it carries over from one pruning step to the next."""
-    regularizer = getattr(pruner, "regularizer", None)
-    return {} if regularizer is None else {"regularizer": regularizer}
+def check_prune_target(prune_target: Any) -> None:
+    """ConfigError unless `prune_target` is one of PRUNE_TARGETS."""
+    if prune_target not in PRUNE_TARGETS:
+        raise ConfigError(
+            f"schedule.prune_target must be one of {', '.join(PRUNE_TARGETS)}, got {prune_target!r}"
+        )
 
 
 def resolve_prune_target(
@@ -47,10 +48,7 @@ def resolve_prune_target(
     `auto` prunes the student when it starts from trained weights or shares the teacher's
     architecture, else the teacher. Pruning an untrained student is refused unless asked for.
     """
-    if prune_target not in PRUNE_TARGETS:
-        raise ConfigError(
-            f"schedule.prune_target must be one of {', '.join(PRUNE_TARGETS)}, got {prune_target!r}"
-        )
+    check_prune_target(prune_target)
     if prune_target == "auto":
         prune_target = "student" if student_init != "scratch" or same_arch else "teacher"
     if prune_target == "student" and student_init == "scratch" and not prune_untrained:
@@ -62,190 +60,192 @@ def resolve_prune_target(
     return prune_target
 
 
-def prune_then_distill(
-    ctx: RunContext,
-    teacher: Teacher,
-    start: Start,
-    finetune_epochs: int,
-    prune_target: str = "auto",
-    prune_untrained: bool = False,
-) -> dict[str, Any]:
-    """Prune the starting weights once to the target, then recover with KD (see
-    `resolve_prune_target` for the reading that prunes the teacher instead)."""
-    target = resolve_prune_target(
-        prune_target, start.init, same_architecture(ctx.cfg), prune_untrained
-    )
-    if target == "teacher":
-        return _prune_teacher_then_distill(ctx, teacher, start, finetune_epochs)
-    student = new_student(ctx, start)
-    dense = copy.deepcopy(student)
-    step = prune(ctx, student)
-    ctx.mark_cut(dense, student)
-    train(ctx, "distill", student, teacher, finetune_epochs)
-    result = finish(
-        ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
-    )
-    return {**result, "prune_target": "student"}
+def _learns_while_training(cfg: DictConfig) -> bool:
+    """Whether the configured pruner learns its scores while the student trains (movement)."""
+    return pruner_class(cfg.prune_method).learns_while_training
 
 
-def _prune_teacher_then_distill(
-    ctx: RunContext, teacher: Teacher, start: Start, finetune_epochs: int
-) -> dict[str, Any]:
-    """Prune a copy of the teacher, then distill the student from the pruned teacher."""
-    pruned = copy.deepcopy(teacher.module).requires_grad_(True)
-    step = prune(ctx, pruned)
-    ctx.mark_cut(teacher.module, pruned)
-    pruned.eval().requires_grad_(False)
-    pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after}, "pruned teacher", None)
-    student = new_student(ctx, start)
-    dense = copy.deepcopy(student)
-    train(ctx, "distill", student, pruned_teacher, finetune_epochs)
-    return {
-        **finish(ctx, dense, student, None, None),
-        "prune_target": "teacher",
-        "pruned_teacher_val_acc": step.val_acc_after,
-        "pruned_teacher_history_len": len(step.result.history or []),
-    }
+class Order(ABC):
+    """One order of pruning and distillation: its options, its rules and its run."""
+
+    name: ClassVar[str]
+
+    def check(self, cfg: DictConfig) -> None:
+        """Raise ConfigError for a config this order refuses (checked before any training)."""
+        return None
+
+    def prunes_teacher(self, cfg: DictConfig) -> bool:
+        """Whether the order prunes the teacher rather than the student."""
+        return False
+
+    @abstractmethod
+    def run(self, ctx: RunContext, teacher: Teacher, start: Start) -> dict[str, Any]:
+        """Train, prune and measure the student; return the run's ledger."""
 
 
-def distill_then_prune(
-    ctx: RunContext,
-    teacher: Teacher,
-    start: Start,
-    distill_epochs: int,
-    finetune_epochs: int,
-) -> dict[str, Any]:
+class PruneThenDistill(Order):
+    """Prune the starting weights once to the target, then recover with KD for all of the
+    student's epochs (see `resolve_prune_target` for the reading that prunes the teacher)."""
+
+    name = PRUNE_THEN_DISTILL
+
+    def __init__(
+        self, finetune_epochs: int, prune_target: str = "auto", prune_untrained: bool = False
+    ) -> None:
+        check_prune_target(prune_target)
+        self.finetune_epochs, self.prune_target = finetune_epochs, prune_target
+        self.prune_untrained = bool(prune_untrained)
+
+    def target(self, cfg: DictConfig, student_init: str) -> str:
+        """What this run prunes, `student` or `teacher` (ConfigError: an untrained student)."""
+        return resolve_prune_target(
+            self.prune_target, student_init, same_architecture(cfg), self.prune_untrained
+        )
+
+    def check(self, cfg: DictConfig) -> None:
+        """An untrained student is not pruned unless asked for, and a method that learns while
+        the student trains (movement) has no training before this order prunes."""
+        self.target(cfg, cfg.student_init)
+        if _learns_while_training(cfg):
+            raise ConfigError(
+                f"prune_method={cfg.prune_method.name} learns its scores while the student "
+                "trains, and prune_then_distill prunes before any training: use schedule=joint "
+                "or distill_then_prune (or a one-shot criterion such as prune_method=taylor)"
+            )
+
+    def prunes_teacher(self, cfg: DictConfig) -> bool:
+        """True when `prune_target` resolves to the teacher."""
+        return self.target(cfg, cfg.student_init) == "teacher"
+
+    def run(self, ctx: RunContext, teacher: Teacher, start: Start) -> dict[str, Any]:
+        """Prune the student's start, then distill; or prune the teacher, then distill from it."""
+        if self.target(ctx.cfg, start.init) == "teacher":
+            return self._prune_teacher_then_distill(ctx, teacher, start)
+        student = new_student(ctx, start)
+        dense = copy.deepcopy(student)
+        step = prune(ctx, student)
+        ctx.mark_cut(dense, student)
+        train(ctx, "distill", student, teacher, self.finetune_epochs)
+        result = finish(
+            ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
+        )
+        return {**result, "prune_target": "student"}
+
+    def _prune_teacher_then_distill(
+        self, ctx: RunContext, teacher: Teacher, start: Start
+    ) -> dict[str, Any]:
+        """Prune a copy of the teacher, then distill the student from the pruned teacher."""
+        pruned = copy.deepcopy(teacher.module).requires_grad_(True)
+        step = prune(ctx, pruned)
+        ctx.mark_cut(teacher.module, pruned)
+        pruned.eval().requires_grad_(False)
+        pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after}, "pruned teacher", None)
+        student = new_student(ctx, start)
+        dense = copy.deepcopy(student)
+        train(ctx, "distill", student, pruned_teacher, self.finetune_epochs)
+        return {
+            **finish(ctx, dense, student, None, None),
+            "prune_target": "teacher",
+            "pruned_teacher_val_acc": step.val_acc_after,
+            "pruned_teacher_history_len": len(step.result.history or []),
+        }
+
+
+class DistillThenPrune(Order):
     """Train the student with KD, prune it to the target, then fine-tune (with KD unless none)."""
-    student = new_student(ctx, start)
-    pruner = build_pruner(ctx, student)
-    train(ctx, "distill", student, teacher, distill_epochs, after_backward=_regularizer(pruner))
-    dense = copy.deepcopy(student)
-    step = prune(ctx, student, pruner)
-    ctx.mark_cut(dense, student)
-    train(ctx, "finetune", student, teacher, finetune_epochs)
-    return finish(
-        ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
-    )
+
+    name = DISTILL_THEN_PRUNE
+
+    def __init__(self, distill_epochs: int, finetune_epochs: int) -> None:
+        self.distill_epochs, self.finetune_epochs = distill_epochs, finetune_epochs
+
+    def check(self, cfg: DictConfig) -> None:
+        """A method that learns while the student trains needs the distill stage's epochs."""
+        if _learns_while_training(cfg) and int(self.distill_epochs) < 1:
+            raise ConfigError(
+                f"prune_method={cfg.prune_method.name} learns its scores in distill_then_prune's "
+                "distill stage, which has no epochs (budget.finetune_epochs equals "
+                "budget.student_epochs)"
+            )
+
+    def run(self, ctx: RunContext, teacher: Teacher, start: Start) -> dict[str, Any]:
+        """Distill (the pruner learning alongside, if it does), prune, fine-tune."""
+        student = new_student(ctx, start)
+        pruner = build_pruner(ctx, student)
+        hook = pruner.training_hook()
+        train(ctx, "distill", student, teacher, self.distill_epochs, after_backward=hook)
+        dense = copy.deepcopy(student)
+        step = prune(ctx, student, pruner)
+        ctx.mark_cut(dense, student)
+        train(ctx, "finetune", student, teacher, self.finetune_epochs)
+        return finish(
+            ctx, dense, student, step.result.history, step.val_acc_after, step.result.round_to
+        )
 
 
-def cubic_sparsity(step: int, start: int, end: int, target: float, initial: float = 0.0) -> float:
-    """Zhu & Gupta (2017): s_t = s_f + (s_i - s_f)(1 - (t - t0)/(t_end - t0))^3, held outside."""
-    if step <= start:
-        return initial
-    if step >= end:
-        return target
-    return target + (initial - target) * (1 - (step - start) / (end - start)) ** 3
+class Joint(Order):
+    """Train with KD while sparsity rises from 0 to the target (cubic schedule, `pruning_steps`
+    prunings between `pruning_start` and `pruning_end`, fractions of the joint stage), then
+    fine-tune."""
 
-
-def scheduled_widths(
-    dense: dict[str, int], final: dict[str, int], fraction: float
-) -> dict[str, int]:
-    """Per-layer widths `fraction` of the way from dense to final (never past final)."""
-    return {
-        path: max(final[path], round(width - fraction * (width - final[path])))
-        for path, width in dense.items()
-        if path in final
-    }
-
-
-class GradualPruning:
-    """A step hook that raises sparsity on the cubic schedule while the student trains.
-
-    At each of `steps` evenly spaced pruning points between `start` and `end` (fractions of the
-    joint stage's optimizer steps) it prunes to the scheduled sparsity. Structured pruning moves
-    every layer from its dense width towards the widths of the one-shot cut of the same method and
-    target (`plan()`, taken at the start): the schedule's fraction s_t / s_final of the way, so the
-    last point lands on exactly those widths (any unit; the per-layer cap holds throughout).
-    Masked pruning masks 1 - (1 - s_t) / (1 - s_now) of the weights still left, which compounds to
-    exactly s_final. Low-rank decomposition moves every layer's ranks from full towards those of
-    the one-shot cut (planned at the first point) the same fraction of the way, re-decomposing
-    the trained layer each time. Returns True when it pruned, so the engine rebuilds the optimizer.
-    `after_backward` is the pruner's training-time hook (BN-scale sparsity, movement scores; None
-    if it has none), and what it learns is handed to every pruning step.
-    """
+    name = JOINT
 
     def __init__(
         self,
-        ctx: RunContext,
-        model: nn.Module,
-        total_steps: int,
-        start: float,
-        end: float,
-        steps: int,
-        dense_model: nn.Module | None = None,
-    ):
-        self.ctx, self.target = ctx, float(ctx.cfg.prune_method.ratio)
-        self.dense_model = dense_model if dense_model is not None else copy.deepcopy(model)
-        self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
-        span = max(self.last - self.first, 1)
-        self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
-        self.sparsity, self.history = 0.0, []
-        pruner = build_pruner(ctx, model)
-        self.after_backward, self.carried = _regularizer(pruner), _carried(pruner)
-        self.structured = pruner.kind == "structured"
-        # Low-rank: one pruner shrinks ranks towards its one-shot cut (see apply_fraction).
-        self.low_rank = pruner if pruner.kind == "low_rank" else None
-        self.dense = layer_widths(model)
-        with ctx.timed("prune"):
-            self.final = pruner.plan() if self.structured else {}
-        # The multiple the planned widths were rounded to (None: not rounded, or not structured).
-        self.round_to = pruner.round_to if self.structured else None
+        joint_epochs: int,
+        finetune_epochs: int,
+        pruning_start: float = 0.0,
+        pruning_end: float = 0.75,
+        pruning_steps: int = 8,
+    ) -> None:
+        whole_number(joint_epochs, "schedule.joint_epochs", 1)
+        whole_number(pruning_steps, "schedule.pruning_steps", 1)
+        number(pruning_start, "schedule.pruning_start", 0.0, 1.0)
+        if number(pruning_end, "schedule.pruning_end", 0.0, 1.0) <= pruning_start:
+            raise ConfigError(
+                f"schedule.pruning_end ({pruning_end}) must come after pruning_start "
+                f"({float(pruning_start)})"
+            )
+        self.joint_epochs, self.finetune_epochs = joint_epochs, finetune_epochs
+        self.pruning_start, self.pruning_end = pruning_start, pruning_end
+        self.pruning_steps = pruning_steps
 
-    def __call__(self, model: nn.Module, step: int) -> bool:
-        if step not in self.points:
-            return False
-        scheduled = cubic_sparsity(step, self.first, self.last, self.target)
-        with self.ctx.timed("prune"):
-            result = self._prune_to(model, scheduled)
-        if result is None:
-            return False
-        self.history += result.history or []
-        self.sparsity = scheduled
-        if step == self.points[-1]:  # the final cut: later epochs are the sweep pruner's
-            self.ctx.mark_cut(self.dense_model, model)
-        log.info("joint: step %d, sparsity %.3f of %.3f", step, scheduled, self.target)
-        return True
+    def check(self, cfg: DictConfig) -> None:
+        """Feature KD cannot follow channels removed while training."""
+        if cfg.kd.name == "fitnet" and pruner_class(cfg.prune_method).kind == "structured":
+            raise ConfigError(
+                "kd=fitnet cannot follow channels that schedule=joint removes while training; "
+                "use kd=hinton or kd=attention"
+            )
 
-    def _prune_to(self, model: nn.Module, scheduled: float):
-        if self.low_rank is not None:
-            return self.low_rank.apply_fraction(scheduled / self.target if self.target > 0 else 1.0)
-        if self.structured:
-            fraction = scheduled / self.target if self.target > 0 else 1.0
-            widths = scheduled_widths(self.dense, self.final, fraction)
-            pruner = build_pruner(self.ctx, model, self.carried, ratio=0.0, unit="channels")
-            return pruner.apply_widths(widths)
-        relative = 1 - (1 - scheduled) / (1 - self.sparsity)
-        if relative <= 1e-6:
-            return None
-        return build_pruner(self.ctx, model, self.carried, ratio=relative).apply()
+    def run(self, ctx: RunContext, teacher: Teacher, start: Start) -> dict[str, Any]:
+        """The joint stage with its gradual cut, then fine-tuning."""
+        student = new_student(ctx, start)
+        dense = copy.deepcopy(student)
+        steps_per_epoch = len(ctx.loaders.train)
+        if ctx.cfg.trainer.max_batches is not None:
+            steps_per_epoch = min(steps_per_epoch, int(ctx.cfg.trainer.max_batches))
+        gradual = GradualPruning(
+            ctx, student, self.joint_epochs * steps_per_epoch, self.pruning_start,
+            self.pruning_end, self.pruning_steps, dense,
+        )  # fmt: skip
+        train(
+            ctx, "joint", student, teacher, self.joint_epochs,
+            after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
+        )  # fmt: skip
+        if ctx.cut is None:  # the last pruning point did not prune (nothing left to mask)
+            ctx.mark_cut(dense, student)
+        after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
+        train(ctx, "finetune", student, teacher, self.finetune_epochs)
+        return finish(ctx, dense, student, gradual.history, after_prune_val_acc, gradual.round_to)
 
 
-def joint(
-    ctx: RunContext,
-    teacher: Teacher,
-    start: Start,
-    joint_epochs: int,
-    finetune_epochs: int,
-    pruning_start: float = 0.0,
-    pruning_end: float = 0.75,
-    pruning_steps: int = 8,
-) -> dict[str, Any]:
-    """Train with KD while sparsity rises from 0 to the target (cubic schedule), then fine-tune."""
-    student = new_student(ctx, start)
-    dense = copy.deepcopy(student)
-    steps_per_epoch = len(ctx.loaders.train)
-    if ctx.cfg.trainer.max_batches is not None:
-        steps_per_epoch = min(steps_per_epoch, int(ctx.cfg.trainer.max_batches))
-    gradual = GradualPruning(
-        ctx, student, joint_epochs * steps_per_epoch, pruning_start, pruning_end, pruning_steps,
-        dense,
-    )  # fmt: skip
-    train(
-        ctx, "joint", student, teacher, joint_epochs,
-        after_backward=gradual.after_backward, step_hooks=[gradual], select_on_val=False,
-    )  # fmt: skip
-    if ctx.cut is None:  # the last pruning point did not prune (nothing left to mask)
-        ctx.mark_cut(dense, student)
-    after_prune_val_acc = ctx.evaluate(student, "val")["acc"]
-    train(ctx, "finetune", student, teacher, finetune_epochs)
-    return finish(ctx, dense, student, gradual.history, after_prune_val_acc, gradual.round_to)
+# conf/schedule/*.yaml build the orders through these names (`order._target_`), which every run's
+# config, and so its fingerprint, records: they stay, naming the classes.
+prune_then_distill, distill_then_prune, joint = PruneThenDistill, DistillThenPrune, Joint
+
+
+def order_of(cfg: DictConfig) -> Order:
+    """The configured order, built from `schedule.order`. The node keeps `_partial_: true` from
+    the days when orders were functions: it is part of every run's recorded config."""
+    return instantiate(cfg.schedule.order, _partial_=False)

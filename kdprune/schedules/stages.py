@@ -58,7 +58,7 @@ def objective(ctx: RunContext, student: nn.Module, teacher: Teacher | None):
     """The configured KD objective for this student; its class says whether it uses the teacher
     (plain cross-entropy for `kd: none` does not)."""
     factory = instantiate(ctx.cfg.kd.objective)
-    uses_teacher = teacher is not None and getattr(factory.func, "needs_teacher", True)
+    uses_teacher = teacher is not None and factory.func.needs_teacher
     cached = teacher_logits(ctx, teacher) if uses_teacher else None
     x, _, _ = next(iter(ctx.loaders.val))
     return factory(

@@ -72,7 +72,7 @@ def check_request(
 ) -> None:
     """One-line errors, before any work: a structured one-shot method, a usable ratio grid."""
     cls = pruner_class(cfg.prune_method)
-    if getattr(cls, "kind", None) != "structured" or getattr(cls, "learns_while_training", False):
+    if cls.kind != "structured" or cls.learns_while_training:
         raise ConfigError(
             "kdprune sensitivity removes channels with a one-shot criterion: prune_method must "
             f"be structured (l1, l2, taylor, fpgm, ...), not {cfg.prune_method.name}."

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from kdprune.pruning.base import move_inputs
 from kdprune.pruning.calibration import autograd_enabled, eval_mode
+from kdprune.pruning.graph import ROOT_TYPES, layer_widths
 from kdprune.pruning.movement import IN_FNS, OUT_FNS
-from kdprune.pruning.structured import ROOT_TYPES, layer_widths
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ import logging
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from kdprune.sweeping import internals
 from kdprune.sweeping.storage import BeatWatch, HeartbeatJournalStorage
 
 log = logging.getLogger(__name__)
@@ -66,16 +66,15 @@ def give_back(study: optuna.Study, trial: optuna.Trial) -> None:
 
 def stale_trial_ids(study: optuna.Study, watch: BeatWatch) -> list[int]:
     """Running trials whose worker stopped beating (empty when heartbeats are off)."""
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
+    storage = internals.study_storage(study)
+    if not internals.heartbeat_enabled(storage):
         return []
-    assert isinstance(storage, BaseHeartbeat)
-    stale = set(storage._get_stale_trial_ids(study._study_id))
+    stale = set(internals.stale_trial_ids(storage, internals.study_id(study)))
     if not isinstance(storage, HeartbeatJournalStorage):
         # An RDB storage knows only trials that beat once: watch those whose worker died between
         # asking for them and their first beat (no `worker` attr yet).
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        unbeaten = {t._trial_id: None for t in running if WORKER not in t.user_attrs}
+        unbeaten = {internals.trial_id(t): None for t in running if WORKER not in t.user_attrs}
         stale |= set(watch.stale(unbeaten))
     return sorted(stale)
 
@@ -86,7 +85,7 @@ def fail_stale_trials(study: optuna.Study, watch: BeatWatch) -> list[int]:
     Two workers may notice the same trial: the storage lets one FAIL it, the other gets
     UpdateFinishedTrialError. So does a trial that finished after all.
     """
-    storage, failed = study._storage, []
+    storage, failed = internals.study_storage(study), []
     for trial_id in stale_trial_ids(study, watch):
         try:
             storage.set_trial_user_attr(trial_id, INTERRUPTED, True)

@@ -10,9 +10,9 @@ from omegaconf import DictConfig, ListConfig
 from kdprune.errors import ConfigError, one_line
 from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import parse_constraints
+from kdprune.sweeping.internals import BASIC_LAUNCHER
 from kdprune.sweeping.storage import check_storage
 
-BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 NO_PRUNER = (None, "optuna.pruners.NopPruner")
 
 

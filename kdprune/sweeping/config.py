@@ -21,7 +21,6 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from omegaconf import MISSING
 
 SWEEPER = "kdprune.sweeping.optuna_sweeper.ResumableOptunaSweeper"
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's grid
 
 
 @dataclass

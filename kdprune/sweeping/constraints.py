@@ -28,6 +28,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from kdprune.errors import ConfigError
+from kdprune.sweeping import internals
 from kdprune.sweeping.selectable import check_selectable
 
 DASHBOARD_KEY = "constraints"  # the trial system attr optuna-dashboard shows
@@ -89,7 +90,7 @@ def attach_constraints(
     # JSON has no infinity: the dashboard's page would not parse one, so +inf is stored as the
     # largest float (still never feasible). Optuna reads the list too, beside the named values.
     shown = [min(v, sys.float_info.max) for v in values.values()]
-    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_KEY, shown)
+    trial.storage.set_trial_system_attr(internals.trial_id(trial), DASHBOARD_KEY, shown)
     trial.set_user_attr("constraints", list(values))
     trial.set_user_attr("feasible", all(v <= 0.0 for v in values.values()))
     return values

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
 from typing import Any
 
@@ -27,13 +28,10 @@ import optuna
 from hydra.core.plugins import Plugins
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import (
-    OptunaSweeperImpl,
-    create_params_from_overrides,
-)
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
+from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
 from kdprune.sweeping.checks import check_sweeper
 from kdprune.sweeping.constraints import parse_constraints
@@ -58,7 +56,7 @@ HYDRA_OPTIONS = (
 )
 
 
-class SharedStudySweeper(OptunaSweeperImpl):
+class SharedStudySweeper(internals.OptunaSweeperImpl):
     """The sweep loop: open the shared study, run `n_jobs` workers, report the best trial."""
 
     def __init__(self, sampler: DictConfig, pruner: DictConfig | None, options: dict[str, Any]):
@@ -87,17 +85,13 @@ class SharedStudySweeper(OptunaSweeperImpl):
         return sampler
 
     def _search_space(self, arguments: list[str]) -> tuple[dict, dict, list]:
-        self._process_searchspace_config()
-        space, fixed_params, fixed_overrides = create_params_from_overrides(
-            [*self._parse_sweeper_params_config(), *arguments]
-        )
+        space, fixed_params, fixed_overrides = internals.search_space(self, arguments)
         for name in fixed_params:
             space.pop(name, None)
         if self.sampler_cfg.get("_target_") == GRID_SAMPLER:
-            self.grid = {k: self._to_grid_sampler_choices(d) for k, d in space.items()}
-            self.n_trials = min(
-                self.n_trials, len(optuna.samplers.GridSampler(self.grid)._all_grids)
-            )
+            self.grid = {k: internals.grid_choices(d) for k, d in space.items()}
+            # GridSampler's grid is every combination of the choices (it drops no duplicates)
+            self.n_trials = min(self.n_trials, math.prod(len(c) for c in self.grid.values()))
         return space, fixed_params, fixed_overrides
 
     def _open_study(self) -> optuna.Study:
@@ -108,7 +102,7 @@ class SharedStudySweeper(OptunaSweeperImpl):
             study_name=self.study_name,
             storage=storage,
             sampler=self.make_sampler(0),
-            directions=self._get_directions(),
+            directions=internals.directions(self),
             load_if_exists=True,
         )
 
@@ -122,9 +116,7 @@ class SharedStudySweeper(OptunaSweeperImpl):
         if done < self.n_trials:
 
             def configure(trial: optuna.Trial) -> list[str]:
-                return list(
-                    self._configure_trials([trial], space, fixed_params, fixed_overrides)[0]
-                )
+                return internals.trial_overrides(self, trial, space, fixed_params, fixed_overrides)
 
             self._run_workers(study, self._plan(study, configure))
         results = study_results(study, self.bounds)
@@ -152,7 +144,9 @@ class SharedStudySweeper(OptunaSweeperImpl):
 
         def work() -> None:
             mine = optuna.load_study(
-                study_name=study.study_name, storage=study._storage, sampler=self.make_sampler(0)
+                study_name=study.study_name,
+                storage=internals.study_storage(study),
+                sampler=self.make_sampler(0),
             )
             try:
                 Worker(mine, plan, grace, self.heartbeat_interval).run()

@@ -2,20 +2,22 @@
 batch until every contrast of the report is decided or the cap of seeds is reached
 (`kdprune.reporting.sequential` holds the stopping rule).
 
-Every (arm, seed) run lives in `FOLDER/<arm>/seed_<s>`, `<arm>` the arm's overrides joined
-(`kd=hinton,schedule=joint` -> `kd-hinton__schedule-joint`). A run whose metrics.json says
-status ok is reused, so the same command run again replays the looks from the runs already
-there (look k sees the seeds below n_k only) and goes on where it stopped. Only the arms of
-contrasts still undecided at a look get the next look's seeds.
+Every (arm, seed) run lives in `FOLDER/<arm>/seed_<s>` (`kdprune.sweeping.arms`). A run whose
+metrics.json says status ok is reused, so the same command run again replays the looks from the
+runs already there (look k sees the seeds below n_k only) and goes on where it stopped. Only
+the arms of contrasts still undecided at a look get the next look's seeds.
+
+The same command started N times with the same folder gives N workers that split the runs
+(`kdprune.sweeping.claims`: a file lock per run): each decides a look only once every run the
+look needs is finished or failed, so all of them see the same runs and reach the same decisions.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,26 +32,11 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
+from kdprune.sweeping.arms import SEED_FOLDER, Arm, Launcher
+from kdprune.sweeping.claims import settle, worker_session
 
 if TYPE_CHECKING:
     from kdprune.reporting.verdicts import Options
-
-SEED_FOLDER = "seed_{seed}"
-# A launcher runs one arm (its overrides) at some seeds into FOLDER/<arm>/seed_<s>.
-Launcher = Callable[["Arm", Sequence[int], Path], None]
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One configuration of the sweep's grid, seed aside: its overrides."""
-
-    overrides: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        """The arm's folder name: its overrides, sorted, as `key-value` joined by `__`."""
-        parts = [o.replace("=", "-", 1) for o in sorted(self.overrides)]
-        return re.sub(r"[^A-Za-z0-9._-]", "-", "__".join(parts)) or "default"
 
 
 @dataclass(frozen=True)
@@ -68,11 +55,13 @@ class Plan:
 
 @dataclass
 class Outcome:
-    """Per contrast (a_fingerprint, b_fingerprint) its decision; the last look's seeds."""
+    """Per contrast (a_fingerprint, b_fingerprint) its decision; the looks run; the (arm,
+    seed) runs this worker launched and the runs that failed (left out of the looks)."""
 
     decisions: dict[tuple[str, str], Decision] = field(default_factory=dict)
     looks_run: int = 0
     launched: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, int]] = field(default_factory=list)
 
 
 def grid_arms(sweep_params: dict[str, str]) -> list[Arm]:
@@ -113,13 +102,13 @@ def look_runs(folder: Path, arms: Sequence[Arm], n: int) -> pd.DataFrame | None:
 
 
 def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
-    """The verdicts table of the runs one look sees."""
+    """The verdicts table of the runs one look sees (no image intervals: no look reads them)."""
     from kdprune.reporting.configs import ORDERS_AND_KD, paired_by
     from kdprune.reporting.statistics import summarise
     from kdprune.reporting.verdicts import verdicts
 
     runs = paired_by(runs, ORDERS_AND_KD)
-    return verdicts(runs, summarise(runs), ORDERS_AND_KD, options)
+    return verdicts(runs, summarise(runs), ORDERS_AND_KD, options, images=False)
 
 
 def _arm_of(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
@@ -130,15 +119,22 @@ def _arm_of(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
     }
 
 
-def _launch_missing(
+def _settle_look(
     folder: Path, arms: Sequence[Arm], n: int, launch: Launcher, outcome: Outcome
 ) -> None:
-    """Run every listed arm at the seeds below n it has not finished."""
-    for arm in arms:
-        missing = sorted(set(range(n)) - done_seeds(folder, arm))
-        if missing:
-            launch(arm, missing, folder)
-            outcome.launched += [(arm.name, s) for s in missing]
+    """Every listed arm's runs at the seeds below n finished or failed (run here or by another
+    worker); the runs newly failed are said in one line."""
+    settled = settle(folder, [(arm, range(n)) for arm in arms], launch)
+    outcome.launched += settled.launched
+    new = [run for run in settled.failed if run not in outcome.failed]
+    if new:
+        outcome.failed += new
+        runs = ", ".join(f"{arm} seed {seed}" for arm, seed in new)
+        print(
+            f"kdprune: warning: {len(new)} run(s) failed, left out (retried when the command "
+            f"next starts with no worker on {folder}): {runs}",
+            file=sys.stderr,
+        )
 
 
 def _decide(table: pd.DataFrame, look: int, n: int, alpha: float, options, outcome) -> None:
@@ -156,23 +152,25 @@ def _decide(table: pd.DataFrame, look: int, n: int, alpha: float, options, outco
 
 def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launcher) -> Outcome:
     """Run seeds look by look until every contrast is decided or the cap; returns decisions
-    (undecided ones at the cap included) and what was launched."""
+    (undecided ones at the cap included) and what was launched. Other workers on the same
+    folder share the runs; every one of them returns the same decisions."""
     from kdprune.reporting.verdicts import Options
 
     outcome, table, arm_of = Outcome(), pd.DataFrame(), {}
     options = plan.options or Options()
-    for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):
-        needed = list(arms) if k == 0 else _needed(table, outcome, arm_of, arms)
-        _launch_missing(folder, needed, n, launch, outcome)
-        runs = look_runs(folder, arms, n)
-        if runs is None or runs.empty:
-            raise ConfigError(f"no finished run below {folder} after look {k + 1}.")
-        arm_of = _arm_of(runs, folder)
-        table = _look_table(runs, options)
-        _decide(table, k + 1, n, alpha, options, outcome)
-        outcome.looks_run = k + 1
-        if all(key in outcome.decisions for key in _pairs(table)):
-            break
+    with worker_session(folder):
+        for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):
+            needed = list(arms) if k == 0 else _needed(table, outcome, arm_of, arms)
+            _settle_look(folder, needed, n, launch, outcome)
+            runs = look_runs(folder, arms, n)
+            if runs is None or runs.empty:
+                raise ConfigError(f"no finished run below {folder} after look {k + 1}.")
+            arm_of = _arm_of(runs, folder)
+            table = _look_table(runs, options)
+            _decide(table, k + 1, n, alpha, options, outcome)
+            outcome.looks_run = k + 1
+            if all(key in outcome.decisions for key in _pairs(table)):
+                break
     for key, n_seen in zip(_pairs(table), table["n"], strict=True):
         outcome.decisions.setdefault(key, undecided(int(n_seen)))
     return outcome
@@ -195,7 +193,8 @@ def _pairs(table: pd.DataFrame) -> list[tuple[str, str]]:
 
 def hydra_launcher(base: Sequence[str]) -> Launcher:
     """A launcher that runs `kdprune -m BASE ARM seed=S1,S2,...` in a child process, each job
-    in FOLDER/<arm>/seed_<s>; a failing child is reported in one line, its runs stay missing."""
+    in FOLDER/<arm>/seed_<s>; a failing child is reported in one line, its runs stay missing.
+    The child holds the runs' locks with its worker."""
 
     def launch(arm: Arm, seeds: Sequence[int], folder: Path) -> None:
         command = [
@@ -203,7 +202,10 @@ def hydra_launcher(base: Sequence[str]) -> Launcher:
             f"seed={','.join(str(s) for s in seeds)}",
             f"hydra.sweep.dir={folder / arm.name}", "hydra.sweep.subdir=seed_${seed}",
         ]  # fmt: skip
-        done = subprocess.run(command, check=False)
+        # close_fds=False: the child inherits the claimed runs' lock descriptors (claims.Flock
+        # makes them inheritable while held), so the runs stay locked until it exits even if
+        # this worker is killed alone.
+        done = subprocess.run(command, check=False, close_fds=False)
         if done.returncode != 0:
             print(
                 f"kdprune: warning: {arm.name} seeds {seeds} exited {done.returncode}",

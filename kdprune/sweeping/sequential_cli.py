@@ -17,10 +17,14 @@ def add_parser(sub: Any, verdict_options: Any) -> None:
     """The `verdict` subcommand's options (the report's verdict options included)."""
     verdict = sub.add_parser(
         "verdict",
-        help="run a grid sweep's seeds in batches until every verdict is decided (or a cap)",
+        help="run a grid sweep's seeds in batches until every verdict is decided (or a cap); "
+        "N workers: the same command with the same --dir, N times",
         description="Run the sweep's arms seed batch by seed batch until every contrast is "
         "decided (A better, B better, equivalent within the margin) or the cap; alpha spent "
-        "over the looks (Lan-DeMets), Holm within each family. Re-running continues.",
+        "over the looks (Lan-DeMets), Holm within each family. Re-running continues. Workers: "
+        "start the same command with the same --dir N times (on one machine or several that "
+        "share the folder) and they split the runs through file locks in it, never run one "
+        "twice, and all reach the same decisions and report; no option needed.",
     )
     verdict.add_argument("overrides", nargs="*", help="e.g. +sweep=orders prune_method.ratio=0.5")
     verdict.add_argument(
@@ -33,7 +37,11 @@ def add_parser(sub: Any, verdict_options: Any) -> None:
         "--spending", choices=SPENDING_NAMES, default="obrien-fleming",
         help="Lan-DeMets alpha-spending function (default obrien-fleming)",
     )  # fmt: skip
-    verdict.add_argument("--dir", help="the runs' folder (default outputs/sweeps/NAME/sequential)")
+    verdict.add_argument(
+        "--dir",
+        help="the runs' folder (default outputs/sweeps/NAME/sequential); every worker of one "
+        "study is started with the same one",
+    )
     verdict_options(verdict)
     # The paired test's seeds are the contrast's own: a look's data for an undecided contrast
     # do not depend on which other contrasts stopped (the blocked model's residual df would).
@@ -47,7 +55,7 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
 
     from kdprune.config import compose_run
     from kdprune.errors import one_line
-    from kdprune.sweeping.config import BASIC_SWEEPER
+    from kdprune.sweeping.internals import BASIC_SWEEPER
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
@@ -141,17 +149,20 @@ def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
     from kdprune.reporting import write_report
     from kdprune.reporting.report import MARKDOWN_FILE
     from kdprune.reporting.sequential_report import section, with_decisions, write_sequential
+    from kdprune.sweeping.claims import report_lock
     from kdprune.sweeping.sequential import look_runs
 
     n = plan.looks[outcome.looks_run - 1]
     runs = look_runs(folder, arms, n)
-    report = write_report(runs, folder, source=str(folder), options=plan.options)
-    table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)
-    text = section(table, report.titles, plan.looks, plan.alphas, plan.spending)
-    files = write_sequential(table, folder, folder / MARKDOWN_FILE, text)
+    with report_lock(folder):  # other workers write the same files: one at a time
+        report = write_report(runs, folder, source=str(folder), options=plan.options)
+        table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)
+        text = section(table, report.titles, plan.looks, plan.alphas, plan.spending)
+        files = write_sequential(table, folder, folder / MARKDOWN_FILE, text)
+    failed = f", {len(outcome.failed)} failed" if outcome.failed else ""
     print(
-        f"{len(runs)} runs in {folder} ({len(outcome.launched)} launched now, the rest reused), "
-        f"{outcome.looks_run} look(s), up to {n} seeds per arm"
+        f"{len(runs)} runs in {folder} ({len(outcome.launched)} launched by this worker{failed}, "
+        f"the rest reused or run by others), {outcome.looks_run} look(s), up to {n} seeds per arm"
     )
     for _, r in table.iterrows():
         look = r["decided_at_look"]

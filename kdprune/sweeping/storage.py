@@ -19,12 +19,12 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from kdprune.errors import ConfigError, FaultError, one_line
 from kdprune.paths import journal_file, sqlite_file
+from kdprune.sweeping import internals
 
 HEARTBEAT_ATTR = "kdprune:heartbeat"  # journal storage: time.time() of the trial's last beat
 RACE_WORDS = ("already exists", "duplicate")
@@ -104,7 +104,7 @@ def grace_seconds(heartbeat_interval: int | None, grace_period: int | None) -> f
     return float(grace_period or 2 * (heartbeat_interval or 0))
 
 
-class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+class HeartbeatJournalStorage(JournalStorage, internals.HeartbeatStorage):
     """Optuna's journal file storage plus heartbeats kept in the journal itself: each beat
     writes the trial's system attr `kdprune:heartbeat`, and a trial is stale when this process has
     seen that value unchanged for the grace period."""
@@ -117,9 +117,11 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+    def stale_trials(self, study_id: int) -> list[int]:
         running = self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
-        return self.watch.stale({t._trial_id: t.system_attrs.get(HEARTBEAT_ATTR) for t in running})
+        return self.watch.stale(
+            {internals.trial_id(t): t.system_attrs.get(HEARTBEAT_ATTR) for t in running}
+        )
 
     def get_heartbeat_interval(self) -> int | None:
         return self.heartbeat_interval
@@ -186,7 +188,7 @@ def unreachable(url: str, err: Exception) -> FaultError:
 
 def close_storage(storage: BaseStorage) -> None:
     """Give a storage's database connections back (a job opens one per trial)."""
-    backend = getattr(storage, "_backend", storage)
+    backend = internals.storage_backend(storage)
     if isinstance(backend, RDBStorage):
         backend.remove_session()
         backend.engine.dispose()

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
+from kdprune.sweeping import internals
 from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import Bound, attach_constraints, parse_constraints
 from kdprune.sweeping.storage import close_storage, open_storage
@@ -85,7 +86,9 @@ def epoch_reporter(hydra_cfg: DictConfig) -> Iterator[EpochReporter | None]:
             sampler=optuna.samplers.RandomSampler(),  # never samples here: the cheapest to build
         )
         number = int(hydra_cfg.job.num)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            internals.study_id(study), number
+        )
         prune = not isinstance(pruner, optuna.pruners.NopPruner)
         bounds = parse_constraints(sweeper.get("constraints"))
         yield EpochReporter(optuna.Trial(study, trial_id), prune, bounds)

@@ -24,11 +24,11 @@ from typing import Any
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from kdprune.errors import one_line
 from kdprune.results import METRICS_FILE, read_metrics
+from kdprune.sweeping import internals
 from kdprune.sweeping.budget import (
     ERROR,
     INTERRUPTED,
@@ -66,7 +66,7 @@ class Plan:
 @contextmanager
 def beating(storage: Any, trial_id: int, interval: int | None) -> Iterator[None]:
     """Beat for a trial while the block runs: once at once, then every `interval` seconds."""
-    if not is_heartbeat_enabled(storage):
+    if not internals.heartbeat_enabled(storage):
         yield
         return
     stop = threading.Event()
@@ -93,7 +93,7 @@ def beating(storage: Any, trial_id: int, interval: int | None) -> Iterator[None]
 def job_outcome(ret: JobReturn, n_objectives: int) -> tuple[TrialState, list[float] | None, str]:
     """(state, values, error message) of a finished job."""
     if ret.status != JobStatus.COMPLETED:
-        error = ret._return_value
+        error = internals.job_error(ret)
         if isinstance(error, optuna.TrialPruned):
             return TrialState.PRUNED, None, str(error)
         return TrialState.FAIL, None, one_line(error) if isinstance(error, Exception) else ""
@@ -137,7 +137,7 @@ class Worker:
             if done >= self.plan.n_trials:
                 return
             if done + len(running) >= self.plan.n_trials:
-                if not is_heartbeat_enabled(self.study._storage):
+                if not internals.heartbeat_enabled(internals.study_storage(self.study)):
                     log.info("trials %s run in other workers; this worker stops", running)
                     return
                 if not waiting:
@@ -160,8 +160,8 @@ class Worker:
 
     def run_trial(self, trial: optuna.Trial) -> None:
         """Suggest, launch as job `trial.number`, tell; beating all along."""
-        storage = self.study._storage
-        with beating(storage, trial._trial_id, self.heartbeat):
+        storage = internals.study_storage(self.study)
+        with beating(storage, internals.trial_id(trial), self.heartbeat):
             trial.set_user_attr(WORKER, self.name)  # after the first beat: it has beaten
             self.study.sampler = self.plan.make_sampler(trial.number)
             try:
