@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from compose import run_args
 
@@ -63,6 +64,52 @@ def test_stages_are_told_apart_by_name_architecture_and_order(tmp_path: Path) ->
     ]
     assert len(set(slots)) == 4 and slots[0].endswith("-0") and slots[1].endswith("-1")
     assert slots[2].endswith("-0")
+
+
+class _Stop(Exception):
+    """What the test raises after an epoch, as SIGTERM stops a run once the epoch is saved."""
+
+
+def _movement_fit(folder: Path, writer: bool, stop_after: int | None = None):
+    """Two epochs of lenet5 on digits with movement scores growing, its state under `folder`;
+    `stop_after` stops the run once that epoch is saved."""
+    from kdprune.data import Augment, digits, make_loaders
+    from kdprune.engine import fit, seed_everything
+
+    loaders = make_loaders(digits(), 64, 512, CPU, Augment(), seed=0, num_workers=0)
+    seed_everything(0)
+    model = lenet5(10, 1, 8)
+    pruner = MovementPruner(model, ratio=0.5, regularizer=MovementScores())
+
+    def log(record: dict) -> None:
+        if record["epoch"] == stop_after:
+            raise _Stop
+
+    stage = Stage("distill", 2, CrossEntropyObjective(), partial(torch.optim.AdamW, lr=0.003),
+                  cosine(), CPU, progress=False, max_batches=3, log=log,
+                  after_backward=pruner.training_hook(),
+                  state=RunState(folder, writer, CPU))  # fmt: skip
+    history = fit(model, loaders.train, loaders.val, stage)
+    after = torch.rand(2)  # the generators after the stage
+    return model.state_dict(), pruner.regularizer, history, after
+
+
+def test_a_stage_resumes_and_restores_what_the_pruner_learned(tmp_path: Path) -> None:
+    whole = _movement_fit(tmp_path / "whole", writer=True)
+    with pytest.raises(_Stop):
+        _movement_fit(tmp_path / "run", writer=True, stop_after=1)
+    (saved,) = (tmp_path / "run").glob("distill-*-0.pt")
+    entry = torch.load(saved, weights_only=True)
+    assert (entry["finished"], entry["epoch"]) == (False, 1) and entry["learned"]["regularizer"]
+    resumed = _movement_fit(tmp_path / "run", writer=True)  # epoch 2 only, then saved finished
+    restored = _movement_fit(tmp_path / "run", writer=False)  # nothing trained: all restored
+    for state, scores, history, after in (resumed, restored):
+        assert all(torch.equal(state[k], whole[0][k]) for k in whole[0])
+        assert scores.steps == whole[1].steps == 6  # 3 batches x 2 epochs, scored once each
+        assert all(torch.equal(scores.scores[k], whole[1].scores[k]) for k in whole[1].scores)
+        strip = [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+        assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in whole[2]]
+        assert torch.equal(after, whole[3])
 
 
 def _kdprune(tmp_path: Path, run: str, *extra: str, fault: str | None = None):

@@ -6,8 +6,8 @@ never stopped. The state of one run lives in a folder of its own (`RunState`, ke
 resolved config and the world size), one file per training stage (`fit` call) of the run:
 
 - a stage the stopped run finished holds the model it ended with, the random number generators'
-  states, the epoch records and what the pruner learned (movement scores): the rerun restores it
-  instead of training it again;
+  states, the epoch records and what the pruner learned (its `carried()` objects: movement
+  scores): the rerun restores it instead of training it again;
 - the stage it had begun holds the state after its last finished epoch (model, optimizer, the
   best epoch so far, generators, records, the KD loss's adapters, what the pruner learned): the
   rerun goes on from the next epoch.
@@ -37,7 +37,7 @@ from kdprune.distributed import architecture_hash
 
 log = logging.getLogger("kdprune")
 
-FORMAT = 1
+FORMAT = 2  # 2: what the pruner learned is kept by name (its `carried()`)
 PLAIN = (torch.Tensor, int, float, str, bool, type(None))
 
 
@@ -171,23 +171,27 @@ class StageCheckpoint:
         self.run.write(self.slot, entry)
 
 
-def _learner(stage) -> Any:
-    """The object whose state the stage's after-backward hook grows (movement scores), or
-    None. The hook is a pruner's bound `regularize`: its learned state is the pruner's
-    `regularizer` (BN-scale sparsity holds none worth keeping, but costs nothing to keep)."""
+def _learners(stage) -> dict[str, Any] | None:
+    """What the stage's after-backward hook grows while it trains, by name: the `carried()`
+    objects of the pruner whose `training_hook` it is (movement scores, a BN-scale
+    regularizer), or the object whose method it is; {} without a hook; None for a hook that is
+    no object's method (its state cannot be told)."""
+    if stage.after_backward is None:
+        return {}
     owner = getattr(stage.after_backward, "__self__", None)
-    return getattr(owner, "regularizer", owner)
+    if owner is None:
+        return None
+    carried = getattr(owner, "carried", None)
+    return dict(carried()) if callable(carried) else {"hook": owner}
 
 
 def restorable(stage) -> bool:
     """Whether a stage's state can be saved and restored as data: its architecture stays put
-    while it trains, and its after-backward hook, if any, keeps plain data only."""
+    while it trains, and what its after-backward hook learns is plain data."""
     if stage.step_hooks:
         return False
-    if stage.after_backward is None:
-        return True
-    learner = _learner(stage)
-    return learner is not None and _plain(vars(learner))
+    learners = _learners(stage)
+    return learners is not None and all(_plain(vars(obj)) for obj in learners.values())
 
 
 def _plain(value: Any) -> bool:
@@ -199,14 +203,12 @@ def _plain(value: Any) -> bool:
 
 
 def _learned(stage) -> dict[str, Any]:
-    learner = _learner(stage) if stage.after_backward is not None else None
-    return {} if learner is None else dict(vars(learner))
+    return {name: dict(vars(obj)) for name, obj in (_learners(stage) or {}).items()}
 
 
 def _restore_learned(stage, learned: dict[str, Any], device: torch.device) -> None:
-    learner = _learner(stage) if stage.after_backward is not None else None
-    if learner is not None:
-        vars(learner).update(_to_device(learned, device))
+    for name, obj in (_learners(stage) or {}).items():
+        vars(obj).update(_to_device(learned[name], device))
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
