@@ -138,7 +138,7 @@ def test_other_ranks_write_no_hydra_files_into_rank_0s_folder() -> None:
 
 def _spawn(worker, tmp_path: Path, *args) -> list[dict]:
     mp.spawn(worker, args=(tmp_path, *args), nprocs=ddp_workers.WORLD, join=True)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
 def test_two_ranks_train_and_evaluate_as_one(tmp_path: Path) -> None:
