@@ -15,13 +15,9 @@ from torch.nn import functional as F
 from kdprune.errors import ConfigError
 from kdprune.models.counting import count, measure
 from kdprune.pruning.base import (
-    ALLOCATIONS,
-    UNITS,
     Pruner,
     PruneResult,
     Rebuild,
-    check_choice,
-    check_ratio,
     ignored_module_paths,
     move_inputs,
     scheduled_fraction,
@@ -35,10 +31,11 @@ from kdprune.pruning.graph import (
     replay_history,
     scheduled_widths,
 )
-from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import clone_model, has_masks
-from kdprune.pruning.rounding import candidate_roundings, check_round_to, first_reaching
+from kdprune.pruning.memo import REDUCTIONS, uniform_cut_key
+from kdprune.pruning.rounding import candidate_roundings, first_reaching
 from kdprune.pruning.search import TargetSearch, unreachable
+from kdprune.pruning.structured_options import check_structured_options
 
 __all__ = ["StructuredPruner", "layer_widths", "replay_history"]
 
@@ -124,43 +121,7 @@ class StructuredPruner(Pruner):
         self._final: dict[str, int] = {}
         self._check_prunable()
 
-    @staticmethod
-    def check_options(
-        ratio: Any = None,
-        unit: Any = "channels",
-        allocation: Any = "uniform",
-        max_layer_ratio: Any = 0.9,
-        round_to: Any = None,
-        iterative_steps: Any = 1,
-        tolerance: Any = 0.02,
-        layer_ratios: Any = None,
-        **_: Any,
-    ) -> None:
-        """Raise ConfigError if an option is out of range (no model needed)."""
-        check_ratio(ratio)
-        check_choice(unit, UNITS, "unit")
-        check_choice(allocation, ALLOCATIONS, "allocation")
-        if not isinstance(max_layer_ratio, int | float) or not 0.0 < max_layer_ratio < 1.0:
-            raise ConfigError(
-                f"prune_method max_layer_ratio must lie in (0, 1), got {max_layer_ratio}."
-            )
-        if unit == "channels" and ratio > max_layer_ratio:
-            raise ConfigError(
-                f"prune_method ratio {ratio} exceeds max_layer_ratio {max_layer_ratio}, "
-                "so no layer may lose that many channels."
-            )
-        check_round_to(round_to)
-        if not isinstance(iterative_steps, int) or iterative_steps < 1:
-            raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
-        if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
-            raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
-        if layer_ratios is not None:
-            if unit != "channels" or allocation != "uniform":
-                raise ConfigError(
-                    "prune_method layer_ratios sets channel ratios per layer: it needs unit "
-                    f"channels and allocation uniform, not {unit} and {allocation}."
-                )
-            read_layer_ratios(layer_ratios, max_layer_ratio)
+    check_options = staticmethod(check_structured_options)  # no model needed
 
     def check_target(self) -> None:
         """Search a params/macs cut now, on these weights: a target rounding misses fails here."""
@@ -296,12 +257,33 @@ class StructuredPruner(Pruner):
         uniform, so cheap cuts bound what the search can reach: one at the cap, or, with
         rounding, one at each point of the scan grid.
         """
-        dense = self.measure(self.model)
         magnitude = tp.importance.MagnitudeImportance()
         return max(
-            1.0 - self.measure(self._prune_copy(ratio, round_to, magnitude)[0]) / dense
+            self._reduction(ratio, round_to, magnitude)[0]
             for ratio in self._grid(round_to) or [self.max_layer_ratio]
         )
+
+    def _reduction(
+        self, ratio: float, round_to: int | None, importance: Callable[..., Tensor] | None = None
+    ) -> tuple[float, list[list[Any]] | None]:
+        """The params/macs reduction of the cut at channel `ratio` (rounded to `round_to`;
+        `importance` defaults to the configured one) and its history, None where the reduction
+        was remembered (`kdprune.pruning.memo`): only where the widths of a cut follow from the
+        architecture (uniform allocation) and no calibration moves the random stream."""
+        limits = (self.max_layer_ratio, self.iterative_steps, self.ignored, self.layer_ratios)
+        key = (
+            None
+            if self.global_pruning or (self.calibrate is not None and importance is None)
+            else uniform_cut_key(self.model, self.example_inputs, self.unit,
+                                 importance or self.importance, limits, ratio, round_to)
+        )  # fmt: skip
+        if key is not None and key in REDUCTIONS:
+            return REDUCTIONS[key], None
+        candidate, history = self._prune_copy(ratio, round_to, importance)
+        reduction = 1.0 - self.measure(candidate) / self.measure(self.model)
+        if key is not None:
+            REDUCTIONS.remember(key, reduction)
+        return reduction, history
 
     def _prune_copy(
         self,
@@ -364,13 +346,7 @@ class StructuredPruner(Pruner):
         tolerance) the smallest wins: with rounding, larger ratios leave thin layers whole and
         cut the others harder, an uneven and slower network.
         """
-        dense = self.measure(self.model)
-
-        def reduction_at(ratio: float) -> tuple[float, list[list[Any]]]:
-            candidate, history = self._prune_copy(ratio, round_to)
-            return 1.0 - self.measure(candidate) / dense, history
-
-        search = TargetSearch(reduction_at, self.ratio)
+        search = TargetSearch(functools.partial(self._reduction, round_to=round_to), self.ratio)
         aim, tolerance = self.tolerance / 2, self.tolerance
 
         def done(low: float, high: float) -> bool:
@@ -396,4 +372,6 @@ class StructuredPruner(Pruner):
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."
             )
+        if history is None:  # a remembered reduction: cut these weights at the chosen ratio
+            history = self._prune_copy(best, round_to)[1]
         return history, best

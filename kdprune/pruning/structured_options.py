@@ -1,0 +1,48 @@
+"""The options of a structured cut, checked before any model exists (`validate`, the pruner)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdprune.errors import ConfigError
+from kdprune.pruning.base import ALLOCATIONS, UNITS, check_choice, check_ratio
+from kdprune.pruning.layer_ratios import read_layer_ratios
+from kdprune.pruning.rounding import check_round_to
+
+
+def check_structured_options(
+    ratio: Any = None,
+    unit: Any = "channels",
+    allocation: Any = "uniform",
+    max_layer_ratio: Any = 0.9,
+    round_to: Any = None,
+    iterative_steps: Any = 1,
+    tolerance: Any = 0.02,
+    layer_ratios: Any = None,
+    **_: Any,
+) -> None:
+    """Raise ConfigError if an option is out of range (no model needed)."""
+    check_ratio(ratio)
+    check_choice(unit, UNITS, "unit")
+    check_choice(allocation, ALLOCATIONS, "allocation")
+    if not isinstance(max_layer_ratio, int | float) or not 0.0 < max_layer_ratio < 1.0:
+        raise ConfigError(
+            f"prune_method max_layer_ratio must lie in (0, 1), got {max_layer_ratio}."
+        )
+    if unit == "channels" and ratio > max_layer_ratio:
+        raise ConfigError(
+            f"prune_method ratio {ratio} exceeds max_layer_ratio {max_layer_ratio}, "
+            "so no layer may lose that many channels."
+        )
+    check_round_to(round_to)
+    if not isinstance(iterative_steps, int) or iterative_steps < 1:
+        raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
+    if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
+        raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+    if layer_ratios is not None:
+        if unit != "channels" or allocation != "uniform":
+            raise ConfigError(
+                "prune_method layer_ratios sets channel ratios per layer: it needs unit "
+                f"channels and allocation uniform, not {unit} and {allocation}."
+            )
+        read_layer_ratios(layer_ratios, max_layer_ratio)
