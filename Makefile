@@ -120,8 +120,9 @@ sweep-optuna: data
 # The headline experiment (sweeps/headline.yaml) with the sequential design: its arms (orders x
 # KD x MACs cut x teacher: the student's own architecture and a larger one, cnn5) get seeds in
 # looks (HEADLINE_START, then HEADLINE_BATCH more, up to HEADLINE_CAP) until every verdict is
-# decided; kd=none runs do not use the teacher and run once for both teachers. The defaults fit
-# about 75 minutes on a 2-core AVX-512 CPU. HEADLINE_TEACHER= (empty) skips the larger teacher.
+# decided; kd=none runs do not use the teacher and run once for both teachers. The defaults took
+# 81 minutes on a 2-core AVX-512 CPU from an empty teacher cache (README "The headline verdict").
+# HEADLINE_TEACHER= (empty) skips the larger teacher.
 # Re-running with the same HEADLINE_DIR resumes.
 HEADLINE_DIR ?= outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
 HEADLINE_TEACHER ?= cnn5
