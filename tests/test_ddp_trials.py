@@ -278,7 +278,7 @@ def test_a_study_of_two_process_trials_runs_each_trial_alike_on_both_ranks(tmp_p
         assert {p.name for p in run_dir.iterdir()} == RUN_FILES
         assert (run_dir / "app.log").read_text().count("finetune epoch 1:") == 1
     sources = [read_metrics(Path(t.user_attrs["run_dir"]))["teacher_source"] for t in trials]
-    assert sorted(sources) == ["cache", "cache", "cache", "trained"]  # trained once, by the first trial
+    assert sorted(sources) == ["cache", "cache", "cache", "trained"]  # trained by one trial
     assert {p.name for p in tmp_path.iterdir()} == {"cache", "runs", "s.db"}  # nothing else
 
 
