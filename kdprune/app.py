@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -18,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune import distributed
+from kdprune import distributed, ranks_job
 from kdprune.checks import validate
 from kdprune.config import instantiate, trusted
 from kdprune.data import Augment, make_loaders
@@ -35,7 +33,13 @@ from kdprune.errors import (
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
-from kdprune.results import STATUS_DIVERGED, STATUS_OK, config_fingerprint, write_metrics
+from kdprune.results import (
+    STATUS_DIVERGED,
+    STATUS_OK,
+    config_fingerprint,
+    config_sha256,
+    write_metrics,
+)
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.orders import order_of
 from kdprune.schedules.stages import DENSE_FILE
@@ -60,6 +64,7 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
     validate(cfg)
     ranks = distributed.current()
     distributed.check_run(cfg, ranks)
+    configs = ranks.agree_on_config(run_config(cfg))  # before any work: one config everywhere
     t = cfg.trainer
     with process_settings(t.get("threads"), t.get("keep_freed_memory_mb")):
         device = ranks.device(pick_device(cfg.device))
@@ -79,6 +84,7 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
                         _discard(state)
                     raise
                 metrics["timings"]["total"] = time.perf_counter() - start
+                metrics["config_sha256_by_rank"] = configs
                 if ranks.is_main:
                     write_metrics(run_dir, metrics)
                 _discard(state)  # the run has its result: nothing left to resume
@@ -133,10 +139,14 @@ def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[R
 
 def state_folder(cfg: DictConfig, ranks: Ranks) -> Path:
     """Where a run's training state lives: `paths.state_dir/<config hash>-w<world size>`."""
+    return Path(cfg.paths.state_dir) / f"{config_sha256(run_config(cfg))}-w{ranks.world_size}"
+
+
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's resolved config without Hydra's node."""
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(cfg.paths.state_dir) / f"{key[:16]}-w{ranks.world_size}"
+    return config
 
 
 def _experiment(
@@ -271,14 +281,19 @@ def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
     """Hydra's task function (`kdprune.entry`): a user error ends a single run with one line and
     exit code 2."""
     hc = HydraConfig.get()
+    launched = False
     try:
-        # In a kdprune Optuna sweep, the trial's reporter: a pruned trial raises TrialPruned,
-        # which goes through to the sweeper like any job error and is recorded as PRUNED.
-        with epoch_reporter(hc) as on_epoch:
-            metrics = run(cfg, hc.runtime.output_dir, on_epoch)
+        if ranks_job.wanted(cfg):  # distributed.nproc > 1: this job starts its ranks
+            launched = True
+            metrics = ranks_job.run_job(cfg, hc)
+        else:
+            # In a kdprune Optuna sweep, the trial's reporter: a pruned trial raises TrialPruned,
+            # which goes through to the sweeper like any job error and is recorded as PRUNED.
+            with epoch_reporter(hc) as on_epoch:
+                metrics = run(cfg, hc.runtime.output_dir, on_epoch)
     except (KdpruneError, OSError, RuntimeError) as err:
         return _failed(err, hc)
-    if hc.mode != RunMode.MULTIRUN and distributed.current().is_main:
+    if hc.mode != RunMode.MULTIRUN and distributed.current().is_main and not launched:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")
     return objective_value(cfg, metrics)
@@ -306,6 +321,8 @@ def _failed(err: Exception, hc) -> None:
             1,
             everywhere=False,
         )
+    if isinstance(err, ranks_job.RanksFailed) and not multirun:  # its ranks' line and code
+        _exit_with(str(err), err.exit_code, everywhere=True)
     if multirun:
         if isinstance(err, KdpruneError):
             log.error("%s", err)

@@ -50,7 +50,8 @@ def check_finite(cfg: DictConfig) -> None:
 
 
 def check_run(cfg: DictConfig) -> None:
-    """The run's own keys: seed, device, measurement settings."""
+    """The run's own keys: seed, device, measurement settings, the `distributed` node."""
+    from kdprune.distributed import check_options
     from kdprune.engine import pick_device
 
     whole_number(cfg.seed, "seed")
@@ -62,6 +63,7 @@ def check_run(cfg: DictConfig) -> None:
     whole_number(cfg.measure.warmup, "measure.warmup")
     if cfg.measure.get("threads") is not None:
         whole_number(cfg.measure.threads, "measure.threads", 1)
+    check_options(cfg.get("distributed") or {})
 
 
 def check_epochs(cfg: DictConfig) -> None:

@@ -63,6 +63,7 @@ def check_command_line(argv: list[str]) -> str | None:
     if any(a.startswith("-") and a not in PASS_THROUGH_FLAGS for a in argv):
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
     from omegaconf import open_dict
 
     from kdprune.checks import validate
@@ -76,9 +77,12 @@ def check_command_line(argv: list[str]) -> str | None:
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
         if (cfg.hydra.get("sweeper") or {}).get("_target_") == SWEEPER:
-            from kdprune.sweeping.checks import check_sweeper  # imports Optuna
+            from kdprune.distributed import processes
+            from kdprune.sweeping.checks import check_sweeper, check_trial_processes
 
-            check_sweeper(cfg.hydra)
+            check_sweeper(cfg.hydra)  # imports Optuna
+            if "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN:
+                check_trial_processes(cfg.hydra, processes(cfg.get("distributed") or {}))
         with open_dict(cfg):
             del cfg["hydra"]
         with trusted(cfg.get("trusted_targets") or ()):

@@ -9,6 +9,8 @@ holds what a run needs of it, in one place:
   is started from torchrun's environment (gloo on CPU, NCCL on CUDA, with a timeout on every
   collective); every rank is then given rank 0's run folder (`hydra_overrides`), and ranks other
   than 0 Hydra settings that write no file.
+- `Ranks.agree_on_config`: before any work, the hash of every rank's composed config is
+  all-gathered: a run whose ranks composed different configs stops in one line, naming a key.
 - `Ranks.agree_on_model`: after every change of the architecture, every rank's widths, ranks
   and masks are compared (a hash, all-gathered): a run whose ranks cut differently stops in one
   line; then rank 0's weights are copied to every rank.
@@ -30,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from kdprune.errors import ConfigError, FaultError
+from kdprune.results import config_sha256, flatten
 
 log = logging.getLogger("kdprune")
 
@@ -156,6 +159,23 @@ class Ranks:
         log.info("%s: the %d ranks hold the same model (%s)", where, self.world_size, main)
         return [other for other, _ in gathered]
 
+    def agree_on_config(self, config: dict[str, Any]) -> list[str]:
+        """Stop in one line unless every rank composed the same config (`config`: this rank's,
+        resolved, without Hydra's node); returns each rank's `config_sha256`."""
+        signature = config_sha256(config)
+        if not self.active:
+            return [signature]
+        gathered: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(gathered, (signature, flatten(config)))
+        for rank, (other, flat) in enumerate(gathered):
+            if other != gathered[0][0]:
+                difference = config_difference(gathered[0][1], flat, rank)
+                raise RanksDisagree(
+                    f"ranks disagree on the configuration: {difference}; every rank must run "
+                    "the same configuration, so the run stops"
+                )
+        return [other for other, _ in gathered]
+
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block first (it fills a cache file), the others after it is done
@@ -228,6 +248,18 @@ def _difference(main: dict[str, tuple], other: dict[str, tuple], rank: int) -> s
     return f"rank {rank}'s pruning masks differ from rank 0's"
 
 
+def config_difference(main: dict[str, Any], other: dict[str, Any], rank: int) -> str:
+    """The first key whose value differs between rank 0's flat config and `rank`'s, in words."""
+
+    def value(flat: dict[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "absent"
+
+    for key in sorted(set(main) | set(other)):
+        if key not in main or key not in other or main[key] != other[key]:
+            return f"rank {rank}'s {key} is {value(other, key)}, rank 0's {value(main, key)}"
+    return f"rank {rank}'s config hashes differently from rank 0's"
+
+
 def current() -> Ranks:
     """The ranks of this process: from torch.distributed once `launch` started it, else one."""
     dist = torch.distributed
@@ -241,8 +273,19 @@ def current() -> Ranks:
     )
 
 
+def processes(options: Any) -> int:
+    """The `distributed` node's `nproc`, checked in one line: the processes (ranks) a run asks
+    kdprune to start for it (1: this process runs it)."""
+    nproc = options.get("nproc", 1)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ConfigError(f"distributed.nproc must be a whole number >= 1, got {nproc!r}")
+    return nproc
+
+
 def check_options(options: Any) -> tuple[str, float]:
-    """The `distributed` config node's backend and timeout (seconds), checked in one line."""
+    """The `distributed` config node's backend and timeout (seconds), checked in one line, and
+    its `nproc`."""
+    processes(options)
     backend = str(options.get("backend", "auto"))
     timeout = options.get("timeout_s", 300)
     if backend not in BACKENDS:
@@ -280,13 +323,13 @@ def collective_failure(err: BaseException) -> str | None:
 def hydra_overrides(ranks: Ranks, run_dir: str) -> list[str]:
     """The overrides every rank adds: rank 0's run folder; for the others, no `.hydra/` folder
     and logging to the console only (they write no file)."""
-    overrides = [f"hydra.run.dir={_quoted(run_dir)}"]
+    overrides = [f"hydra.run.dir={quoted(run_dir)}"]
     if not ranks.is_main:
         overrides += ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
     return overrides
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
     """A value as a quoted Hydra override string (paths may hold characters Hydra parses)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -302,6 +345,13 @@ def check_run(cfg: Any, ranks: Ranks) -> None:
     check_options(cfg.get("distributed") or {})
     if not ranks.active:
         return
+    nproc = processes(cfg.get("distributed") or {})
+    if nproc not in (1, ranks.world_size):
+        raise ConfigError(
+            f"distributed.nproc={nproc} asks kdprune to start {nproc} processes, but torchrun "
+            f"already started this run as one of {ranks.world_size}: drop distributed.nproc (or "
+            "set it to the world size), or run without torchrun"
+        )
     if cfg.quantize.name != "none":
         raise ConfigError(
             f"quantize={cfg.quantize.name} runs in one process (INT8 calibration and export): "

@@ -122,8 +122,9 @@ def start_rank(argv: Sequence[str]) -> list[str]:
     other ranks, Hydra settings that write no file. Their log is quiet but for warnings."""
     if any(a in ("-m", "--multirun") for a in argv):
         raise ConfigError(
-            "torchrun runs one experiment over several processes: drop -m (a sweep whose trials "
-            "are torchrun jobs is not supported yet)"
+            "torchrun runs one experiment over several processes: drop -m (for a sweep whose "
+            "trials run on N processes each, run `kdprune -m ... distributed.nproc=N` without "
+            "torchrun)"
         )
     cfg = compose_run(list(argv), with_hydra=True)
     backend, timeout = check_options(cfg.get("distributed") or {})

@@ -157,6 +157,14 @@ def config_fingerprint(config: dict[str, Any], leave_out: tuple[str, ...] = ()) 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def config_sha256(config: dict[str, Any]) -> str:
+    """A short hash of a whole resolved config (seeds, paths and all; Hydra's node left out by
+    the caller): equal exactly when two processes composed the same config. The key of a run's
+    training state, and what every rank of a run over several processes records."""
+    blob = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings to one level with dotted keys: {"kd": {"alpha": 1}} -> {"kd.alpha": 1}."""
     flat: dict[str, Any] = {}

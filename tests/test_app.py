@@ -20,7 +20,7 @@ from kdprune.app import run
 from kdprune.errors import ConfigError
 from kdprune.metrics.ledger import LEDGER_KEYS
 from kdprune.pruning import load_model
-from kdprune.results import read_metrics
+from kdprune.results import config_sha256, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 # Two student epochs (one of them fine-tuning) of three batches each, after a two-epoch teacher.
@@ -151,6 +151,9 @@ def test_metrics_json_is_valid_json(make_cfg, tmp_path: Path) -> None:
     run(make_cfg(*FAST, "kd=none"), tmp_path / "run")
     data = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert data["kd"] == "none" and data["order"] == "distill_then_prune"
+    # What the one rank ran: the hash of the config it recorded (torchrun: one per rank).
+    config = {k: v for k, v in data["config"].items() if k != "data_identity"}
+    assert data["config_sha256_by_rank"] == [config_sha256(config)]
 
 
 def test_the_model_config_name_is_recorded_everywhere(make_cfg, tmp_path: Path) -> None:

@@ -59,3 +59,24 @@ def check_sweeper(hydra_cfg: DictConfig) -> None:
             "that runs jobs in other processes (hydra/launcher=joblib or submitit_local / "
             "submitit_slurm); or start more workers (make sweep-worker)"
         )
+
+
+def check_trial_processes(hydra_cfg: DictConfig, nproc: int) -> None:
+    """ConfigError for a kdprune Optuna sweep whose trials run on `nproc` > 1 processes with a
+    pruner: such trials report no epochs to the study, so the pruner could never stop one.
+
+    Why refused rather than reported: rank 0 of each trial's job would have to report to the
+    study, every rank stop at the same epoch on the pruner's word (one more collective per
+    epoch), and the job, ended by TrialPruned in other processes, tell its sweeper "pruned"
+    rather than "failed" across the process boundary. Until that is built, a pruner that
+    silently never prunes would mislead more than a refusal."""
+    sweeper = hydra_cfg.get("sweeper")
+    if nproc <= 1 or sweeper is None or sweeper.get("_target_") != SWEEPER:
+        return
+    pruner = (sweeper.get("pruner") or {}).get("_target_")
+    if pruner not in NO_PRUNER:
+        raise ConfigError(
+            f"distributed.nproc={nproc} makes each trial a job of {nproc} processes, which "
+            f"reports no epochs to the study, so {pruner} could never stop a trial: use "
+            "hydra/sweeper/pruner=none (or distributed.nproc=1)"
+        )

@@ -31,9 +31,10 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
+from kdprune.distributed import processes
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
-from kdprune.sweeping.checks import check_sweeper
+from kdprune.sweeping.checks import check_sweeper, check_trial_processes
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.storage import grace_seconds, open_storage, redacted
 from kdprune.sweeping.summary import log_results, study_results, write_results
@@ -71,6 +72,7 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         check_sweeper(config.hydra)
+        check_trial_processes(config.hydra, processes(config.get("distributed") or {}))
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def make_sampler(self, trial_number: int) -> optuna.samplers.BaseSampler:

@@ -44,6 +44,7 @@ from kdprune.sweeping.storage import BeatWatch
 log = logging.getLogger(__name__)
 
 RUN_DIR = "run_dir"  # user attr: the trial's run folder (its metrics.json), read by `report`
+RANK_CONFIGS = "config_sha256_by_rank"  # user attr of a trial run on several processes
 
 # A trial's overrides, launched as job number `trial.number`: returns its JobReturn.
 LaunchOne = Callable[[Sequence[str], int], JobReturn]
@@ -114,6 +115,13 @@ def run_dir_of(ret: JobReturn) -> Path | None:
     if hydra_cfg is None:
         return None
     return Path(hydra_cfg.hydra.runtime.output_dir).resolve()
+
+
+def record_ranks(trial: optuna.Trial, metrics: dict[str, Any]) -> None:
+    """A trial whose job ran on several processes carries what each rank ran: the hash of the
+    config each composed (`config_sha256_by_rank`, as in its metrics.json)."""
+    if int(metrics.get("world_size", 1)) > 1 and RANK_CONFIGS in metrics:
+        trial.set_user_attr(RANK_CONFIGS, list(metrics[RANK_CONFIGS]))
 
 
 class Worker:
@@ -188,11 +196,12 @@ class Worker:
         try:
             if run_dir is not None:
                 trial.set_user_attr(RUN_DIR, str(run_dir))
-            if state == TrialState.COMPLETE and self.plan.bounds:
+            if state == TrialState.COMPLETE:
                 has_metrics = run_dir is not None and (run_dir / METRICS_FILE).exists()
-                attach_constraints(
-                    trial, self.plan.bounds, read_metrics(run_dir) if has_metrics else {}
-                )
+                metrics = read_metrics(run_dir) if has_metrics else {}
+                if self.plan.bounds:
+                    attach_constraints(trial, self.plan.bounds, metrics)
+                record_ranks(trial, metrics)
             if state == TrialState.FAIL:
                 trial.set_user_attr(ERROR, error)
             self._tell(trial, values, state)
