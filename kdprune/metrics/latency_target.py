@@ -142,6 +142,17 @@ class LatencyTarget:
     ) -> tuple[float, float]:
         """(dense ms, cut ms): median milliseconds per batch of `input_shape` (C, H, W) of the
         two models on this target, measured interleaved in one run."""
+        ms = self.times_ms({"dense": dense, "cut": cut}, input_shape, clock)
+        return ms["dense"], ms["cut"]
+
+    def times_ms(
+        self,
+        models: Mapping[str, nn.Module],
+        input_shape: Sequence[int],
+        clock: Clock = time.perf_counter,
+    ) -> dict[str, float]:
+        """Median milliseconds per batch of `input_shape` (C, H, W) of each of `models` (by
+        name) on this target, all measured interleaved in one run."""
         generator = torch.Generator().manual_seed(0)
         x = torch.randn(self.batch_size, *input_shape, generator=generator)
         previous = torch.get_num_threads()
@@ -149,13 +160,12 @@ class LatencyTarget:
         try:
             with tempfile.TemporaryDirectory(prefix="kdprune-latency-") as folder:
                 calls = {
-                    name: self._call(model, x, Path(folder) / name)
-                    for name, model in (("dense", dense), ("cut", cut))
+                    name: self._call(model, x, Path(folder) / f"model{i}")
+                    for i, (name, model) in enumerate(models.items())
                 }
-                ms = interleaved_ms(calls, self.repeats, self.warmup, clock)
+                return interleaved_ms(calls, self.repeats, self.warmup, clock)
         finally:
             torch.set_num_threads(previous)
-        return ms["dense"], ms["cut"]
 
     def _call(self, model: nn.Module, x: torch.Tensor, stem: Path) -> Callable[[], Any]:
         """One forward of a deployed copy of `model` (masks folded, eval, CPU) on `x`."""
