@@ -169,3 +169,29 @@ def test_the_ledger_records_the_target_and_the_measured_speedup() -> None:
     assert row["latency_speedup"] == pytest.approx(target.ms(dense) / target.ms(cut))
     assert row["latency_ms_before"] == pytest.approx(target.ms(dense))
     assert {"cpu_model", "cpu_isa"} <= set(row)
+
+
+def test_a_latency_run_records_its_target_and_both_speedups(make_cfg, tmp_path, monkeypatch):
+    """A whole run with unit=latency, its latency a function of the widths (a fixed cost of a
+    tenth of the dense model's plus its MACs): metrics.json names the target, the CPU and both
+    speed-ups, and the measured one meets the target."""
+
+    def widths_ms(self, dense, cut, input_shape, clock=None) -> tuple[float, float]:
+        x = torch.zeros(1, *input_shape)
+        fixed = 0.1 * count(dense, x, "macs")
+        return fixed + count(dense, x, "macs"), fixed + count(cut, x, "macs")
+
+    monkeypatch.setattr(LatencyTarget, "pair_ms", widths_ms)
+    from kdprune.app import run
+
+    overrides = ["budget.student_epochs=2", "budget.finetune_epochs=1", "teacher.epochs=2",
+                 "trainer.max_batches=3", "model=lenet5_wide", "prune_method.unit=latency",
+                 "prune_method.ratio=0.5", "prune_method.latency.batch_size=4"]  # fmt: skip
+    metrics = run(make_cfg(*overrides), tmp_path / "run")
+    assert metrics["unit"] == "latency" and metrics["latency_runtime"] == "onnxruntime"
+    assert metrics["latency_batch_size"] == 4 and metrics["latency_threads"] == 1
+    assert metrics["latency_target_speedup"] == pytest.approx(2.0)
+    assert 1 - 1 / metrics["latency_speedup"] == pytest.approx(0.5, abs=0.02)
+    assert metrics["latency_speedup"] == metrics["latency_ms_before"] / metrics["latency_ms_after"]
+    assert metrics["macs_speedup"] > metrics["latency_speedup"]  # the fixed cost stays
+    assert metrics["cpu_model"] and metrics["cpu_isa"]

@@ -263,9 +263,9 @@ class StructuredPruner(Pruner):
 
     def _below_floor(self, how: str, round_to: int | None) -> ConfigError:
         """The refusal of a latency target below the measured floor: the latency of the largest
-        cut (measured again here, against the dense model, to name both in milliseconds)."""
-        ratio = self._grid(round_to)[-1] if round_to else self.max_layer_ratio
-        floor = self._prune_copy(ratio, round_to, tp.importance.MagnitudeImportance())[0]
+        cut, at the cap (measured again here, with the dense model, to name both in ms)."""
+        magnitude = tp.importance.MagnitudeImportance()
+        floor = self._prune_copy(self.max_layer_ratio, round_to, magnitude)[0]
         shape = tuple(self.example_inputs.shape[1:])
         dense_ms, floor_ms = self.latency.pair_ms(self.model, floor, shape)
         return below_floor(self.latency, self.ratio, dense_ms, floor_ms, how)
