@@ -12,7 +12,9 @@ compressed models in `compression`, its Markdown in `latency_report`); (e) `cuda
 mixed-precision, channels_last teacher training vs a DataLoader-fed fp32 one; (f) `quantization`:
 INT8 (`quantize=ptq`) vs FP32 ONNX Runtime latency of the models' 2x cut, with where the time goes
 (its Markdown in `quantization_report`); (g) `ddp`: a training epoch on two processes
-(DistributedDataParallel, gloo) vs one process. `gpu_check` (`make gpu-check`) is no figure: it
+(DistributedDataParallel, gloo) vs one process; (h) `latency_target`: the measured speed-up of
+the uniform MACs cut and of the latency cut (`prune_method.unit=latency`) against the one asked
+for (its Markdown in `latency_target_report`). `gpu_check` (`make gpu-check`) is no figure: it
 checks the CUDA path on a lent GPU and writes what it found to its own file.
 
 The two sides of each ratio are measured interleaved (A, B, A, B, ...) `reps` times and compared by

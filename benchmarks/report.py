@@ -7,6 +7,7 @@ from typing import Any
 from benchmarks.figures import REGISTRY
 from benchmarks.machine import cpu_label
 from benchmarks.markdown import load_cell
+from benchmarks.measure import reproduce
 from kdprune.reporting.markdown import md_table
 
 SUMMARY_HEADER = ["figure", "measured", "target", "met", "CPU", "load avg", "reproduce"]
@@ -30,6 +31,8 @@ def render(results: dict[str, Any]) -> str:
                 lines.append(
                     f"\n(Measured earlier: {record['measured']}, commit {record['commit']}.)"
                 )
+        elif fig.title:
+            lines += ["", f"## {fig.title}", "", f"Not measured yet: `{reproduce(name)}`."]
     return "\n".join(lines) + "\n"
 
 

@@ -52,6 +52,11 @@ class Sizes:
     # (f)'s 3x3 conv + ReLU alone, FP32 vs INT8: (channels, map size) of LeNet-5's cut and of a
     # CIFAR ResNet's three stages.
     quantization_kernels: tuple[tuple[int, int], ...] = ((8, 28), (16, 32), (32, 16), (64, 8))
+    # (h): models, the speed-ups asked for, and the latency target's batch and timed runs.
+    latency_target_models: tuple[str, ...] = ("resnet20", "mobilenet_v2")
+    latency_target_speedups: tuple[float, ...] = (1.5, 2.0)
+    latency_target_batch: int = 64
+    latency_target_repeats: int = 10
     ddp_steps: int = 100  # steps of the global batch per timed epoch, (g)
     ddp_reps: int = 3
     cuda_model: str = "resnet56"
@@ -91,6 +96,10 @@ class Sizes:
             latency_roundings=(16, 8),  # fixed: the smoke test's cuts do not depend on the CPU
             latency_batches=(1, 8),
             latency_calls=3,
+            latency_target_models=("lenet5",),
+            latency_target_speedups=(1.5,),
+            latency_target_batch=8,
+            latency_target_repeats=2,
             ddp_steps=5,
             ddp_reps=1,
             latency_reps=2,

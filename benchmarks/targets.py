@@ -14,6 +14,9 @@ LATENCY = ">= 0.7"
 # (f), every row: INT8 / FP32 ONNX Runtime speed-up of a model's 2x cut (judged on ResNet-20 at
 # batch 64; Intel's x86 INT8 reaches 2.97x geomean with AMX, which this CPU lacks).
 QUANTIZATION = ">= 1.8"
+# (h), every latency cut: 1 - |measured speed-up / the one asked for - 1|, i.e. within 10% of it
+# (issue 20: ResNet-20 and MobileNetV2 at 2x, ONNX Runtime, batch 64, one thread).
+LATENCY_TARGET = ">= 0.9"
 
 TARGETS: dict[str, dict[str, str]] = {
     "training": {"engine_vs_bare_throughput": ">= 0.95"},
@@ -39,7 +42,7 @@ def meets(value: float, target: str) -> bool:
 
 
 # Figures with one target per row (the same for every row).
-PER_ROW = {"latency": LATENCY, "quantization": QUANTIZATION}
+PER_ROW = {"latency": LATENCY, "quantization": QUANTIZATION, "latency_target": LATENCY_TARGET}
 
 
 def targets_for(name: str, ratios: Iterable[str]) -> dict[str, str]:

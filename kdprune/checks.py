@@ -66,6 +66,19 @@ def check_run(cfg: DictConfig) -> None:
     check_options(cfg.get("distributed") or {})
 
 
+def check_latency_runtime(cfg: DictConfig) -> None:
+    """A latency target on the INT8 runtime needs a run that ships an INT8 model."""
+    latency = cfg.prune_method.get("latency") or {}
+    if cfg.prune_method.get("unit") != "latency" or latency.get("runtime") != "onnxruntime_int8":
+        return
+    if cfg.quantize.get("name", "none") == "none":
+        raise ConfigError(
+            "prune_method.latency.runtime=onnxruntime_int8 times the INT8 model of a quantized "
+            "run, and this run does not quantize (quantize=none): set quantize=ptq or qat, or "
+            "runtime onnxruntime"
+        )
+
+
 def check_epochs(cfg: DictConfig) -> None:
     """Every epoch count is a whole number >= 0, and the fine-tune share fits the budget."""
     whole_number(cfg.teacher.epochs, "teacher.epochs")
@@ -201,6 +214,7 @@ def validate(cfg: DictConfig) -> None:
     check_epochs(cfg)
     check_optimizers(cfg)
     validate_prune_method(cfg.prune_method)
+    check_latency_runtime(cfg)
     check_schedule(cfg)
     check_models(cfg)
     check_quantize_model(cfg)

@@ -71,7 +71,8 @@ def _report_parser(sub: Any) -> None:
     report.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps/study.db")
     report.add_argument("--study", help="study name in --storage (optional if it holds one)")
     report.add_argument("--out", help="output folder (default: SOURCE, or the database's folder)")
-    x_axes, x_help = ["sparsity", "macs_speedup", "params_removed"], "x axis (as achieved)"
+    x_axes = ["sparsity", "macs_speedup", "params_removed", "latency_speedup"]
+    x_help = "x axis (as achieved; latency_speedup: measured on the runs' latency target)"
     report.add_argument("--x", choices=x_axes, default="sparsity", help=x_help)
     report.add_argument(
         "--pareto", action="store_true", help="also draw pareto.png (val_acc vs MACs speed-up)"

@@ -141,9 +141,19 @@ def _without(config: dict[str, Any], dotted: str) -> dict[str, Any]:
     return {**config, head: _without(config[head], rest)}
 
 
+def _inert(config: dict[str, Any]) -> tuple[str, ...]:
+    """Keys that change nothing in this config: a structured cut's latency target unless its
+    unit is latency (so runs from before `prune_method.latency` existed keep their identity)."""
+    prune_method = config.get("prune_method")
+    if not isinstance(prune_method, dict) or prune_method.get("unit") == "latency":
+        return ()
+    return ("prune_method.latency", "prune_method.pruner.latency")
+
+
 def configuration(config: dict[str, Any], leave_out: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A run's config (as in metrics.json's `config`) minus NOT_CONFIGURATION and `leave_out`."""
-    for dotted in (*NOT_CONFIGURATION, *leave_out):
+    """A run's config (as in metrics.json's `config`) minus NOT_CONFIGURATION, `leave_out` and
+    what is inert in it (`_inert`)."""
+    for dotted in (*NOT_CONFIGURATION, *_inert(config), *leave_out):
         config = _without(config, dotted)
     return config
 

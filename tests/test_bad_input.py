@@ -33,6 +33,12 @@ VALUES = [
     ("prune_method.ratio=abc",),
     ("prune_method.unit=bytes",),
     ("prune_method.max_layer_ratio=0",),
+    ("prune_method.unit=latency", "prune_method.latency.runtime=tensorrt"),
+    ("prune_method.unit=latency", "prune_method.latency.runtime=onnxruntime_int8"),  # no quantize
+    ("prune_method.unit=latency", "prune_method.latency.batch_size=0"),
+    ("prune_method.latency.threads=-1",),  # checked with unit channels too: a typo fails now
+    ("++prune_method.latency.batchsize=64",),
+    ("prune_method=tucker2", "prune_method.unit=latency"),  # structured cuts only
     ("prune_method=l1_unstructured", "prune_method.unit=channels"),
     ("prune_method=tucker2", "prune_method.ratio=1.0"),
     ("prune_method=tucker2", "prune_method.allocation=spectral"),

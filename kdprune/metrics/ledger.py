@@ -21,6 +21,14 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
   model name), `cpu_isa` (widest vector ISA: `avx512f`, `avx2`, ..., `asimd`, `unknown`),
   `cpu_vnni` and `cpu_amx` (bools: the INT8 dot-product instructions)
 
+A run with `prune_method.unit=latency` adds the latency target it was cut to and its measured
+latency on it (`kdprune.metrics.latency_target.latency_record`): `latency_runtime` (eager |
+onnxruntime | onnxruntime_int8), `latency_batch_size`, `latency_threads`,
+`latency_target_reduction` (the `ratio` asked for) and `latency_target_speedup` (1 / (1 -
+ratio)), `latency_ms_before`, `latency_ms_after` (median ms per batch, dense and compressed
+timed interleaved) and `latency_speedup` (before / after: the measured speed-up on the named
+runtime, beside `macs_speedup`), with the `cpu_*` keys of the CPU it was measured on.
+
 A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
 the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
 """

@@ -2,8 +2,9 @@
 target searches, low in the import order so that every one of them can use it.
 
 A target search compares models by a `Measure` (model -> a number, smaller is cheaper);
-`measure(unit, example_inputs)` gives the count of `unit`. A measured unit (CPU latency, say)
-plugs into the same searches as one more Measure.
+`measure(unit, example_inputs)` gives the count of `unit`, `reduction(measure)` the `Reduction`
+a search aims at. A measured unit (CPU latency, `kdprune.metrics.latency_target`) plugs into
+the same searches as one more Reduction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from kdprune.models.common import clone_model
 COUNTED_UNITS = ("params", "macs")  # what `count` counts; `channels` is a pruner's own knob
 
 Measure = Callable[[nn.Module], float]
+# (dense, cut) -> the fraction of the dense model's measure the cut removes. A measured unit
+# (`kdprune.metrics.LatencyTarget.reduction`) times both models together, interleaved.
+Reduction = Callable[[nn.Module, nn.Module], float]
 
 
 def _inputs_for(model: nn.Module, example_inputs: Tensor) -> Tensor:
@@ -51,3 +55,8 @@ def measure(unit: str, example_inputs: Tensor) -> Measure:
     if unit not in COUNTED_UNITS:
         raise ValueError(f"no measure of {unit!r}; counted units: {', '.join(COUNTED_UNITS)}")
     return lambda model: count(model, example_inputs, unit)
+
+
+def reduction(of: Measure) -> Reduction:
+    """The Reduction of a Measure: 1 - of(cut) / of(dense)."""
+    return lambda dense, cut: 1.0 - of(cut) / of(dense)

@@ -33,6 +33,7 @@ Structured pruning replaces parameters (new nn.Parameter objects): build the opt
 
 from kdprune.pruning.base import (
     ALLOCATIONS,
+    MEASURED_UNITS,
     UNITS,
     MaskedPruner,
     Pruner,
@@ -56,6 +57,7 @@ from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
 
 __all__ = [
     "ALLOCATIONS",
+    "MEASURED_UNITS",
     "UNITS",
     "BNScaleSparsity",
     "ChannelMovementPruner",

@@ -16,7 +16,8 @@ from kdprune.config import instantiate
 from kdprune.errors import ConfigError
 from kdprune.models import classifier_path
 
-UNITS = ("channels", "params", "macs")
+UNITS = ("channels", "params", "macs")  # what every pruner's `ratio` may be a fraction of
+MEASURED_UNITS = ("latency",)  # a measured latency: structured cuts only (`prune_method.latency`)
 ALLOCATIONS = ("uniform", "global")
 
 
@@ -242,7 +243,7 @@ def validate(prune_cfg: Mapping[str, Any]) -> None:
     pruner class's own `check_options` on the node's arguments.
     """
     check_ratio(prune_cfg.get("ratio"))
-    check_choice(prune_cfg.get("unit"), UNITS, "unit")
+    check_choice(prune_cfg.get("unit"), UNITS + MEASURED_UNITS, "unit")
     factory = _pruner_factory(prune_cfg)
     options = factory.keywords if isinstance(factory, functools.partial) else {}
     _class_of(factory).check_options(**options)

@@ -30,8 +30,8 @@ from torch import nn
 from kdprune.decomposition import rebuild
 from kdprune.errors import ConfigError, KdpruneError
 from kdprune.models import build
+from kdprune.pruning.graph import replay_history  # not via structured: export -> io stays acyclic
 from kdprune.pruning.masks import plain_state_dict
-from kdprune.pruning.structured import replay_history
 from kdprune.results import atomic_write
 
 FORMAT = "kdprune.model"

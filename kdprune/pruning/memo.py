@@ -9,6 +9,11 @@ MACs follow from the architecture, the ratio and the rounding; the scores only p
 channels go. The reduction is then a function of `uniform_cut_key`, and remembering it changes
 how long a search takes, never what it finds. A criterion that draws random numbers is never
 remembered: skipping its pass would move the random stream the run trains with afterwards.
+
+A measured latency (`prune_method.unit=latency`) is remembered too, its `unit` being the
+target's key (`kdprune.metrics.LatencyTarget.key`: runtime, batch, threads, protocol, CPU model
+and ISA). There remembering does change what a search finds, by design: a second measurement of
+the same cut would differ by the timing noise, and a run's checks and its cut must agree.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def shapes(inputs: Any) -> Any:
 def uniform_cut_key(
     model: nn.Module,
     example_inputs: Any,
-    unit: str,
+    unit: Any,
     importance: Any,
     limits: tuple[float, int, tuple[str, ...], dict[str, float]],
     ratio: float,

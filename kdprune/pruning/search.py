@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import pairwise
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kdprune.errors import ConfigError
 
@@ -88,4 +88,18 @@ def unreachable(unit: str, target: float, how: str, reach: float, end: str = "."
     return ConfigError(
         f"a {unit} reduction of {target:.1%} cannot be reached: {how} removes at most "
         f"{reach:.1%}{end}"
+    )
+
+
+def below_floor(
+    target: Any, ratio: float, dense_ms: float, floor_ms: float, how: str
+) -> ConfigError:
+    """The error for a latency target (`target`: a `kdprune.metrics.LatencyTarget`) below the
+    measured floor: the latency `floor_ms` of the largest cut (`how`), which cutting channels
+    does not lower (the fixed cost of a call: `make bench` (d))."""
+    return ConfigError(
+        f"a latency reduction of {ratio:.1%} ({1 / (1 - ratio):.2f}x faster) on "
+        f"{target.describe()} cannot be reached: the measured floor is {floor_ms:.3g} ms of the "
+        f"dense model's {dense_ms:.3g} ms ({dense_ms / floor_ms:.2f}x at most, "
+        f"{how}); cutting channels does not remove that fixed cost."
     )

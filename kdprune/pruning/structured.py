@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -13,7 +12,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from kdprune.errors import ConfigError
-from kdprune.models.counting import count, measure
+from kdprune.metrics.latency_target import LatencyTarget
+from kdprune.models.counting import count, measure, reduction
 from kdprune.pruning.base import (
     Pruner,
     PruneResult,
@@ -34,12 +34,15 @@ from kdprune.pruning.graph import (
 from kdprune.pruning.masks import clone_model, has_masks
 from kdprune.pruning.memo import REDUCTIONS, uniform_cut_key
 from kdprune.pruning.rounding import candidate_roundings, first_reaching
-from kdprune.pruning.search import TargetSearch, unreachable
+from kdprune.pruning.search import TargetSearch, below_floor, unreachable
 from kdprune.pruning.structured_options import check_structured_options
+from kdprune.pruning.structured_search import search_ratio
 
 __all__ = ["StructuredPruner", "layer_widths", "replay_history"]
 
 SCAN_POINTS = 20  # channel ratios tried when `round_to` is set
+# A measured candidate costs an export and a timed run, not a count: a coarser scan.
+LATENCY_SCAN_POINTS = 10
 
 
 class StructuredPruner(Pruner):
@@ -47,7 +50,10 @@ class StructuredPruner(Pruner):
 
     `ratio` means, by `unit`: `channels` the fraction of prunable channels removed (Torch-Pruning's
     pruning_ratio); `params` / `macs` the fraction of the model's parameters / MACs removed, found
-    by bisecting the channel ratio until the count is within `tolerance` (absolute) of the target.
+    by bisecting the channel ratio until the count is within `tolerance` (absolute) of the target;
+    `latency` the fraction of the latency measured on the `latency` target removed (a
+    `kdprune.metrics.LatencyTarget` or its options: runtime, batch_size, threads, repeats,
+    warmup), searched alike; below the measured floor (the latency of the largest cut) it refuses.
     `allocation` is `uniform` (every layer loses the same fraction) or `global` (one ranking over
     all layers); `max_layer_ratio` caps any layer. `layer_ratios` (a ratio file or a mapping,
     module path -> channel ratio, see `kdprune.pruning.layer_ratios`) sets the ratio of the
@@ -77,6 +83,7 @@ class StructuredPruner(Pruner):
         ignored_layers: Iterable[str] = (),
         layer_ratios: Any = None,
         tolerance: float = 0.02,
+        latency: Any = None,
         max_search_steps: int = 12,
         calibrate: Callable[[nn.Module, Batches, LossFn], None] | None = None,
         regularizer: Any = None,
@@ -92,6 +99,7 @@ class StructuredPruner(Pruner):
             iterative_steps=iterative_steps,
             tolerance=tolerance,
             layer_ratios=layer_ratios,
+            latency=latency,
         )
         if calibrate is not None and calibration is None:
             raise ConfigError(
@@ -114,8 +122,15 @@ class StructuredPruner(Pruner):
         self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
-        # What a params/macs target is a reduction of (a channel target needs none).
-        self.measure = None if unit == "channels" else measure(unit, example_inputs)
+        self.latency = LatencyTarget.of(latency) if unit == "latency" else None
+        # (dense, cut) -> the reduction a params/macs/latency target asks for (channels: none).
+        self.reduction_of = (
+            None
+            if unit == "channels"
+            else self.latency.reduction(tuple(example_inputs.shape[1:]))
+            if self.latency is not None
+            else reduction(measure(unit, example_inputs))
+        )
         # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
         self._dense: dict[str, int] = {}
         self._final: dict[str, int] = {}
@@ -242,13 +257,25 @@ class StructuredPruner(Pruner):
         how = f"pruning every layer by up to max_layer_ratio={self.max_layer_ratio}" + (
             f" with round_to={best}" if best else ""
         )
+        if self.latency is not None:
+            raise self._below_floor(how, best)
         raise unreachable(self.unit, self.ratio, how, reach[best])
+
+    def _below_floor(self, how: str, round_to: int | None) -> ConfigError:
+        """The refusal of a latency target below the measured floor: the latency of the largest
+        cut, at the cap (measured again here, with the dense model, to name both in ms)."""
+        magnitude = tp.importance.MagnitudeImportance()
+        floor = self._prune_copy(self.max_layer_ratio, round_to, magnitude)[0]
+        shape = tuple(self.example_inputs.shape[1:])
+        dense_ms, floor_ms = self.latency.pair_ms(self.model, floor, shape)
+        return below_floor(self.latency, self.ratio, dense_ms, floor_ms, how)
 
     def _grid(self, round_to: int | None) -> list[float]:
         """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
         if not round_to:
             return []
-        return [self.max_layer_ratio * i / SCAN_POINTS for i in range(1, SCAN_POINTS + 1)]
+        points = SCAN_POINTS if self.latency is None else LATENCY_SCAN_POINTS
+        return [self.max_layer_ratio * i / points for i in range(1, points + 1)]
 
     def _reach(self, round_to: int | None) -> float:
         """The largest params/macs reduction the channel ratios up to the cap can give.
@@ -266,24 +293,28 @@ class StructuredPruner(Pruner):
     def _reduction(
         self, ratio: float, round_to: int | None, importance: Callable[..., Tensor] | None = None
     ) -> tuple[float, list[list[Any]] | None]:
-        """The params/macs reduction of the cut at channel `ratio` (rounded to `round_to`;
-        `importance` defaults to the configured one) and its history, None where the reduction
-        was remembered (`kdprune.pruning.memo`): only where the widths of a cut follow from the
-        architecture (uniform allocation) and no calibration moves the random stream."""
+        """The params/macs/latency reduction of the cut at channel `ratio` (rounded to
+        `round_to`; `importance` defaults to the configured one) and its history, None where the
+        reduction was remembered (`kdprune.pruning.memo`): only where the widths of a cut follow
+        from the architecture (uniform allocation) and no calibration moves the random stream.
+        A latency is remembered with its target, protocol and CPU in the key (`unit`): one run's
+        checks and cut then agree on one measurement instead of three noisy ones, and a sweep's
+        trials in one process share it; another CPU or target measures again."""
         limits = (self.max_layer_ratio, self.iterative_steps, self.ignored, self.layer_ratios)
+        unit = self.unit if self.latency is None else ("latency", *self.latency.key())
         key = (
             None
             if self.global_pruning or (self.calibrate is not None and importance is None)
-            else uniform_cut_key(self.model, self.example_inputs, self.unit,
+            else uniform_cut_key(self.model, self.example_inputs, unit,
                                  importance or self.importance, limits, ratio, round_to)
         )  # fmt: skip
         if key is not None and key in REDUCTIONS:
             return REDUCTIONS[key], None
         candidate, history = self._prune_copy(ratio, round_to, importance)
-        reduction = 1.0 - self.measure(candidate) / self.measure(self.model)
+        achieved = self.reduction_of(self.model, candidate)
         if key is not None:
-            REDUCTIONS.remember(key, reduction)
-        return reduction, history
+            REDUCTIONS.remember(key, achieved)
+        return achieved, history
 
     def _prune_copy(
         self,
@@ -336,38 +367,14 @@ class StructuredPruner(Pruner):
         return plain_history(pruner.pruning_history())
 
     def _search(self, round_to: int | None) -> tuple[list[list[Any]], float]:
-        """Find the channel ratio whose params/macs reduction is within tolerance of the target,
-        widths rounded to a multiple of `round_to` (None: not rounded).
-
-        Without rounding the reduction grows with the ratio and is bisected. With `round_to` a
-        layer whose kept width rounds down to zero is left whole (Torch-Pruning's rule), so the
-        reduction can fall as the ratio grows: a grid is scanned first and bisection refines the
-        grid interval that brackets the target. Among ratios that hit the aim (half the
-        tolerance) the smallest wins: with rounding, larger ratios leave thin layers whole and
-        cut the others harder, an uneven and slower network.
-        """
+        """Find the channel ratio whose params/macs/latency reduction is within tolerance of the
+        target, widths rounded to a multiple of `round_to` (None: not rounded); see
+        `kdprune.pruning.structured_search`."""
         search = TargetSearch(functools.partial(self._reduction, round_to=round_to), self.ratio)
-        aim, tolerance = self.tolerance / 2, self.tolerance
-
-        def done(low: float, high: float) -> bool:
-            # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
-            # on small layers the count moves in steps and may never land closer.
-            best = search.choice(aim)
-            return best is not None and (
-                search.error(best) <= aim or (search.error(best) <= tolerance and high - low < 0.05)
-            )
-
-        low, high = 0.0, self.max_layer_ratio
-        # Params and MACs fall roughly with the square of the kept width: a good first guess.
-        ratio = min(max(1.0 - math.sqrt(1.0 - self.ratio), low), high)
-        if round_to:
-            bracket = search.scan(self._grid(round_to))
-            low, high = bracket or (low, high)
-            ratio = (low + high) / 2 if bracket else high
-        search.bisect(low, high, ratio, self.max_search_steps, done)
-        best = search.choice(aim)
+        cap, steps = self.max_layer_ratio, self.max_search_steps
+        best = search_ratio(search, self._grid(round_to), cap, self.tolerance, steps)
         reduction, history = search.tried[best]
-        if abs(reduction - self.ratio) > tolerance + 1e-9:  # float noise at the boundary
+        if abs(reduction - self.ratio) > self.tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
                 f"pruning could not reach a {self.unit} reduction of {self.ratio:.1%} "
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."

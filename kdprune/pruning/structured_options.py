@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kdprune.errors import ConfigError
-from kdprune.pruning.base import ALLOCATIONS, UNITS, check_choice, check_ratio
+from kdprune.metrics.latency_target import check_latency_options
+from kdprune.pruning.base import ALLOCATIONS, MEASURED_UNITS, UNITS, check_choice, check_ratio
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.rounding import check_round_to
 
@@ -19,11 +20,15 @@ def check_structured_options(
     iterative_steps: Any = 1,
     tolerance: Any = 0.02,
     layer_ratios: Any = None,
+    latency: Any = None,
     **_: Any,
 ) -> None:
-    """Raise ConfigError if an option is out of range (no model needed)."""
+    """Raise ConfigError if an option is out of range (no model needed). The `latency` target
+    is checked whenever given (a typo fails now, not when a later run sets unit=latency)."""
     check_ratio(ratio)
-    check_choice(unit, UNITS, "unit")
+    check_choice(unit, UNITS + MEASURED_UNITS, "unit")
+    if latency is not None or unit == "latency":
+        check_latency_options({} if latency is None else latency)
     check_choice(allocation, ALLOCATIONS, "allocation")
     if not isinstance(max_layer_ratio, int | float) or not 0.0 < max_layer_ratio < 1.0:
         raise ConfigError(

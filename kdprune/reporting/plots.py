@@ -23,6 +23,17 @@ X_AXES = {
     ),
     "macs_speedup": ("macs_speedup", "MACs speed-up (dense MACs / pruned MACs)"),
     "params_removed": ("params_removed_fraction", "parameters removed (1 − after / before)"),
+    "latency_speedup": (
+        "latency_speedup",
+        "measured speed-up on the latency target (dense ms / pruned ms)",
+    ),
+}
+SPEEDUP_AXES = ("macs_speedup", "latency_speedup")
+AXIS_TITLES = {
+    "sparsity": "weight sparsity",
+    "macs_speedup": "MACs speed-up",
+    "latency_speedup": "measured speed-up",
+    "params_removed": "parameters removed",
 }
 ORDER_COLOURS = dict(zip(ORDER_NAMES, ("tab:blue", "tab:orange", "tab:green"), strict=True))
 OTHER_COLOURS = ["tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
@@ -43,6 +54,7 @@ AXIS_NAMES = {
     "cpu_speedup_bs64": "CPU speed-up, batch 64 (×)",
     "cpu_latency_ms_bs1_after": "CPU latency, batch 1 (ms)",
     "cpu_latency_ms_bs64_after": "CPU latency, batch 64 (ms)",
+    "latency_speedup": "measured speed-up, latency target (×)",
 }
 
 
@@ -128,7 +140,7 @@ def _draw_teachers(ax: Axes, runs: pd.DataFrame) -> pd.Series:
 
 def _label_accuracy_plot(fig: Figure, ax: Axes, x: str, n_seeds: int, teachers: pd.Series) -> None:
     """Tick format, axis labels, title (subject and seeds) and the legend beside the axes."""
-    if x == "macs_speedup":
+    if x in SPEEDUP_AXES:
         ax.xaxis.set_major_formatter(lambda v, _: f"{v:.1f}×")
     else:
         ax.xaxis.set_major_formatter(lambda v, _: f"{100 * v:.0f}%")
@@ -136,8 +148,7 @@ def _label_accuracy_plot(fig: Figure, ax: Axes, x: str, n_seeds: int, teachers: 
     ax.set_ylabel("test accuracy")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.04)
-    what = {"sparsity": "weight sparsity", "macs_speedup": "MACs speed-up"}.get(x, "params removed")
-    fig.suptitle(f"Test accuracy vs {what}", fontsize=13, fontweight="bold")
+    fig.suptitle(f"Test accuracy vs {AXIS_TITLES[x]}", fontsize=13, fontweight="bold")
     subject = " / ".join(f"{m} on {d}" for m, d in teachers.index) or "runs"
     note = (
         f"mean over up to {n_seeds} seeds, bands: 95% t interval"

@@ -21,12 +21,12 @@ from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
 from kdprune.reporting.emv import EMV_FILE, plot_emv
 from kdprune.reporting.inference import EQUIVALENT
-from kdprune.reporting.plots import X_AXES, plot_accuracy, plot_pareto
+from kdprune.reporting.plots import AXIS_TITLES, X_AXES, plot_accuracy, plot_pareto
 from kdprune.reporting.quantized import SIZE_PLOT, has_int8, plot_size
 from kdprune.reporting.report_markdown import ReportInputs, markdown
 from kdprune.reporting.report_sections import plus_minus
 from kdprune.reporting.runs import CSV_FILE, write_csv
-from kdprune.reporting.statistics import best_per_level, summarise
+from kdprune.reporting.statistics import LATENCY_TARGET_KEYS, best_per_level, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.reporting.verdict_plot import VERDICTS_PLOT, plot_verdicts
 from kdprune.reporting.verdicts import (
@@ -106,9 +106,7 @@ def _figures(
     study: StudyInfo | None,
 ) -> dict[str, Path]:  # fmt: skip
     """The accuracy plot, and the Pareto plot when asked for or the study has two objectives."""
-    title = {"sparsity": "weight sparsity", "macs_speedup": "MACs speed-up"}.get(
-        x, "parameters removed"
-    )
+    title = AXIS_TITLES[x]
     figures = {
         f"Accuracy vs {title}": plot_accuracy(runs, out_dir / f"accuracy_vs_{x}.png", x, summary)
     }
@@ -123,6 +121,26 @@ def _figures(
             runs, out_dir / SIZE_PLOT
         )
     return figures
+
+
+def check_latency_axis(runs: pd.DataFrame) -> None:
+    """Measured speed-ups make one x axis only when every run has one, all on one target (the
+    same runtime, batch, threads and CPU); else ConfigError in one line."""
+    has = runs.get("latency_speedup", pd.Series(float("nan"), runs.index)).notna()
+    if not has.all():
+        raise ConfigError(
+            f"--x latency_speedup needs a measured speed-up in every run, and {int((~has).sum())} "
+            f"of {len(runs)} lack one (only prune_method.unit=latency runs measure it); use "
+            "--x macs_speedup"
+        )
+    keys = [k for k in LATENCY_TARGET_KEYS if k in runs]
+    targets = runs[keys].astype(str).drop_duplicates()
+    if len(targets) > 1:
+        first, second = (", ".join(t) for t in targets.head(2).itertuples(index=False))
+        raise ConfigError(
+            f"--x latency_speedup plots speed-ups measured on one target, and these runs "
+            f"mix {len(targets)} ({first} and {second}, ...); report them apart"
+        )
 
 
 def write_report(
@@ -142,6 +160,8 @@ def write_report(
     `options` how they are reached (family, correction, margin, analysis)."""
     if x not in X_AXES:
         raise ConfigError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}.")
+    if x == "latency_speedup":
+        check_latency_axis(runs)
     out_dir = Path(out_dir)
     runs = paired_by(runs, compare)
     summary = summarise(runs)

@@ -137,6 +137,22 @@ def _other_keys(summary: pd.DataFrame) -> list[str]:
     return [k for k in keys if k not in COLUMN_KEYS and not k.startswith(COLUMN_GROUPS)]
 
 
+def _has_latency(summary: pd.DataFrame) -> bool:
+    """Whether any configuration measured its speed-up on a latency target (`unit=latency`)."""
+    return "latency_speedup_mean" in summary and bool(summary["latency_speedup_mean"].notna().any())
+
+
+def _measured(row: pd.Series) -> str:
+    """The measured speed-up on a configuration's latency target, and the target, or n/a."""
+    text = plus_minus(row, "latency_speedup", "{:.2f}")
+    if text == "n/a":
+        return text
+    return (
+        f"{text}× ({row['latency_runtime']}, batch {int(row['latency_batch_size'])}, "
+        f"{int(row['latency_threads'])} thread(s))"
+    )
+
+
 def _results_lines(summary: pd.DataFrame, shown: list[str]) -> list[str]:
     """The Results section: every configuration, mean ± std and a t interval over its seeds."""
     others = _other_keys(summary)
@@ -144,6 +160,8 @@ def _results_lines(summary: pd.DataFrame, shown: list[str]) -> list[str]:
     header = [*shown, "order", "kd", "method", "target", *(["differs in"] if others else [])]
     header += ["seeds", "test acc", f"test {CONFIDENCE:.0%} CI", "val acc", "weight sparsity"]
     header += ["params removed", "MACs speed-up", "CPU speed-up bs64"]
+    measured = _has_latency(summary)
+    header += ["measured speed-up (latency target)"] if measured else []
     rows = []
     for _, row in summary.iterrows():
         cells = [str(row[k]) for k in shown]
@@ -156,6 +174,7 @@ def _results_lines(summary: pd.DataFrame, shown: list[str]) -> list[str]:
         cells += [plus_minus(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
         cells += [plus_minus(row, "macs_speedup", "{:.2f}") + "×"]
         cells += [plus_minus(row, "cpu_speedup_bs64", "{:.2f}") + "×"]
+        cells += [_measured(row)] if measured else []
         rows.append(cells)
     return [
         "## Results",

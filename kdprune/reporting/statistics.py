@@ -20,8 +20,12 @@ STAT_COLUMNS = [
     "params_removed_fraction",
     "macs_speedup",
     "cpu_speedup_bs64",
+    "latency_speedup",
     "student_epochs",
 ]
+# The latency target a `unit=latency` run measured its `latency_speedup` on (equal within a
+# configuration: the target is part of it).
+LATENCY_TARGET_KEYS = ["latency_runtime", "latency_batch_size", "latency_threads", "cpu_model"]
 # Interval columns of `summarise` (95% t interval over seeds).
 CI_COLUMNS = ["test_acc", "val_acc"]
 CONFIDENCE = 0.95
@@ -83,7 +87,7 @@ def _first_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """The descriptive columns of each configuration (equal within one by construction)."""
     keys = [*LABEL_KEYS, "pairing_key", "series_key", "schedule_key", "kd_key", "config_json"]
     keys += ["order_key", "kd_pair_key", "teacher_key"]
-    keys += ["fingerprint_from"]
+    keys += ["fingerprint_from", *LATENCY_TARGET_KEYS]
     return runs.groupby("config_fingerprint", sort=False)[[k for k in keys if k in runs]].first()
 
 

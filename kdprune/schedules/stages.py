@@ -19,6 +19,7 @@ from kdprune.config import instantiate
 from kdprune.distributed import MainRankImportance
 from kdprune.engine import fit
 from kdprune.metrics import file_size_bytes, ledger
+from kdprune.metrics.latency_target import LatencyTarget, latency_record
 from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
 from kdprune.schedules.context import RunContext
@@ -215,6 +216,14 @@ def _write_and_measure(
             num_threads=cfg.measure.get("threads"),
             round_to=round_to,
         )
+        if cfg.prune_method.get("unit") == "latency":  # the target the cut was searched on
+            sizes |= latency_record(
+                LatencyTarget.of(cfg.prune_method.get("latency")),
+                float(cfg.prune_method.ratio),
+                copy.deepcopy(dense).cpu().eval(),
+                copy.deepcopy(compressed).cpu().eval(),
+                tuple(ctx.example_inputs.shape[1:]),
+            )
     return {
         **sizes,
         "file_size_bytes": file_size_bytes(path),
