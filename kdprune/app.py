@@ -19,8 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune import distributed
-from kdprune.checks import validate
 from kdprune.config import instantiate, trusted
+from kdprune.config_checks import validate
 from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings

@@ -65,8 +65,8 @@ def check_command_line(argv: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
 
-    from kdprune.checks import validate
     from kdprune.config import compose_run, trusted
+    from kdprune.config_checks import validate
     from kdprune.errors import KdpruneError, one_line
     from kdprune.sweeping.config import SWEEPER
 

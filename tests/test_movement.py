@@ -15,7 +15,7 @@ from compose import compose_cfg
 from torch import nn
 
 from kdprune.app import run
-from kdprune.checks import validate
+from kdprune.config_checks import validate
 from kdprune.errors import ConfigError
 from kdprune.models import lenet5
 from kdprune.pruning import (

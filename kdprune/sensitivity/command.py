@@ -143,7 +143,7 @@ def run_sensitivity(
     """Analyse the model, allocate ratios for the configured cut's budget, write the files;
     on `threads` torch CPU threads (many small copies: more threads rarely help, and on a
     shared CPU they slow it down)."""
-    from kdprune.checks import validate
+    from kdprune.config_checks import validate
     from kdprune.engine import pick_device, process_settings
     from kdprune.schedules.context import progress_setting
 

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from kdprune.app import run
-    from kdprune.checks import validate
+    from kdprune.config_checks import validate
     from kdprune.reporting.study import _open, _study_name
     from kdprune.sweeping import confirm as c
 

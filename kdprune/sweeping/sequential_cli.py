@@ -98,8 +98,8 @@ def _validate(overrides: list[str]) -> None:
     """Compose one arm's run and check it as `kdprune` checks a run (one line on error)."""
     from omegaconf import open_dict
 
-    from kdprune.checks import validate
     from kdprune.config import compose_run, trusted
+    from kdprune.config_checks import validate
     from kdprune.errors import one_line
 
     try:
