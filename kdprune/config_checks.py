@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune.distillation.checks import validate_kd
+from kdprune.distillation.kd_checks import validate_kd
 from kdprune.errors import ConfigError
 from kdprune.sweeping.selectable import check_selectable
 from kdprune.values import number, whole_number

@@ -28,7 +28,7 @@ import importlib
 from typing import Any
 
 # Each public name and the module that defines it, imported on first use: the command line's
-# checks (checks.py) need no torch, and importing this package must not load it for them.
+# checks (kd_checks.py) need no torch, and importing this package must not load it for them.
 _HOMES = {
     "AttentionObjective": "feature_objectives",
     "AttentionTransferLoss": "losses",
@@ -44,8 +44,8 @@ _HOMES = {
     "compute_teacher_logits": "teacher",
     "freeze_teacher": "teacher",
     "probe_feature_shapes": "features",
-    "validate_kd": "checks",
-    "validate_kd_params": "checks",
+    "validate_kd": "kd_checks",
+    "validate_kd_params": "kd_checks",
 }
 
 

@@ -7,13 +7,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kdprune.distillation.checks import layer_paths
 from kdprune.distillation.features import (
     capture_features,
     check_layers,
     collect,
     probe_feature_shapes,
 )
+from kdprune.distillation.kd_checks import layer_paths
 from kdprune.distillation.losses import AttentionTransferLoss, FitNetLoss, KDLoss
 from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
