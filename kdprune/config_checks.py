@@ -192,7 +192,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
     check_values(cfg)  # before the imports below, which load torch
     from kdprune.pruning import validate as validate_prune_method
-    from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
+    from kdprune.quantization.quantize_checks import check_quantize_budget, check_quantize_model
 
     check_run(cfg)
     check_quantize_budget(cfg)  # before check_epochs: it says why a stage's epochs went negative

@@ -19,8 +19,8 @@ from kdprune.config import instantiate
 from kdprune.data import Augment, make_loaders
 from kdprune.quantization import stages
 from kdprune.quantization.calibration import training_images
-from kdprune.quantization.checks import check_quantize_budget
 from kdprune.quantization.onnx_graph import layer_precision, op_counts
+from kdprune.quantization.quantize_checks import check_quantize_budget
 
 BUDGET = ["budget.student_epochs=3", "budget.finetune_epochs=2", "teacher.epochs=2"]
 LENET_LAYERS = 5  # two convs, three linear layers
