@@ -76,7 +76,7 @@ def check_command_line(argv: list[str]) -> str | None:
         fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
         if (cfg.hydra.get("sweeper") or {}).get("_target_") == SWEEPER:
-            from kdprune.sweeping.checks import check_sweeper  # imports Optuna
+            from kdprune.sweeping.sweeper_checks import check_sweeper  # imports Optuna
 
             check_sweeper(cfg.hydra)
         with open_dict(cfg):

@@ -33,10 +33,10 @@ from omegaconf import DictConfig
 
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
-from kdprune.sweeping.checks import check_sweeper
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.storage import grace_seconds, open_storage, redacted
 from kdprune.sweeping.summary import log_results, study_results, write_results
+from kdprune.sweeping.sweeper_checks import check_sweeper
 from kdprune.sweeping.worker import Plan, Worker
 
 log = logging.getLogger(__name__)
