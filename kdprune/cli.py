@@ -68,7 +68,7 @@ def check_command_line(argv: list[str]) -> str | None:
     from kdprune.config import compose_run, trusted
     from kdprune.config_checks import validate
     from kdprune.errors import KdpruneError, one_line
-    from kdprune.sweeping.config import SWEEPER
+    from kdprune.sweeping.sweeper_config import SWEEPER
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]
     try:

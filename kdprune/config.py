@@ -11,7 +11,7 @@ from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.paths import CONF_DIR
-from kdprune.sweeping import config as _sweeper_config  # noqa: F401  (registers hydra/sweeper)
+from kdprune.sweeping import sweeper_config as _sweeper_config  # noqa: F401  (registers hydra/sweeper)
 
 # Packages whose callables a config's `_target_` may name. A user's own plug-in (a custom
 # BasePruningMethod, say) is allowed by adding its package to the `trusted_targets` config key.

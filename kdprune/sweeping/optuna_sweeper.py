@@ -163,7 +163,7 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
-    """`hydra/sweeper=kdprune_optuna` (`config.py`): Hydra's Optuna sweeper, a study's worker."""
+    """`hydra/sweeper=kdprune_optuna` (sweeper_config.py): Hydra's Optuna sweeper as a worker."""
 
     def __init__(
         self,

@@ -25,9 +25,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from kdprune.sweeping import internals
-from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import Bound, attach_constraints, parse_constraints
 from kdprune.sweeping.storage import close_storage, open_storage
+from kdprune.sweeping.sweeper_config import SWEEPER
 
 TEACHER_STAGE = "teacher"  # every other stage trains the student
 EpochHook = Callable[[dict[str, Any]], None] | None
