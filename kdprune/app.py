@@ -19,7 +19,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune import distributed
-from kdprune.config import instantiate, trusted
 from kdprune.config_checks import validate
 from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
@@ -32,6 +31,7 @@ from kdprune.errors import (
     NonFiniteLossError,
     os_error_line,
 )
+from kdprune.instantiation import instantiate, trusted
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table

@@ -65,9 +65,9 @@ def check_command_line(argv: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import open_dict
 
-    from kdprune.config import compose_run, trusted
     from kdprune.config_checks import validate
     from kdprune.errors import KdpruneError, one_line
+    from kdprune.instantiation import compose_run, trusted
     from kdprune.sweeping.sweeper_config import SWEEPER
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]

@@ -99,7 +99,7 @@ def check_optimizers(cfg: DictConfig) -> None:
     """Build each optimizer on a dummy parameter and each lr schedule: bad values fail here."""
     import torch
 
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     for key, node in (("optimizer", cfg.optimizer), ("teacher.optimizer", cfg.teacher.optimizer)):
         for name, value in node.items():
@@ -170,7 +170,7 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     cut is searched here, on fresh weights, so a target that rounding cannot hit fails now)."""
     import torch
 
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     d = cfg.dataset
     x = torch.randn(2, d.in_channels, d.image_size, d.image_size)

@@ -12,7 +12,6 @@ from compose import group_node
 from fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.decomposition import (
     CP,
     SVD,
@@ -25,6 +24,7 @@ from kdprune.decomposition import (
 )
 from kdprune.errors import ConfigError, KdpruneError
 from kdprune.export import export_onnx
+from kdprune.instantiation import instantiate
 from kdprune.metrics import count_macs_params
 from kdprune.models import build, lenet5, resnet20
 from kdprune.pruning import LowRankPruner, load_model, read_model_file, save_model, validate

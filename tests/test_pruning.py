@@ -16,8 +16,8 @@ from omegaconf import open_dict
 from torch import nn
 from torch.nn import functional as F
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.metrics import (
     LEDGER_KEYS,
     channel_ratio,

@@ -15,8 +15,8 @@ from omegaconf import open_dict
 
 from kdprune import commands
 from kdprune.app import run
-from kdprune.config import instantiate
 from kdprune.data import Augment, make_loaders
+from kdprune.instantiation import instantiate
 from kdprune.quantization import stages
 from kdprune.quantization.calibration import training_images
 from kdprune.quantization.onnx_graph import layer_precision, op_counts

@@ -14,7 +14,7 @@ from PIL import Image
 
 from kdprune import commands
 from kdprune.app import run
-from kdprune.config import instantiate
+from kdprune.instantiation import instantiate
 from kdprune.reporting import pareto_mask
 from kdprune.results import write_metrics
 

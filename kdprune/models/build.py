@@ -8,7 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from kdprune.config import instantiate
+from kdprune.instantiation import instantiate
 
 NAME_KEY = "name"  # a label for files and reports, not an argument of the builder
 

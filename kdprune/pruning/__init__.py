@@ -4,7 +4,7 @@ Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | param
 `pruner` node (`_target_` + `_partial_: true`). The run completes that node with the model:
 
     validate(cfg.prune_method)                          # at start-up: ranges, unit, classes
-    make = kdprune.config.instantiate(cfg.prune_method.pruner)
+    make = kdprune.instantiation.instantiate(cfg.prune_method.pruner)
     pruner = make(model=model, example_inputs=x,        # before training: ConfigError if the
                   calibration=batches, loss_fn=loss)    # model has nothing to prune / target
     ...  loss.backward(); pruner.regularize(model); optimizer.step()   # sparse training, if any

@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from hydra.errors import InstantiationException
 from torch import Tensor, nn
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.models import classifier_path
 
 UNITS = ("channels", "params", "macs")

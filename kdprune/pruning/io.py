@@ -4,7 +4,8 @@ A file is a `torch.save`d dict with fixed keys:
 
 - `format`: "kdprune.model"; `version`: 2 (version 1 files, without `decompositions`, still load)
 - `model_cfg`: the base model config (plain dict with `_target_`, as from
-  `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with `kdprune.config.instantiate`
+  `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with
+  `kdprune.instantiation.instantiate`
 - `history`: Torch-Pruning's pruning history, `[[module_path, is_out_channel, [indices]], ...]`,
   replayed in order on the rebuilt model; `[]` for a dense or mask-pruned model
 - `decompositions`: low-rank steps, `[{"path", "kind", "ranks", "after"}, ...]`, each replacing

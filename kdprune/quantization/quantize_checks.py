@@ -19,7 +19,7 @@ def _schedule_epochs(cfg: DictConfig) -> dict[str, Any]:
 def check_quantize_budget(cfg: DictConfig) -> None:
     """`quantize.epochs` is a whole number that the order takes out of its last training stage
     (the schedule's epochs with and without it differ), leaving that stage no fewer than 0."""
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     epochs = cfg.quantize.get("epochs", 0)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -55,7 +55,7 @@ def check_quantize_budget(cfg: DictConfig) -> None:
 def check_quantize_model(cfg: DictConfig) -> None:
     """The stage's options, and the stage's own check on a fresh student (INT8 on this CPU, the
     quantizer handling every layer); feature KD cannot hook an exported QAT graph."""
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
     from kdprune.models import build
 
     stage = instantiate(cfg.quantize.stage)

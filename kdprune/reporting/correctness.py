@@ -64,8 +64,8 @@ class ImageEvidence:
 
 def _load_labels(spec: Mapping[str, Any]) -> np.ndarray | str:
     """Build the data set of `spec` (a resolved `dataset.splits`) and read its test labels."""
-    from kdprune.config import instantiate
     from kdprune.data import split_labels
+    from kdprune.instantiation import instantiate
 
     root = spec.get("root")
     if isinstance(root, str) and not Path(root).exists():  # the builder would download into it

@@ -16,13 +16,13 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.data import Loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import Stage, evaluate, seed_everything
 from kdprune.engine.checkpoints import RunState
 from kdprune.errors import ConfigError
 from kdprune.faults import fault_hook
+from kdprune.instantiation import instantiate
 from kdprune.metrics import ledger
 from kdprune.models import build
 from kdprune.tracking import Tracker

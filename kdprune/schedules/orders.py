@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.pruning import pruner_class
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.gradual import GradualPruning

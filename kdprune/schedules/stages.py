@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.distributed import MainRankImportance
 from kdprune.engine import fit
+from kdprune.instantiation import instantiate
 from kdprune.metrics import file_size_bytes, ledger
 from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model

@@ -20,8 +20,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.config import instantiate, trusted
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate, trusted
 from kdprune.models import model_name
 from kdprune.pruning.base import ignored_module_paths, pruner_class
 from kdprune.pruning.structured import layer_widths

@@ -87,7 +87,7 @@ def new_seeds(count: int, first: int, used: set[int]) -> list[int]:
 
 def compose_candidate(candidate: Candidate, seed: int) -> DictConfig:
     """The trial's run config with a new seed (composed as `kdprune` would, Hydra aside)."""
-    from kdprune.config import compose_run
+    from kdprune.instantiation import compose_run
 
     return compose_run([*candidate.overrides, f"seed={seed}"])
 

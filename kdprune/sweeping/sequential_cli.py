@@ -53,8 +53,8 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
     the sweep's name; a one-line error for a sweep that is not a grid or has one arm."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from kdprune.config import compose_run
     from kdprune.errors import one_line
+    from kdprune.instantiation import compose_run
     from kdprune.sweeping.internals import BASIC_SWEEPER
 
     try:
@@ -83,7 +83,7 @@ def distinct_arms(fixed: list[str], arms: list) -> list:
     the same evidence, so it is left out and the first one's runs serve both."""
     from omegaconf import OmegaConf
 
-    from kdprune.config import compose_run
+    from kdprune.instantiation import compose_run
     from kdprune.reporting.configs import effective_config
     from kdprune.results import config_fingerprint
 
@@ -98,9 +98,9 @@ def _validate(overrides: list[str]) -> None:
     """Compose one arm's run and check it as `kdprune` checks a run (one line on error)."""
     from omegaconf import open_dict
 
-    from kdprune.config import compose_run, trusted
     from kdprune.config_checks import validate
     from kdprune.errors import one_line
+    from kdprune.instantiation import compose_run, trusted
 
     try:
         cfg = compose_run(overrides)
