@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from kdprune.reporting import image_noise
-from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels, uses_teacher
+from kdprune.reporting.config_groups import NO_KD, ORDERS_AND_KD, labels, uses_teacher
 from kdprune.reporting.correctness import ImageEvidence, image_evidence
 from kdprune.reporting.inference import (
     A_BETTER,

@@ -103,7 +103,7 @@ def look_runs(folder: Path, arms: Sequence[Arm], n: int) -> pd.DataFrame | None:
 
 def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
     """The verdicts table of the runs one look sees (no image intervals: no look reads them)."""
-    from kdprune.reporting.configs import ORDERS_AND_KD, paired_by
+    from kdprune.reporting.config_groups import ORDERS_AND_KD, paired_by
     from kdprune.reporting.statistics import summarise
     from kdprune.reporting.verdicts import verdicts
 

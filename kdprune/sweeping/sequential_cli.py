@@ -84,7 +84,7 @@ def distinct_arms(fixed: list[str], arms: list) -> list:
     from omegaconf import OmegaConf
 
     from kdprune.instantiation import compose_run
-    from kdprune.reporting.configs import effective_config
+    from kdprune.reporting.config_groups import effective_config
     from kdprune.results import config_fingerprint
 
     seen: dict[str, object] = {}
