@@ -19,7 +19,7 @@ from benchmarks.latency import calls_per_sample, forward_ms, ort_call
 from benchmarks.machine import ort_version
 from benchmarks.measure import figure, interleaved, medians
 from benchmarks.sizes import Sizes
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 from kdprune.quantization.cpu import resolve_kernel_path
 
 # ONNX Runtime operators by what they do in an INT8 graph (after its own fusions).

@@ -17,7 +17,7 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
 - for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
   `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
   `cpu_speedup_bs{b}` (before / after)
-- with any latency: the CPU that timed it (`kdprune.cpu.CpuInfo.record`): `cpu_model` (the
+- with any latency: the CPU that timed it (`kdprune.cpu_features.CpuInfo.record`): `cpu_model` (the
   model name), `cpu_isa` (widest vector ISA: `avx512f`, `avx2`, ..., `asimd`, `unknown`),
   `cpu_vnni` and `cpu_amx` (bools: the INT8 dot-product instructions)
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 from kdprune.metrics.latency import cpu_latency_ms
 from kdprune.metrics.size import channel_ratio, nonzero_fraction, weight_sparsity
 from kdprune.models.counting import count_macs_params
