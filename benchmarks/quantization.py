@@ -20,7 +20,7 @@ from benchmarks.machine import ort_version
 from benchmarks.measure import figure, interleaved, medians
 from benchmarks.sizes import Sizes
 from kdprune.cpu_features import cpu_info
-from kdprune.quantization.cpu import resolve_kernel_path
+from kdprune.quantization.int8_kernels import resolve_kernel_path
 
 # ONNX Runtime operators by what they do in an INT8 graph (after its own fusions).
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger")

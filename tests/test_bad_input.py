@@ -157,9 +157,9 @@ def test_a_good_checkpoint_passes_the_checks(monkeypatch, tmp_path) -> None:
 
 @pytest.mark.parametrize("stage", ["ptq", "qat"])
 def test_int8_on_a_cpu_without_int8_instructions(monkeypatch, capsys, tmp_path, stage) -> None:
-    from kdprune.quantization import cpu
+    from kdprune.quantization import int8_kernels
 
-    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"fpu", "sse2", "avx"})
+    monkeypatch.setattr(int8_kernels, "cpu_flags", lambda: {"fpu", "sse2", "avx"})
     code, lines = _kdprune(monkeypatch, capsys, tmp_path, f"quantize={stage}")
     assert code == 2, lines
     assert len(lines) == 1 and "INT8" in lines[0] and "quantize=none" in lines[0], lines

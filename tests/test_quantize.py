@@ -191,7 +191,7 @@ def test_quantize_is_sweepable_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_int8_support_comes_from_the_cpu_flags(tmp_path: Path) -> None:
-    from kdprune.quantization.cpu import cpu_flags, int8_support
+    from kdprune.quantization.int8_kernels import cpu_flags, int8_support
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
@@ -246,7 +246,7 @@ def _int8_weights(path) -> list[np.ndarray]:
     ],
 )
 def test_auto_kernel_path_follows_the_cpu_flags(flags, path: str) -> None:
-    from kdprune.quantization.cpu import kernel_path
+    from kdprune.quantization.int8_kernels import kernel_path
 
     chosen = kernel_path("auto", flags, machine="x86_64")
     assert chosen.name == path
@@ -272,9 +272,9 @@ def test_a_kernel_path_that_cannot_work_is_one_line_before_training(
     from compose import run_args
 
     from kdprune import cli
-    from kdprune.quantization import cpu
+    from kdprune.quantization import int8_kernels
 
-    monkeypatch.setattr(cpu, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(int8_kernels, "cpu_flags", lambda: flags)
     monkeypatch.chdir(tmp_path)
     args = run_args(tmp_path, f"quantize={stage}", f"quantize.int8_kernel_path={value}")
     monkeypatch.setattr(sys, "argv", ["kdprune", *args, f"hydra.run.dir={tmp_path}/run"])
@@ -287,7 +287,7 @@ def test_a_kernel_path_that_cannot_work_is_one_line_before_training(
 
 
 def test_each_run_records_its_kernel_path_and_uses_its_weight_range(runs) -> None:
-    from kdprune.quantization.cpu import resolve_kernel_path
+    from kdprune.quantization.int8_kernels import resolve_kernel_path
 
     assert runs["qat"]["int8_kernel_path"] == "avx2_7bit"  # forced
     assert runs["ptq"]["int8_kernel_path"] == resolve_kernel_path("auto").name  # this CPU's

@@ -21,7 +21,8 @@ from kdprune.errors import ConfigError
 from kdprune.export import ort_session
 from kdprune.pruning import load_model
 from kdprune.quantization.calibration import CalibrationReader, training_images
-from kdprune.quantization.cpu import (
+from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
+from kdprune.quantization.int8_kernels import (
     KernelPath,
     cpu_flags,
     int8_support,
@@ -29,7 +30,6 @@ from kdprune.quantization.cpu import (
     resolve_kernel_path,
     speed_note,
 )
-from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx

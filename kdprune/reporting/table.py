@@ -95,7 +95,9 @@ def int8_table(m: dict[str, Any]) -> str:
         before, after = m.get(f"cpu_latency_ms_bs{b}_before"), m.get(f"cpu_latency_ms_bs{b}_after")
         if before is not None and after is not None:
             rows.append((f"PyTorch CPU bs={b}", f"{before:.2f} ms", f"{after:.2f} ms", "", "", ""))
-    from kdprune.quantization.cpu import speed_note  # the note lives with the INT8 kernel paths
+    from kdprune.quantization.int8_kernels import (
+        speed_note,  # the note lives with the INT8 kernel paths
+    )
 
     note = speed_note(m.get("int8_instructions"))
     return _layout(_title(m), rows) + (f"\nNote: {note}." if note else "")
