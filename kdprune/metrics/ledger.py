@@ -22,7 +22,7 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
   `cpu_vnni` and `cpu_amx` (bools: the INT8 dot-product instructions)
 
 A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
-the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
+the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.quantize_ledger`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each reads the compressed model through its model file (`kdprune.pruning.load_model`), writes
 `dense.onnx`, `model.onnx` and `model.int8.onnx` beside it, and returns its ledger keys (see
-`kdprune.quantization.ledger`). `check` runs before any training, on a fresh model.
+`kdprune.quantization.quantize_ledger`). `check` runs before any training, on a fresh model.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from kdprune.quantization.int8_kernels import (
     resolve_kernel_path,
     speed_note,
 )
-from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx
 from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare, unquantized_layers
+from kdprune.quantization.quantize_ledger import accuracy_record, latency_record, size_record
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import objective
 from kdprune.schedules.teacher import Teacher
