@@ -269,7 +269,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     loader = getattr(loaders, args.split)
     try:
         if onnx:
-            from kdprune.quantization.runtime import evaluate_onnx_file
+            from kdprune.quantization.onnx_measure import evaluate_onnx_file
 
             result, what = evaluate_onnx_file(args.model_file, loader)
         else:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kdprune.metrics import LATENCY_BATCH_SIZES, file_size_bytes
-from kdprune.quantization.runtime import ort_evaluate, ort_latency_ms
+from kdprune.quantization.onnx_measure import ort_evaluate, ort_latency_ms
 
 VARIANTS = ("dense", "fp32", "int8")
 
