@@ -27,7 +27,7 @@ from kdprune.reporting.sequential import (
 )
 from kdprune.reporting.verdicts import Options
 from kdprune.results import write_metrics
-from kdprune.sweeping.sequential import (
+from kdprune.sweeping.until_decided import (
     SEED_FOLDER,
     Arm,
     Plan,

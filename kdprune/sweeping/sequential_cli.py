@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
     `make_launcher(fixed_overrides)` gives the launcher (default: Hydra multiruns)."""
     from kdprune.reporting.sequential import planned_looks
     from kdprune.reporting.verdicts import Options
-    from kdprune.sweeping.sequential import Plan, grid_arms, hydra_launcher, until_decided
+    from kdprune.sweeping.until_decided import Plan, grid_arms, hydra_launcher, until_decided
 
     _check(args)
     fixed, params, name = _grid(list(args.overrides))
@@ -150,7 +150,7 @@ def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
     from kdprune.reporting.report import MARKDOWN_FILE
     from kdprune.reporting.sequential_report import section, with_decisions, write_sequential
     from kdprune.sweeping.claims import report_lock
-    from kdprune.sweeping.sequential import look_runs
+    from kdprune.sweeping.until_decided import look_runs
 
     n = plan.looks[outcome.looks_run - 1]
     runs = look_runs(folder, arms, n)
