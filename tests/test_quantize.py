@@ -17,7 +17,7 @@ from kdprune import commands
 from kdprune.app import run
 from kdprune.data import Augment, make_loaders
 from kdprune.instantiation import instantiate
-from kdprune.quantization import stages
+from kdprune.quantization import quantize_stages
 from kdprune.quantization.calibration import training_images
 from kdprune.quantization.onnx_graph import layer_precision, op_counts
 from kdprune.quantization.quantize_checks import check_quantize_budget
@@ -41,7 +41,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("quantize")
     calibrated: list[torch.Tensor] = []
     checked: dict[str, np.ndarray] = {}
-    quantize_onnx, export_int8_graph = stages.quantize_onnx, stages.export_int8_graph
+    quantize_onnx = quantize_stages.quantize_onnx
+    export_int8_graph = quantize_stages.export_int8_graph
 
     def spy(fp32, out, reader, *args, **kwargs):
         calibrated.append(torch.from_numpy(reader.images.copy()))
@@ -54,8 +55,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(stages, "quantize_onnx", spy)
-        patch.setattr(stages, "export_int8_graph", spy_qat)
+        patch.setattr(quantize_stages, "quantize_onnx", spy)
+        patch.setattr(quantize_stages, "export_int8_graph", spy_qat)
         for name, extra in RUNS.items():
             cfg = compose_cfg(*BUDGET, f"quantize={name}", *extra)
             with open_dict(cfg):
