@@ -40,7 +40,7 @@ from kdprune.schedules.context import RunContext
 from kdprune.schedules.orders import order_of
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
-from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
+from kdprune.schedules.teacher_stage import Teacher, teacher_model_cfg, train_teacher
 from kdprune.sweeping.internals import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 from kdprune.tracking import NullTracker

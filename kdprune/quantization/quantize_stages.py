@@ -36,7 +36,7 @@ from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare, unqua
 from kdprune.quantization.quantize_ledger import accuracy_record, latency_record, size_record
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import objective
-from kdprune.schedules.teacher import Teacher
+from kdprune.schedules.teacher_stage import Teacher
 
 log = logging.getLogger("kdprune")
 

@@ -22,7 +22,7 @@ from kdprune.metrics import file_size_bytes, ledger
 from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
 from kdprune.schedules.context import RunContext
-from kdprune.schedules.teacher import Teacher
+from kdprune.schedules.teacher_stage import Teacher
 
 log = logging.getLogger("kdprune")
 
