@@ -13,9 +13,9 @@ from kdprune.distillation.features import (
     collect,
     probe_feature_shapes,
 )
+from kdprune.distillation.frozen_teacher import frozen_teacher
 from kdprune.distillation.kd_checks import layer_paths
 from kdprune.distillation.losses import AttentionTransferLoss, FitNetLoss, KDLoss
-from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
 
 

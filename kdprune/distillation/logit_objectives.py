@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdprune.distillation.frozen_teacher import frozen_teacher
 from kdprune.distillation.kd_checks import validate_kd_params
 from kdprune.distillation.losses import KDLoss
-from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
 
 
