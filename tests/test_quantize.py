@@ -18,7 +18,7 @@ from kdprune.app import run
 from kdprune.data import Augment, make_loaders
 from kdprune.instantiation import instantiate
 from kdprune.quantization import quantize_stages
-from kdprune.quantization.calibration import training_images
+from kdprune.quantization.calibration_images import training_images
 from kdprune.quantization.onnx_graph import layer_precision, op_counts
 from kdprune.quantization.quantize_checks import check_quantize_budget
 
@@ -354,7 +354,7 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     from emulated_cpu import haswell_logits, qemu_or_skip
 
     from kdprune.quantization import onnx_ptq
-    from kdprune.quantization.calibration import CalibrationReader
+    from kdprune.quantization.calibration_images import CalibrationReader
     from kdprune.quantization.tolerance import int8_tolerance
 
     qemu_or_skip()

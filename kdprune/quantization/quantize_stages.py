@@ -20,7 +20,7 @@ from kdprune.engine import fit
 from kdprune.errors import ConfigError
 from kdprune.export import ort_session
 from kdprune.pruning import load_model
-from kdprune.quantization.calibration import CalibrationReader, training_images
+from kdprune.quantization.calibration_images import CalibrationReader, training_images
 from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
 from kdprune.quantization.int8_kernels import (
     KernelPath,
