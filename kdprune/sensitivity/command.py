@@ -92,7 +92,7 @@ def check_request(
 def _teacher(cfg: DictConfig, device: torch.device, loaders, identity: str, out: Path):
     from kdprune.schedules.context import RunContext
     from kdprune.schedules.teacher_stage import train_teacher
-    from kdprune.tracking.base import NullTracker
+    from kdprune.tracking.tracker import NullTracker
 
     ctx = RunContext(cfg, device, loaders, NullTracker(), out, data_identity=identity)
     teacher = train_teacher(ctx)
