@@ -171,9 +171,9 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     import torch
 
     from kdprune.instantiation import instantiate
+    from kdprune.models.common import example_inputs
 
-    d = cfg.dataset
-    x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
+    x = example_inputs(cfg.dataset, batch=2)
     y = torch.zeros(2, dtype=torch.long)
     factory = instantiate(cfg.prune_method.pruner)
     factory(model=model, example_inputs=x[:1], calibration=[(x, y)]).check_target()

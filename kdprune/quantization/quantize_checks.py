@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from kdprune.errors import ConfigError
@@ -57,6 +56,7 @@ def check_quantize_model(cfg: DictConfig) -> None:
     quantizer handling every layer); feature KD cannot hook an exported QAT graph."""
     from kdprune.instantiation import instantiate
     from kdprune.models import build
+    from kdprune.models.common import example_inputs
 
     stage = instantiate(cfg.quantize.stage)
     if not hasattr(stage, "check"):  # quantize=none
@@ -66,6 +66,4 @@ def check_quantize_model(cfg: DictConfig) -> None:
             f"kd={cfg.kd.name} hooks student layers, which the exported graph that quantize="
             f"{cfg.quantize.name} trains does not have; use kd=hinton or kd=none"
         )
-    d = cfg.dataset
-    example = torch.randn(2, d.in_channels, d.image_size, d.image_size)
-    stage.check(build(cfg.model), example)
+    stage.check(build(cfg.model), example_inputs(cfg.dataset, batch=2))

@@ -19,6 +19,7 @@ from torch import nn
 from kdprune.engine import fit
 from kdprune.errors import ConfigError
 from kdprune.export import ort_session
+from kdprune.models.common import example_inputs
 from kdprune.pruning import load_model
 from kdprune.quantization.calibration_images import CalibrationReader, training_images
 from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
@@ -153,8 +154,7 @@ class QuantizationAwareTraining:
 
     def train(self, ctx: RunContext, teacher: Teacher | None, model: nn.Module) -> QatModel:
         """The model prepared for QAT and trained with the run's objective (stage `qat`)."""
-        d = ctx.cfg.dataset
-        example = torch.randn(2, d.in_channels, d.image_size, d.image_size, device=ctx.device)
+        example = example_inputs(ctx.cfg.dataset, batch=2, device=ctx.device)
         ctx.seed(QAT_SEED_OFFSET)
         qat = QatModel(prepare(model, example, True, self.weight_range)).to(ctx.device)
         optimizer = OmegaConf.merge(

@@ -23,6 +23,7 @@ from torch import nn
 from kdprune.errors import ConfigError
 from kdprune.instantiation import instantiate, trusted
 from kdprune.models import model_name
+from kdprune.models.common import example_inputs
 from kdprune.pruning.base import ignored_module_paths, pruner_class
 from kdprune.pruning.structured import layer_widths
 from kdprune.sensitivity.allocation import Allocation, allocate, predicted_drop
@@ -175,8 +176,7 @@ def run_sensitivity(
 
 
 def _cutter(cfg: DictConfig, model: nn.Module, loaders, device) -> tuple[Cutter, list]:
-    d = cfg.dataset
-    example = torch.randn(1, d.in_channels, d.image_size, d.image_size, device=device)
+    example = example_inputs(cfg.dataset, device=device)
     factory = instantiate(cfg.prune_method.pruner, ratio=0.0, unit="channels", layer_ratios=None)
     calibration = []
     for x, y, _ in loaders.train:
