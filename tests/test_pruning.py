@@ -32,7 +32,7 @@ from kdprune.models import classifier_path, lenet5, mobilenet_v2, resnet20
 from kdprune.paths import group_options
 from kdprune.pruning import (
     BNScaleSparsity,
-    FooBarPruningMethod,
+    EveryOtherPruningMethod,
     GradientCalibration,
     PruneResult,
     SquaredGradientCalibration,
@@ -217,9 +217,9 @@ def test_every_other_masks_half_of_each_weight(model_name: str) -> None:
     assert_runs(model)
 
 
-def test_foobar_method_plugs_in_as_a_class() -> None:
+def test_a_custom_method_plugs_in_as_a_class() -> None:
     model = build("lenet5")
-    UnstructuredPruner(model, method=FooBarPruningMethod, ratio=0.5).apply()
+    UnstructuredPruner(model, method=EveryOtherPruningMethod, ratio=0.5).apply()
     assert model.fc1.weight.flatten()[::2].abs().sum() == 0
 
 

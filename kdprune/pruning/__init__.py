@@ -52,7 +52,7 @@ from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_
 from kdprune.pruning.movement import MovementImportance, MovementScores
 from kdprune.pruning.movement_pruners import ChannelMovementPruner, MovementPruner
 from kdprune.pruning.structured import StructuredPruner, replay_history
-from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
+from kdprune.pruning.unstructured import EveryOtherPruningMethod, UnstructuredPruner
 
 __all__ = [
     "ALLOCATIONS",
@@ -60,7 +60,7 @@ __all__ = [
     "BNScaleSparsity",
     "ChannelMovementPruner",
     "Pruner",
-    "FooBarPruningMethod",
+    "EveryOtherPruningMethod",
     "GradientCalibration",
     "MovementImportance",
     "MovementPruner",

@@ -3,7 +3,7 @@
 Any `torch.nn.utils.prune.BasePruningMethod` subclass plugs in through the `method` node, given
 in YAML as a `_partial_: true` node of the class with its other arguments (e.g. `n`, `dim`), or
 as the class itself. A method whose constructor takes `amount` (all of torch's do) receives
-`ratio` as its amount, so overriding `ratio` alone is enough; `FooBarPruningMethod` below, the
+`ratio` as its amount, so overriding `ratio` alone is enough; `EveryOtherPruningMethod` below, the
 tutorial's custom example, takes none and always masks half.
 """
 
@@ -35,7 +35,7 @@ from kdprune.pruning.base import (
 UNIT_OF_PRUNING_TYPE = {"unstructured": "params", "structured": "channels"}
 
 
-class FooBarPruningMethod(prune.BasePruningMethod):
+class EveryOtherPruningMethod(prune.BasePruningMethod):
     """Mask every other entry of a tensor (the custom method of the PyTorch pruning tutorial)."""
 
     PRUNING_TYPE = "unstructured"
