@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from compose import compose_cfg
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from omegaconf import DictConfig, open_dict
 
 os.environ.setdefault("WANDB_MODE", "offline")

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from torch import Tensor
 
 SCRIPT = (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 
 from kdprune.app import run

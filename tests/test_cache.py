@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from torch import nn
 
 from kdprune.cache import TeacherCache, cache_key

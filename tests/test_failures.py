@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 
 from kdprune import commands
 from kdprune.reporting.runs import CSV_FILE

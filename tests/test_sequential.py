@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from compose import compose_cfg, run_args
 from fake_runs import fake_metrics
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from scipy import stats
 from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 from sweep_workers import Gate, output, start_worker
 
