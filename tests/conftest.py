@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from helpers.hang_guard import HANG_GUARD
 from omegaconf import DictConfig, open_dict
 

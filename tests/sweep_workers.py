@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 
-from compose import run_args
+from helpers.compose import run_args
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compose import run_args
+from helpers.compose import run_args
 from helpers.hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 

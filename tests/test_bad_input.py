@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from compose import run_args
+from helpers.compose import run_args
 
 from kdprune import cli
 from kdprune.models import lenet5, resnet20

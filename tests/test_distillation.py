@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from omegaconf import OmegaConf
 from torch import nn
 

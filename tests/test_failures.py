@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose import run_args
+from helpers.compose import run_args
 from helpers.hang_guard import HANG_GUARD
 
 from kdprune import commands

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import compose
 import pytest
 import torch
-from compose import group_node
 from fresh_process import outputs_in_a_fresh_process
+from helpers import compose
+from helpers.compose import group_node
 from torch import nn
 
 from kdprune.decomposition import (

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-import compose
 import pytest
 import torch
 from fresh_process import outputs_in_a_fresh_process
+from helpers import compose
 from torch import nn
 
 from kdprune.errors import ConfigError, KdpruneError

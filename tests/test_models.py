@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import model_cfg
+from helpers.compose import model_cfg
 from omegaconf import OmegaConf
 from torch import nn
 

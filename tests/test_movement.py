@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from torch import nn
 
 from kdprune.app import run

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from compose import group_node
+from helpers.compose import group_node
 from omegaconf import open_dict
 from torch import nn
 from torch.nn import functional as F

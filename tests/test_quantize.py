@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from omegaconf import open_dict
 
 from kdprune import commands
@@ -181,7 +181,7 @@ def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
 
 
 def test_quantize_is_sweepable_from_the_command_line(tmp_path: Path) -> None:
-    from compose import run_args
+    from helpers.compose import run_args
 
     from kdprune import cli
 
@@ -270,7 +270,7 @@ def test_a_kernel_path_that_cannot_work_is_one_line_before_training(
 ) -> None:
     import sys
 
-    from compose import run_args
+    from helpers.compose import run_args
 
     from kdprune import cli
     from kdprune.quantization import int8_kernels

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import run_args
+from helpers.compose import run_args
 
 from kdprune import cli
 from kdprune.app import run

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from compose import compose_cfg, run_args
+from helpers.compose import compose_cfg, run_args
 
 from kdprune import commands
 from kdprune.app import run

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from compose import run_args
+from helpers.compose import run_args
 from helpers.hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 
