@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune.reporting.sequential import planned_looks
 from kdprune.reporting.verdicts import Options

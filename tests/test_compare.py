@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune import commands
 from kdprune.reporting import ledger_row, summarise, verdicts

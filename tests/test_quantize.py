@@ -168,7 +168,7 @@ def test_report_and_sweep_summary_show_fp32_and_int8(runs, tmp_path: Path) -> No
 
 
 def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
-    from fake_runs import fake_metrics
+    from helpers.fake_runs import fake_metrics
 
     from kdprune.reporting import write_report
     from kdprune.reporting.runs import ledger_frame, ledger_row

@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 from PIL import Image
 
 from kdprune import commands

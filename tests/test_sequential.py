@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics
 from helpers.compose import compose_cfg, run_args
+from helpers.fake_runs import fake_metrics
 from helpers.hang_guard import HANG_GUARD
 from scipy import stats
 from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan

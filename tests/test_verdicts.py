@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics, legacy
+from helpers.fake_runs import fake_metrics, legacy
 
 from kdprune import commands
 from kdprune.reporting import classify, ledger_row, paired_test, summarise, verdicts
