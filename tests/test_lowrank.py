@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 import torch
-from fresh_process import outputs_in_a_fresh_process
 from helpers import compose
 from helpers.compose import group_node
+from helpers.fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
 from kdprune.decomposition import (

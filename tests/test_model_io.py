@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fresh_process import outputs_in_a_fresh_process
 from helpers import compose
+from helpers.fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
 from kdprune.errors import ConfigError, KdpruneError
