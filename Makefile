@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 # qemu-user lets the tests run ONNX Runtime's INT8 kernels of a CPU without VNNI on any x86-64
-# machine (`qemu-x86_64 -cpu Haswell`, tests/emulated_cpu.py); installed with apt-get as root, like
+# machine (`qemu-x86_64 -cpu Haswell`, tests/helpers/emulated_cpu.py); installed with apt-get as root, like
 # dataset-fashion-mnist below. Without it those tests are skipped, saying why.
 qemu:
 	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null; then \

@@ -351,7 +351,7 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     the 7-bit models agree with their float reference within the tolerance; the 8-bit one
     saturates there and is off by more than the check allows."""
     import onnx
-    from emulated_cpu import haswell_logits, qemu_or_skip
+    from helpers.emulated_cpu import haswell_logits, qemu_or_skip
 
     from kdprune.quantization import onnx_ptq
     from kdprune.quantization.calibration_images import CalibrationReader

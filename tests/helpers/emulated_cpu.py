@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from helpers.hang_guard import HANG_GUARD
 
 SCRIPT = (
