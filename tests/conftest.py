@@ -53,7 +53,7 @@ def postgres() -> Iterator[Any]:
     """
     import shutil
 
-    from postgres import PostgresServer
+    from helpers.postgres import PostgresServer
 
     if shutil.which("initdb") is None:
         pytest.skip("PostgreSQL's initdb is not on PATH: install PostgreSQL 15's server binaries")
