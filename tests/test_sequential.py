@@ -13,8 +13,8 @@ import pytest
 from helpers.compose import compose_cfg, run_args
 from helpers.fake_runs import fake_metrics
 from helpers.hang_guard import HANG_GUARD
+from helpers.sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 from scipy import stats
-from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 
 from kdprune import commands
 from kdprune.reporting.inference import A_BETTER, B_BETTER, EQUIVALENT

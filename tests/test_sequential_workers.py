@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers.hang_guard import HANG_GUARD
-from sequential_runs import ARMS, StubLauncher, default_plan, write_run
+from helpers.sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims
 from kdprune.sweeping.arms import run_dir

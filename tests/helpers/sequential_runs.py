@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from helpers.fake_runs import fake_metrics
 
+from helpers.fake_runs import fake_metrics
 from kdprune.reporting.sequential import planned_looks
 from kdprune.reporting.verdicts import Options
 from kdprune.results import write_metrics
