@@ -16,7 +16,7 @@ import torch
 from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from kdprune import distributed
 from kdprune.config_checks import validate
@@ -31,7 +31,7 @@ from kdprune.errors import (
     NonFiniteLossError,
     os_error_line,
 )
-from kdprune.instantiation import instantiate, trusted
+from kdprune.instantiation import config_dict, instantiate, trusted
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
@@ -63,7 +63,7 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
     t = cfg.trainer
     with process_settings(t.get("threads"), t.get("keep_freed_memory_mb")):
         device = ranks.device(pick_device(cfg.device))
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = config_dict(cfg)
         # Rank 0 alone writes: metrics.json, the model files, the tracker's run.
         tracker = instantiate(cfg.logger) if ranks.is_main else NullTracker
         tracker = tracker(cfg=config, run_dir=str(run_dir))
@@ -133,7 +133,7 @@ def run_state(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Iterator[R
 
 def state_folder(cfg: DictConfig, ranks: Ranks) -> Path:
     """Where a run's training state lives: `paths.state_dir/<config hash>-w<world size>`."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
     return Path(cfg.paths.state_dir) / f"{key[:16]}-w{ranks.world_size}"
@@ -198,7 +198,7 @@ def _experiment(
 
 def diverged_record(cfg: DictConfig, err: NonFiniteLossError) -> dict[str, Any]:
     """The metrics.json of a run whose loss became non-finite: where, and its configuration."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     return {
         "status": STATUS_DIVERGED,
@@ -249,7 +249,7 @@ def _budget_record(cfg: DictConfig, start: Start, history: list[dict]) -> dict[s
 
 def _config_record(cfg: DictConfig, data_identity: str) -> dict[str, Any]:
     """The resolved config (minus Hydra's node), its fingerprint and the data's identity."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     config["data_identity"] = data_identity
     return {

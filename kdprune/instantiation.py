@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
@@ -27,6 +27,12 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate` restricted to the trusted targets (plus any active context's)."""
     with trusted():
         return _instantiate(config, *args, **kwargs)
+
+
+def config_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A config mapping node as plain data (`OmegaConf.to_container`), typed as the dict it gives
+    (OmegaConf's annotation covers list and string nodes too)."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
 
 
 def compose_run(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:

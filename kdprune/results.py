@@ -32,7 +32,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
 
     Readers see the old file or the whole new one, never half of it: a killed process leaves at

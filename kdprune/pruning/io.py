@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from kdprune.decomposition import rebuild
 from kdprune.errors import ConfigError, KdpruneError
+from kdprune.instantiation import config_dict
 from kdprune.models import build
 from kdprune.pruning.masks import plain_state_dict
 from kdprune.pruning.structured import replay_history
@@ -95,7 +96,7 @@ def save_model(
     """
     path = Path(path)
     if isinstance(model_cfg, DictConfig):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+        model_cfg = config_dict(model_cfg)
     if "_target_" not in model_cfg:
         raise ConfigError("save_model needs a model_cfg with a _target_ to rebuild the model.")
     history, decompositions = _split_history(history or [])

@@ -47,7 +47,7 @@ def candidate_roundings(
     """What a cut may round to, in the order tried: `auto` gives the CPU's blocks, then None
     (not rounded); an int or None is itself. `flags` default to this machine's."""
     check_round_to(round_to)
-    if round_to != AUTO:
+    if not isinstance(round_to, str):  # int or None: auto is the one string check_round_to allows
         return (round_to,)
     return (*auto_roundings(cpu_flags() if flags is None else flags), None)
 

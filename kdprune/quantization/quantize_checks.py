@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from kdprune.errors import ConfigError
 
 
 def _schedule_epochs(cfg: DictConfig) -> dict[str, Any]:
-    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
+    from kdprune.instantiation import config_dict
+
+    schedule = config_dict(cfg.schedule)
     return {k: v for k, v in schedule.items() if str(k).endswith("_epochs")}
 
 

@@ -81,15 +81,13 @@ def distinct_arms(fixed: list[str], arms: list) -> list:
     """The grid's arms with one per configuration: an arm whose composed config is another's
     as identity sees it (e.g. `kd=none` under a second teacher: the run does not use it) is
     the same evidence, so it is left out and the first one's runs serve both."""
-    from omegaconf import OmegaConf
-
-    from kdprune.instantiation import compose_run
+    from kdprune.instantiation import compose_run, config_dict
     from kdprune.reporting.config_groups import effective_config
     from kdprune.results import config_fingerprint
 
     seen: dict[str, object] = {}
     for arm in arms:
-        config = OmegaConf.to_container(compose_run([*fixed, *arm.overrides]), resolve=False)
+        config = config_dict(compose_run([*fixed, *arm.overrides]), resolve=False)
         seen.setdefault(config_fingerprint(effective_config(config, {})), arm)
     return list(seen.values())
 
