@@ -277,7 +277,8 @@ def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
         with epoch_reporter(hc) as on_epoch:
             metrics = run(cfg, hc.runtime.output_dir, on_epoch)
     except (KdpruneError, OSError, RuntimeError) as err:
-        return _failed(err, hc)
+        _failed(err, hc)
+        return None
     if hc.mode != RunMode.MULTIRUN and distributed.current().is_main:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")

@@ -60,7 +60,8 @@ def _input_shape(model_cfg: Mapping[str, Any], input_shape: Sequence[int] | None
 
 def _split_history(steps: list) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     """Torch-Pruning steps, and decomposition steps marked with how many of those precede them."""
-    history, decompositions = [], []
+    history: list[list[Any]] = []
+    decompositions: list[dict[str, Any]] = []
     for step in steps:
         if isinstance(step, Mapping):
             decompositions.append(
@@ -125,7 +126,8 @@ def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise KdpruneError(f"model file {path} is corrupt or not a torch file ({err}).") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdpruneError(f"{path} is not a kdprune model file.")
-    keys = KEYS.get(payload.get("version"))
+    version = payload.get("version")
+    keys = KEYS.get(version) if isinstance(version, int) else None
     if keys is None or any(key not in payload for key in keys):
         raise KdpruneError(f"{path} has version {payload.get('version')!r} or misses keys.")
     return {"decompositions": [], **payload}
@@ -160,7 +162,9 @@ def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any
 def _replay(model: nn.Module, payload: dict[str, Any]) -> None:
     """Replay the pruning history and the decomposition steps in the order they happened."""
     history, done = payload["history"], 0
-    example = torch.zeros(payload["input_shape"]) if payload["input_shape"] else None
+    if history and not payload["input_shape"]:
+        raise ValueError("it has a pruning history but no input_shape to replay it on")
+    example = torch.zeros(payload["input_shape"] or [0])  # unused without a history
     for step in payload["decompositions"]:
         replay_history(model, example, history[done : step["after"]])
         done = max(done, int(step["after"]))
