@@ -59,6 +59,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     return path
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) atomically (temporary file, then rename)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
     """Write JSON atomically (temporary file, then rename)."""
     text = json.dumps(_jsonable(data), indent=2) + "\n"

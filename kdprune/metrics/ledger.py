@@ -98,7 +98,7 @@ def ledger(
     shape = tuple(example_inputs.shape[1:])
     for batch_size in latency_batch_sizes:
         before_key, after_key, speedup_key = latency_keys(batch_size)
-        timing = {"repeats": repeats, "warmup": warmup, "num_threads": num_threads}
+        timing: dict[str, Any] = {"repeats": repeats, "warmup": warmup, "num_threads": num_threads}
         row[before_key] = cpu_latency_ms(dense, shape, batch_size, **timing)
         row[after_key] = cpu_latency_ms(compressed, shape, batch_size, **timing)
         row[speedup_key] = row[before_key] / row[after_key]

@@ -123,9 +123,10 @@ def _per_seed(values: list[np.ndarray | str]) -> SeedImages | str:
     reasons = [v for v in values if isinstance(v, str)]
     if reasons:
         return reasons[0]
-    if len({v.shape for v in values}) > 1:
+    arrays = [v for v in values if not isinstance(v, str)]
+    if len({v.shape for v in arrays}) > 1:
         return "duplicate runs of a seed with different test sets"
-    return SeedImages(np.mean(values, axis=0), len(values))
+    return SeedImages(np.mean(arrays, axis=0), len(arrays))
 
 
 def image_evidence(runs: pd.DataFrame) -> ImageEvidence:

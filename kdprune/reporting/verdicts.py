@@ -88,6 +88,7 @@ def _pairs(
     """(kind, A, B): orders that differ only in the order (A the earlier order); KD vs none
     where only KD (and the teacher it uses) differ; two teachers of the same KD and order.
     Comparing a config group instead: every two configurations (A first by label)."""
+    names = names if names is not None else {}
     if compare != ORDERS_AND_KD:
         rows = sorted((r for _, r in group.iterrows()), key=lambda r: names[r.config_fingerprint])
         return [(compare, a, b) for a, b in combinations(rows, 2)]

@@ -156,7 +156,8 @@ def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launche
     folder share the runs; every one of them returns the same decisions."""
     from kdprune.reporting.verdicts import Options
 
-    outcome, table, arm_of = Outcome(), pd.DataFrame(), {}
+    outcome, table = Outcome(), pd.DataFrame()
+    arm_of: dict[str, str] = {}
     options = plan.options or Options()
     with worker_session(folder):
         for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):

@@ -190,9 +190,8 @@ class Worker:
                 trial.set_user_attr(RUN_DIR, str(run_dir))
             if state == TrialState.COMPLETE and self.plan.bounds:
                 has_metrics = run_dir is not None and (run_dir / METRICS_FILE).exists()
-                attach_constraints(
-                    trial, self.plan.bounds, read_metrics(run_dir) if has_metrics else {}
-                )
+                metrics = read_metrics(run_dir) if run_dir is not None and has_metrics else {}
+                attach_constraints(trial, self.plan.bounds, metrics)
             if state == TrialState.FAIL:
                 trial.set_user_attr(ERROR, error)
             self._tell(trial, values, state)
