@@ -90,6 +90,16 @@ def check_command_line(argv: list[str]) -> str | None:
     return None
 
 
+def checked_elsewhere(argv: list[str]) -> str | None:
+    """`check_command_line`, unless a `kdprune verdict` that checked this arm launched us."""
+    if "-m" in argv:
+        from kdprune.sweeping.arms import CHECKED_ENV
+
+        if os.environ.get(CHECKED_ENV) == "verdict":
+            return None
+    return check_command_line(argv)
+
+
 def main() -> None:
     """Entry point of the `kdprune` console script and `python -m kdprune`."""
     argv = sys.argv[1:]
@@ -97,7 +107,7 @@ def main() -> None:
         from kdprune import commands
 
         sys.exit(commands.main(argv))
-    error = check_secrets(argv) or check_group_overrides(argv) or check_command_line(argv)
+    error = check_secrets(argv) or check_group_overrides(argv) or checked_elsewhere(argv)
     if error:
         print(f"kdprune: error: {error}", file=sys.stderr)
         sys.exit(2)

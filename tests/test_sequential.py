@@ -168,6 +168,17 @@ def test_bad_options_are_refused_in_one_line(capsys) -> None:
     assert err == 2 and capsys.readouterr().err.count("\n") == 1
 
 
+def test_every_arm_is_checked_before_any_run(tmp_path, capsys) -> None:
+    """An arm other than the first with a config no run could use stops the verdict before
+    its first look, in one line naming the arm."""
+    argv = ["verdict", "--until-decided", "--dir", str(tmp_path), "dataset=digits",
+            "+sweep=orders", "prune_method.ratio=0.5,1.5"]  # fmt: skip
+    assert commands.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "arm " in err and "ratio-1.5" in err
+    assert not any(tmp_path.iterdir())  # nothing ran
+
+
 # --- a tiny real run: digits, two arms, cap 4 seeds, batch 2 ---
 
 

@@ -22,7 +22,7 @@ from helpers.hang_guard import HANG_GUARD
 from helpers.sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims
-from kdprune.sweeping.arms import run_dir
+from kdprune.sweeping.arms import CHECKED_ENV, run_dir
 from kdprune.sweeping.claims import run_lock, worker_session
 from kdprune.sweeping.sequential_cli import _finish
 from kdprune.sweeping.until_decided import Outcome, until_decided
@@ -214,3 +214,15 @@ def test_the_hydra_launcher_passes_the_run_locks_to_its_child(tmp_path, monkeypa
     ((command, kwargs),) = seen
     assert kwargs.get("close_fds") is False  # inheritable (held) lock descriptors pass
     assert "seed=2,3" in command and f"hydra.sweep.dir={tmp_path / ARMS[0].name}" in command
+    assert kwargs["env"][CHECKED_ENV] == "verdict"  # the verdict checked the arm: no re-check
+
+
+def test_only_a_verdict_launched_multirun_skips_the_command_line_check(monkeypatch) -> None:
+    from kdprune.cli import checked_elsewhere
+
+    bad = ["dataset=digits", "prune_method.ratio=1.5"]
+    monkeypatch.delenv(CHECKED_ENV, raising=False)
+    assert "ratio" in checked_elsewhere(["-m", *bad])
+    monkeypatch.setenv(CHECKED_ENV, "verdict")
+    assert checked_elsewhere(["-m", *bad]) is None
+    assert "ratio" in checked_elsewhere(bad)  # a single run is always checked

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEED_FOLDER = "seed_{seed}"
+# Set by the verdict's launcher on its `kdprune -m` children: the verdict checked every arm's
+# config before its first look, so `kdprune` skips its command-line check (a few seconds of
+# composing, building and searching the cut per launch); each job still checks its own config.
+CHECKED_ENV = "KDPRUNE_CHECKED_BY"
 
 
 @dataclass(frozen=True)

@@ -92,8 +92,9 @@ def distinct_arms(fixed: list[str], arms: list) -> list:
     return list(seen.values())
 
 
-def _validate(overrides: list[str]) -> None:
-    """Compose one arm's run and check it as `kdprune` checks a run (one line on error)."""
+def _validate(overrides: list[str], arm: str) -> None:
+    """Compose one arm's run and check it as `kdprune` checks a run (one line on error, naming
+    the arm)."""
     from omegaconf import open_dict
 
     from kdprune.config_checks import validate
@@ -102,10 +103,12 @@ def _validate(overrides: list[str]) -> None:
 
     try:
         cfg = compose_run(overrides)
+        with open_dict(cfg), trusted(cfg.get("trusted_targets") or ()):
+            validate(cfg)
+    except KdpruneError as err:
+        raise KdpruneError(f"arm {arm}: {err}") from None
     except Exception as err:  # Hydra's parse and composition errors: a user's typo
-        raise KdpruneError(one_line(err)) from None
-    with open_dict(cfg), trusted(cfg.get("trusted_targets") or ()):
-        validate(cfg)
+        raise KdpruneError(f"arm {arm}: {one_line(err)}") from None
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -131,7 +134,8 @@ def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
     arms = distinct_arms(fixed, grid_arms(params))
     if len(arms) < 2:
         raise KdpruneError("the sweep's grid has one configuration: nothing to compare.")
-    _validate([*fixed, *arms[0].overrides])
+    for arm in arms:  # every arm before any run; the checks share their pruning searches
+        _validate([*fixed, *arm.overrides], arm.name)
     folder = Path(args.dir or DEFAULT_DIR.format(name=name))
     folder.mkdir(parents=True, exist_ok=True)
     options = Options(args.correction, args.margin / 100, args.analysis, args.family)

@@ -15,6 +15,7 @@ look needs is finished or failed, so all of them see the same runs and reach the
 from __future__ import annotations
 
 import itertools
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,7 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
-from kdprune.sweeping.arms import SEED_FOLDER, Arm, Launcher
+from kdprune.sweeping.arms import CHECKED_ENV, SEED_FOLDER, Arm, Launcher
 from kdprune.sweeping.claims import settle, worker_session
 
 if TYPE_CHECKING:
@@ -206,7 +207,10 @@ def hydra_launcher(base: Sequence[str]) -> Launcher:
         # close_fds=False: the child inherits the claimed runs' lock descriptors (claims.Flock
         # makes them inheritable while held), so the runs stay locked until it exits even if
         # this worker is killed alone.
-        done = subprocess.run(command, check=False, close_fds=False)
+        # The verdict checked every arm before its first look: the child skips the command
+        # line's check (each job still checks its own config before it trains).
+        env = {**os.environ, CHECKED_ENV: "verdict"}
+        done = subprocess.run(command, check=False, close_fds=False, env=env)
         if done.returncode != 0:
             print(
                 f"kdprune: warning: {arm.name} seeds {seeds} exited {done.returncode}",
