@@ -185,7 +185,9 @@ def is_ignored(name: str, ignored: Iterable[str]) -> bool:
 WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def weighted_layers(model: nn.Module, ignored: Iterable[str]) -> list[tuple[str, nn.Module]]:
+def weighted_layers(
+    model: nn.Module, ignored: Iterable[str]
+) -> list[tuple[str, nn.modules.conv._ConvNd | nn.Linear]]:
     """The conv and linear layers a mask-based pruner may prune: (path, module), not ignored."""
     return [
         (path, module)

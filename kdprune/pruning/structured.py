@@ -111,7 +111,9 @@ class StructuredPruner(Pruner):
         self.iterative_steps, self.tolerance = int(iterative_steps), float(tolerance)
         self.max_search_steps = int(max_search_steps)
         self.calibrate, self.regularizer = calibrate, regularizer
-        self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
+        # Never None where `calibrate` is set (checked above); unused where it is not.
+        self.calibration: Batches = calibration if calibration is not None else ()
+        self.loss_fn = loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         # What a params/macs target is a reduction of (a channel target needs none).
@@ -152,7 +154,10 @@ class StructuredPruner(Pruner):
         """Move every layer from its dense width towards its one-shot width, the fraction
         `after / target` of the way (exact widths, so the last step lands on the cut)."""
         widths = scheduled_widths(self._dense, self._final, scheduled_fraction(after, target))
-        return rebuild(ratio=0.0, unit="channels").apply_widths(widths)
+        pruner = rebuild(ratio=0.0, unit="channels")
+        if not isinstance(pruner, StructuredPruner):
+            raise TypeError(f"rebuild gave a {type(pruner).__name__}, not a StructuredPruner")
+        return pruner.apply_widths(widths)
 
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
@@ -191,6 +196,7 @@ class StructuredPruner(Pruner):
         if self.ratio == 0 and not self.layer_ratios:
             self.round_to = None
             return [], 0.0
+        cut: Callable[[int | None], tuple[list[list[Any]], float]]
         if self.unit == "channels":
             cut = functools.partial(self._channel_cut, reference={})
         else:
@@ -280,6 +286,7 @@ class StructuredPruner(Pruner):
         if key is not None and key in REDUCTIONS:
             return REDUCTIONS[key], None
         candidate, history = self._prune_copy(ratio, round_to, importance)
+        assert self.measure is not None  # a params / macs unit: the only ones with reductions
         reduction = 1.0 - self.measure(candidate) / self.measure(self.model)
         if key is not None:
             REDUCTIONS.remember(key, reduction)
@@ -366,6 +373,7 @@ class StructuredPruner(Pruner):
             ratio = (low + high) / 2 if bracket else high
         search.bisect(low, high, ratio, self.max_search_steps, done)
         best = search.choice(aim)
+        assert best is not None  # the scan and bisection above tried settings
         reduction, history = search.tried[best]
         if abs(reduction - self.ratio) > tolerance + 1e-9:  # float noise at the boundary
             raise ConfigError(
