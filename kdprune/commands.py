@@ -273,6 +273,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
             result, what = evaluate_onnx_file(args.model_file, loader)
         else:
+            assert model is not None  # loaded above: not an ONNX file
             result = evaluate(model, loader, device, amp=False)
             what = f"{sum(p.numel() for p in model.parameters())} parameters"
     except (RuntimeError, ValueError) as err:  # the model was trained on another data set

@@ -35,6 +35,14 @@ def config_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
     return cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
 
 
+def input_line(override: Any) -> str:
+    """A parsed command-line override's text (Hydra types it optional: only the overrides it
+    builds itself have none)."""
+    if override.input_line is None:
+        raise ValueError(f"override {override} has no command-line text")
+    return str(override.input_line)
+
+
 def compose_run(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:
     """conf/ composed with `overrides` as `kdprune` composes a run (plus Hydra's own node)."""
     with initialize_config_dir(config_dir=str(CONF_DIR)):

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdprune.engine import fit
@@ -157,8 +157,10 @@ class QuantizationAwareTraining:
         example = example_inputs(ctx.cfg.dataset, batch=2, device=ctx.device)
         ctx.seed(QAT_SEED_OFFSET)
         qat = QatModel(prepare(model, example, True, self.weight_range)).to(ctx.device)
-        optimizer = OmegaConf.merge(
-            ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}
+        # Two mappings merge into a DictConfig (OmegaConf annotates any container).
+        optimizer = cast(
+            DictConfig,
+            OmegaConf.merge(ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}),
         )
         stage = ctx.stage("qat", self.epochs, objective(ctx, qat, teacher), optimizer=optimizer)
         with ctx.timed("qat"):

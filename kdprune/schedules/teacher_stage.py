@@ -71,6 +71,8 @@ class Teacher:
 
     @property
     def _logits_file(self) -> Path:
+        if self.file is None:
+            raise ValueError("a teacher without a file keeps no logits beside it")
         return self.file.with_suffix(".logits.pt")
 
     def _stored(self, images: torch.Tensor) -> torch.Tensor | None:

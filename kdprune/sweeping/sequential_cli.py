@@ -54,12 +54,12 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from kdprune.errors import one_line
-    from kdprune.instantiation import compose_run
+    from kdprune.instantiation import compose_run, input_line
     from kdprune.sweeping.internals import BASIC_SWEEPER
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        fixed = [input_line(o) for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
     except Exception as err:  # Hydra's parse and composition errors: a user's typo
         raise KdpruneError(one_line(err)) from None
@@ -73,7 +73,7 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
         elif o.key_or_group in params:
             params[o.key_or_group] = o.get_value_element_as_str()
         else:
-            kept.append(o.input_line)
+            kept.append(input_line(o))
     return kept, params, str(cfg.get("sweep_name") or "verdict")
 
 
@@ -156,6 +156,8 @@ def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
 
     n = plan.looks[outcome.looks_run - 1]
     runs = look_runs(folder, arms, n)
+    if runs is None:
+        raise KdpruneError(f"no finished run in {folder} to report on")
     with report_lock(folder):  # other workers write the same files: one at a time
         report = write_report(runs, folder, source=str(folder), options=plan.options)
         table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)
