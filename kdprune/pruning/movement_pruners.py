@@ -170,10 +170,16 @@ class ChannelMovementPruner(StructuredPruner):
         )
 
     @staticmethod
-    def check_options(*args: Any, allocation: Any = "uniform", **options: Any) -> None:
+    def check_options(
+        ratio: Any = None,
+        unit: Any = "channels",
+        allocation: Any = "uniform",
+        *args: Any,
+        **options: Any,
+    ) -> None:
         """StructuredPruner's checks, and uniform allocation (widths independent of scores)."""
         check_choice(allocation, ("uniform",), "allocation (channel movement)")
-        StructuredPruner.check_options(*args, allocation=allocation, **options)
+        StructuredPruner.check_options(ratio, unit, allocation, *args, **options)
 
     def apply(self) -> PruneResult:
         """Prune to the configured target by block movement; the scores follow."""

@@ -120,7 +120,7 @@ class UnstructuredPruner(MaskedPruner):
         if fixed is not None and ratio != fixed:
             raise ConfigError(f"{cls.__name__} always prunes {fixed} of the weights, not {ratio}.")
         # Every BasePruningMethod subclass sets PRUNING_TYPE; torch's annotations leave it out.
-        pruning_type = getattr(cls, "PRUNING_TYPE", None)
+        pruning_type: Any = getattr(cls, "PRUNING_TYPE", None)
         counted = UNIT_OF_PRUNING_TYPE.get(pruning_type)
         if unit != counted:
             raise ConfigError(
