@@ -45,7 +45,7 @@ help:
 	@echo "make sweep-worker   one worker of a study shared through KDPRUNE_STORAGE (start N of them; SWEEP=optuna|pareto)"
 	@echo "make dashboard      optuna-dashboard for the study on 127.0.0.1:DASHBOARD_PORT (8080)"
 	@echo "make report     report of the newest orders sweep (or REPORT_SRC=<folder>)"
-	@echo "make lint       ruff check + format check"
+	@echo "make lint       ruff check + format check + mypy (kdprune/)"
 	@echo "make clean      remove outputs (runs, cache) and build litter"
 	@echo "Pass Hydra overrides with ARGS, e.g. make run ARGS='model=lenet5 prune_method=taylor'"
 
@@ -57,7 +57,7 @@ $(STAMP): pyproject.toml setup.py
 	@touch $(STAMP)
 
 # qemu-user lets the tests run ONNX Runtime's INT8 kernels of a CPU without VNNI on any x86-64
-# machine (`qemu-x86_64 -cpu Haswell`, tests/emulated_cpu.py); installed with apt-get as root, like
+# machine (`qemu-x86_64 -cpu Haswell`, tests/helpers/emulated_cpu.py); installed with apt-get as root, like
 # dataset-fashion-mnist below. Without it those tests are skipped, saying why.
 qemu:
 	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null; then \
@@ -180,13 +180,14 @@ report-pareto: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf outputs multirun wandb .pytest_cache .ruff_cache build *.egg-info
+	rm -rf outputs multirun wandb .pytest_cache .ruff_cache .mypy_cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 bench: data

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from benchmarks.paths import ROOT
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 
 
 def _git(*args: str) -> str:

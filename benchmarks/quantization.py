@@ -19,8 +19,8 @@ from benchmarks.latency import calls_per_sample, forward_ms, ort_call
 from benchmarks.machine import ort_version
 from benchmarks.measure import figure, interleaved, medians
 from benchmarks.sizes import Sizes
-from kdprune.cpu import cpu_info
-from kdprune.quantization.cpu import resolve_kernel_path
+from kdprune.cpu_features import cpu_info
+from kdprune.quantization.int8_kernels import resolve_kernel_path
 
 # ONNX Runtime operators by what they do in an INT8 graph (after its own fusions).
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger")
@@ -47,7 +47,7 @@ def int8_pair(name: str, sizes: Sizes, folder: Path) -> dict[str, Any]:
 
 def _quantized(model_file: Path, images: torch.Tensor) -> tuple[Path, Path]:
     """FP32 and INT8 ONNX files of a model file, made by the run's own functions."""
-    from kdprune.quantization.calibration import CalibrationReader
+    from kdprune.quantization.calibration_images import CalibrationReader
     from kdprune.quantization.files import export_fp32
     from kdprune.quantization.onnx_ptq import quantize_onnx
 
@@ -144,7 +144,7 @@ def kernel_rows(sizes: Sizes, folder: Path, batch: int = 64) -> list[dict[str, A
 def _quantized_module(conv: nn.Module, stem: Path, width: int, size: int) -> dict[str, Path]:
     """FP32 and INT8 ONNX files of a bare module (no model file to rebuild it from)."""
     from kdprune.export import export_module
-    from kdprune.quantization.calibration import CalibrationReader
+    from kdprune.quantization.calibration_images import CalibrationReader
     from kdprune.quantization.onnx_graph import save, strip_debug_info
     from kdprune.quantization.onnx_ptq import quantize_onnx
 

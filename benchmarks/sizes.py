@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from benchmarks.paths import ROOT
-from kdprune.cpu import cpu_flags
+from kdprune.cpu_features import cpu_flags
 from kdprune.pruning.rounding import auto_roundings
 
 

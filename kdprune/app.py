@@ -14,11 +14,10 @@ import torch
 from filelock import FileLock, Timeout
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from kdprune import distributed, ranks_job
-from kdprune.checks import validate
-from kdprune.config import instantiate, trusted
+from kdprune.config_checks import validate
 from kdprune.data import Augment, make_loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import pick_device, process_settings
@@ -30,6 +29,7 @@ from kdprune.errors import (
     NonFiniteLossError,
     os_error_line,
 )
+from kdprune.instantiation import config_dict, instantiate, trusted
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
@@ -44,7 +44,7 @@ from kdprune.schedules.context import RunContext
 from kdprune.schedules.orders import order_of
 from kdprune.schedules.stages import DENSE_FILE
 from kdprune.schedules.start import Start, starting_point
-from kdprune.schedules.teacher import Teacher, teacher_model_cfg, train_teacher
+from kdprune.schedules.teacher_stage import Teacher, teacher_model_cfg, train_teacher
 from kdprune.sweeping.internals import BASIC_SWEEPER
 from kdprune.sweeping.trial_link import EpochHook, epoch_reporter
 from kdprune.tracking import NullTracker
@@ -68,7 +68,7 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
     t = cfg.trainer
     with process_settings(t.get("threads"), t.get("keep_freed_memory_mb")):
         device = ranks.device(pick_device(cfg.device))
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = config_dict(cfg)
         # Rank 0 alone writes: metrics.json, the model files, the tracker's run.
         tracker = instantiate(cfg.logger) if ranks.is_main else NullTracker
         tracker = tracker(cfg=config, run_dir=str(run_dir))
@@ -144,7 +144,7 @@ def state_folder(cfg: DictConfig, ranks: Ranks) -> Path:
 
 def run_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's resolved config without Hydra's node."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     return config
 
@@ -208,7 +208,7 @@ def _experiment(
 
 def diverged_record(cfg: DictConfig, err: NonFiniteLossError) -> dict[str, Any]:
     """The metrics.json of a run whose loss became non-finite: where, and its configuration."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     return {
         "status": STATUS_DIVERGED,
@@ -259,7 +259,7 @@ def _budget_record(cfg: DictConfig, start: Start, history: list[dict]) -> dict[s
 
 def _config_record(cfg: DictConfig, data_identity: str) -> dict[str, Any]:
     """The resolved config (minus Hydra's node), its fingerprint and the data's identity."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = config_dict(cfg)
     config.pop("hydra", None)
     config["data_identity"] = data_identity
     return {
@@ -292,7 +292,8 @@ def task(cfg: DictConfig) -> float | tuple[float, ...] | None:
             with epoch_reporter(hc) as on_epoch:
                 metrics = run(cfg, hc.runtime.output_dir, on_epoch)
     except (KdpruneError, OSError, RuntimeError) as err:
-        return _failed(err, hc)
+        _failed(err, hc)
+        return None
     if hc.mode != RunMode.MULTIRUN and distributed.current().is_main and not launched:
         print(comparison_table(metrics))
         print(f"metrics: {Path(hc.runtime.output_dir) / 'metrics.json'}")

@@ -66,19 +66,19 @@ def check_command_line(argv: list[str]) -> str | None:
     from hydra.types import RunMode
     from omegaconf import open_dict
 
-    from kdprune.checks import validate
-    from kdprune.config import compose_run, trusted
+    from kdprune.config_checks import validate
     from kdprune.errors import KdpruneError, one_line
-    from kdprune.sweeping.config import SWEEPER
+    from kdprune.instantiation import compose_run, input_line, trusted
+    from kdprune.sweeping.sweeper_config import SWEEPER
 
     overrides = [a for a in argv if a not in PASS_THROUGH_FLAGS]
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        fixed = [input_line(o) for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
         if (cfg.hydra.get("sweeper") or {}).get("_target_") == SWEEPER:
             from kdprune.distributed import processes
-            from kdprune.sweeping.checks import check_sweeper, check_trial_processes
+            from kdprune.sweeping.sweeper_checks import check_sweeper, check_trial_processes
 
             check_sweeper(cfg.hydra)  # imports Optuna
             if "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN:

@@ -229,8 +229,8 @@ def run_config(model_file: str | None, overrides: list[str]) -> DictConfig:
     """The config a saved model came from, with the user's overrides on top: conf/ composed with
     the run's own overrides (those the user sets again are dropped), then the user's (no model
     file: conf/ with the user's overrides)."""
-    from kdprune.config import compose_run, override_keys
     from kdprune.errors import one_line
+    from kdprune.instantiation import compose_run, override_keys
 
     try:
         mine = set(override_keys(overrides))
@@ -252,9 +252,9 @@ def _shorthands(args: argparse.Namespace) -> list[str]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from kdprune import load_model
-    from kdprune.config import instantiate
     from kdprune.data import Augment, make_loaders
     from kdprune.engine import evaluate, pick_device
+    from kdprune.instantiation import instantiate
 
     if args.batch_size < 1:
         raise KdpruneError(f"--batch-size must be at least 1, got {args.batch_size}.")
@@ -270,10 +270,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     loader = getattr(loaders, args.split)
     try:
         if onnx:
-            from kdprune.quantization.runtime import evaluate_onnx_file
+            from kdprune.quantization.onnx_measure import evaluate_onnx_file
 
             result, what = evaluate_onnx_file(args.model_file, loader)
         else:
+            assert model is not None  # loaded above: not an ONNX file
             result = evaluate(model, loader, device, amp=False)
             what = f"{sum(p.numel() for p in model.parameters())} parameters"
     except (RuntimeError, ValueError) as err:  # the model was trained on another data set

@@ -14,7 +14,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from kdprune.config import TRUSTED_TARGETS
+from kdprune.instantiation import TRUSTED_TARGETS
 from kdprune.paths import CONF_DIR
 
 

@@ -41,7 +41,7 @@ class Preempted(BaseException):
     """
 
 
-def one_line(err: Exception) -> str:
+def one_line(err: BaseException) -> str:
     """An error's message as one sentence: Hydra's several-line composition and override-parsing
     errors shortened to what a user needs; others cut to their first line."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from kdprune.config import compose_run
 from kdprune.distributed import check_options, hydra_overrides, start, without_run_dir
 from kdprune.engine import pick_device
 from kdprune.errors import COLLECTIVE_FAILED, ConfigError
+from kdprune.instantiation import compose_run
 
 log = logging.getLogger("kdprune")
 

@@ -75,7 +75,7 @@ def check_job(cfg: DictConfig, hydra_cfg: DictConfig, nproc: int) -> None:
     pruner (`check_trial_processes`), more ranks than this machine's GPUs."""
     check_run(cfg, Ranks(world_size=nproc))
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        from kdprune.sweeping.checks import check_trial_processes  # imports Optuna
+        from kdprune.sweeping.sweeper_checks import check_trial_processes  # imports Optuna
 
         check_trial_processes(hydra_cfg, nproc)
     device = pick_device(str(cfg.device))
@@ -86,7 +86,7 @@ def check_job(cfg: DictConfig, hydra_cfg: DictConfig, nproc: int) -> None:
         )
 
 
-def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> dict[str, Any]:
+def run_job(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     """Start the job's ranks, wait for them and return rank 0's metrics; an error that says
     how they failed (`RanksFailed`, a divergence, `Preempted`) otherwise. `hydra_cfg`:
     `HydraConfig.get()` of the job."""

@@ -32,7 +32,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
 
     Readers see the old file or the whole new one, never half of it: a killed process leaves at
@@ -57,6 +57,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` (UTF-8) atomically (temporary file, then rename)."""
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:

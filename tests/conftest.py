@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import torch
-from compose import compose_cfg
-from hang_guard import HANG_GUARD
+from helpers.compose import compose_cfg
+from helpers.hang_guard import HANG_GUARD
 from omegaconf import DictConfig, open_dict
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -53,7 +53,7 @@ def postgres() -> Iterator[Any]:
     """
     import shutil
 
-    from postgres import PostgresServer
+    from helpers.postgres import PostgresServer
 
     if shutil.which("initdb") is None:
         pytest.skip("PostgreSQL's initdb is not on PATH: install PostgreSQL 15's server binaries")

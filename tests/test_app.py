@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 
 from kdprune.app import run

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from torch import nn
 
 from kdprune.cache import TeacherCache, cache_key
@@ -68,7 +68,7 @@ from pathlib import Path
 import filelock
 from torch import nn
 
-import kdprune.cache.teachers as teachers
+import kdprune.cache.teacher_cache as teacher_cache
 from kdprune.cache import TeacherCache
 
 gate = Path(sys.argv[1])
@@ -96,7 +96,7 @@ def train(model):
     return {"val_acc": 1.0, "test_acc": 1.0}
 
 
-teachers.FileLock = AnnouncingLock
+teacher_cache.FileLock = AnnouncingLock
 _, hit = TeacherCache(gate / "cache").get_or_train("t", {"k": 1}, nn.Linear(2, 2), train)
 print("hit" if hit else "trained")
 """

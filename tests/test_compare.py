@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune import commands
 from kdprune.reporting import ledger_row, summarise, verdicts
-from kdprune.reporting.configs import paired_by
+from kdprune.reporting.config_groups import paired_by
 from kdprune.reporting.runs import ledger_frame
 from kdprune.results import write_metrics
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from compose import TINY
+from helpers.compose import TINY
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 from PIL import Image
 
 from kdprune.data import Augment, TensorLoader, digits, imagefolder, split_indices

@@ -3,8 +3,8 @@ kdprune.ranks_job): the sweeper samples each trial once, the job starts its rank
 that job's overrides and returns rank 0's result, a failed rank fails its trial alone, and what
 cannot work is refused in one line before any work.
 
-The job's side runs in this process with a stand-in for the launcher (tests/fake_ranks.py, no
-rank, no training); the last tests run real studies of two-process trials (gloo, one thread per
+The job's side runs in this process with a stand-in for the launcher (tests/helpers/fake_ranks.py,
+no rank, no training); the last tests run real studies of two-process trials (gloo, one thread per
 rank) end to end, as a user would.
 """
 
@@ -18,16 +18,16 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.hang_guard import HANG_GUARD
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 from optuna.trial import TrialState
 
 from kdprune import cli, ranks_job
-from kdprune.config import compose_run
 from kdprune.distributed import Ranks, check_run, config_difference
 from kdprune.errors import ConfigError, NonFiniteLossError, Preempted
+from kdprune.instantiation import compose_run
 from kdprune.results import (
     METRICS_FILE,
     STATUS_DIVERGED,
@@ -39,7 +39,7 @@ from kdprune.results import (
 from kdprune.sweeping.budget import ERROR
 from kdprune.sweeping.worker import RANK_CONFIGS
 
-FAKE = Path(__file__).resolve().parent / "fake_ranks.py"
+FAKE = Path(__file__).resolve().parent / "helpers" / "fake_ranks.py"
 TINY_SWEEP = ("+sweep=optuna", "teacher.epochs=1", "trainer.max_batches=2", "measure.repeats=1")
 # Four trials, one per grid point: which ratio and alpha each got is the trial's to tell.
 GRID = ("hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=4", "hydra/sweeper/pruner=none",
@@ -54,7 +54,7 @@ def _study(tmp_path: Path) -> optuna.Study:
 
 
 def _fake_launcher(monkeypatch, *options: str) -> None:
-    """Jobs start tests/fake_ranks.py instead of `python -m kdprune.launch`, same arguments."""
+    """Jobs start tests/helpers/fake_ranks.py, not `python -m kdprune.launch`, same arguments."""
     real = ranks_job.launch_command
 
     def command(nproc: int, task, hydra, run_dir: Path) -> list[str]:

@@ -7,11 +7,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from omegaconf import OmegaConf
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.distillation import (
     AttentionObjective,
     AttentionTransferLoss,
@@ -27,6 +26,7 @@ from kdprune.distillation import (
     validate_kd,
 )
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 
 STUDENT_LOGITS = torch.tensor([[1.0, 2.0, 0.5], [0.1, -1.0, 0.3]])
 TEACHER_LOGITS = torch.tensor([[0.5, 1.5, 2.0], [1.0, 0.0, -0.5]])

@@ -1,16 +1,16 @@
 """One run over several processes: shards, the cross-rank model check, sums over ranks, failed
 collectives. Sharding is checked with ranks that need no process group; what needs one runs in
-two spawned gloo ranks (tests/ddp_workers.py)."""
+two spawned gloo ranks (tests/helpers/ddp_workers.py)."""
 
 from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
 
-import ddp_workers
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import ddp_workers
 from torch.utils.data import Dataset
 
 from kdprune.data import Augment, StreamLoader, TensorLoader, TensorSplit, digits, make_loaders

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 from optuna.trial import TrialState, create_trial
 
 from kdprune import commands

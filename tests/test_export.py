@@ -25,7 +25,7 @@ CFG = {
 @pytest.fixture
 def pruned_file(tmp_path: Path) -> Path:
     """A lenet5 with half its channels removed, saved as a kdprune model file."""
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     torch.manual_seed(0)
     model = instantiate(CFG)

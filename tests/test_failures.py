@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.hang_guard import HANG_GUARD
 
 from kdprune import commands
 from kdprune.reporting.runs import CSV_FILE

@@ -142,6 +142,6 @@ def test_a_retrained_teacher_never_reuses_old_logits(make_cfg, tmp_path: Path) -
 
 
 def _sha(path: Path) -> str:
-    from kdprune.schedules.teacher import file_sha256
+    from kdprune.schedules.teacher_stage import file_sha256
 
     return file_sha256(path)

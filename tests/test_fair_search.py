@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from compose import run_args
+from helpers.compose import run_args
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 
 # Runs `kdprune.cli.main` as the console script does, then prints its exit code and whether
 # the heavy modules were imported.

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune.reporting import ledger_row, summarise, verdicts
 from kdprune.reporting.runs import ledger_frame

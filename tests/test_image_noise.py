@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics, with_predictions
+from helpers.fake_runs import fake_metrics, with_predictions
 from scipy import stats
 
 from kdprune import commands
@@ -23,7 +23,7 @@ A, B = "prune_then_distill", "joint"
 
 @pytest.fixture(scope="module")
 def labels() -> np.ndarray:
-    from fake_runs import digits_test_labels
+    from helpers.fake_runs import digits_test_labels
 
     return digits_test_labels()
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import compose
 import pytest
 import torch
-from compose import group_node
-from fresh_process import outputs_in_a_fresh_process
+from helpers import compose
+from helpers.compose import group_node
+from helpers.fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.decomposition import (
     CP,
     SVD,
@@ -25,6 +24,7 @@ from kdprune.decomposition import (
 )
 from kdprune.errors import ConfigError, KdpruneError
 from kdprune.export import export_onnx
+from kdprune.instantiation import instantiate
 from kdprune.metrics import count_macs_params
 from kdprune.models import build, lenet5, resnet20
 from kdprune.pruning import LowRankPruner, load_model, read_model_file, save_model, validate

@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-import compose
 import pytest
 import torch
-from fresh_process import outputs_in_a_fresh_process
+from helpers import compose
+from helpers.fresh_process import outputs_in_a_fresh_process
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError, KdpruneError
+from kdprune.instantiation import instantiate
 from kdprune.models import build
 from kdprune.pruning import has_masks, load_model, plain_state_dict, read_model_file, save_model
 

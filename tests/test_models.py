@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import model_cfg
+from helpers.compose import model_cfg
+from omegaconf import OmegaConf
 from torch import nn
 
 from kdprune.errors import ConfigError
 from kdprune.models import build as build_model
 from kdprune.models import classifier_path, cnn5, lenet5, resnet20
+from kdprune.models.common import example_inputs
 from kdprune.paths import CONF_DIR
 
 MODEL_CONFIGS = sorted((CONF_DIR / "model").glob("*.yaml"))
@@ -137,3 +139,15 @@ def test_classifier_path_is_the_last_linear() -> None:
     assert classifier_path(model) == "2.0"
     with pytest.raises(ConfigError):
         classifier_path(nn.Sequential(nn.Conv2d(1, 1, 1)))
+
+
+def test_example_inputs_have_the_data_sets_shape_and_draw_like_randn() -> None:
+    dataset = OmegaConf.create({"in_channels": 3, "image_size": 5})
+    torch.manual_seed(0)
+    drawn = example_inputs(dataset, batch=2)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.randn(2, 3, 5, 5))  # the same draws as the code it replaced
+    state = torch.get_rng_state()
+    zeros = example_inputs(dataset, zeros=True)
+    assert zeros.shape == (1, 3, 5, 5) and not zeros.any()
+    assert torch.equal(torch.get_rng_state(), state)  # zeros leave the generator where it was

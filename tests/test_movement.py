@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from torch import nn
 
 from kdprune.app import run
-from kdprune.checks import validate
+from kdprune.config_checks import validate
 from kdprune.errors import ConfigError
 from kdprune.models import lenet5
 from kdprune.pruning import (

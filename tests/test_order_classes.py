@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 
 from kdprune.errors import ConfigError
 from kdprune.schedules.names import ORDER_NAMES

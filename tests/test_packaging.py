@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from compose import group_node
+from helpers.compose import group_node
 
 from kdprune import paths
 from kdprune.errors import ConfigError

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from kdprune.schedules.names import ORDER_NAMES
-from kdprune.sweeping.config import MedianPrunerConf
+from kdprune.sweeping.sweeper_config import MedianPrunerConf
 from kdprune.sweeping.trial_link import EpochReporter
 
 HISTORIES = Path(__file__).parent / "data" / "digits_histories.json"

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 import torch
-from compose import group_node
+from helpers.compose import group_node
 from omegaconf import open_dict
 from torch import nn
 from torch.nn import functional as F
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.metrics import (
     LEDGER_KEYS,
     channel_ratio,
@@ -32,7 +32,7 @@ from kdprune.models import classifier_path, lenet5, mobilenet_v2, resnet20
 from kdprune.paths import group_options
 from kdprune.pruning import (
     BNScaleSparsity,
-    FooBarPruningMethod,
+    EveryOtherPruningMethod,
     GradientCalibration,
     PruneResult,
     SquaredGradientCalibration,
@@ -217,9 +217,9 @@ def test_every_other_masks_half_of_each_weight(model_name: str) -> None:
     assert_runs(model)
 
 
-def test_foobar_method_plugs_in_as_a_class() -> None:
+def test_a_custom_method_plugs_in_as_a_class() -> None:
     model = build("lenet5")
-    UnstructuredPruner(model, method=FooBarPruningMethod, ratio=0.5).apply()
+    UnstructuredPruner(model, method=EveryOtherPruningMethod, ratio=0.5).apply()
     assert model.fc1.weight.flatten()[::2].abs().sum() == 0
 
 

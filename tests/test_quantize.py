@@ -10,17 +10,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from compose import compose_cfg
+from helpers.compose import compose_cfg
 from omegaconf import open_dict
 
 from kdprune import commands
 from kdprune.app import run
-from kdprune.config import instantiate
 from kdprune.data import Augment, make_loaders
-from kdprune.quantization import stages
-from kdprune.quantization.calibration import training_images
-from kdprune.quantization.checks import check_quantize_budget
+from kdprune.instantiation import instantiate
+from kdprune.quantization import quantize_stages
+from kdprune.quantization.calibration_images import training_images
 from kdprune.quantization.onnx_graph import layer_precision, op_counts
+from kdprune.quantization.quantize_checks import check_quantize_budget
 
 BUDGET = ["budget.student_epochs=3", "budget.finetune_epochs=2", "teacher.epochs=2"]
 LENET_LAYERS = 5  # two convs, three linear layers
@@ -41,7 +41,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("quantize")
     calibrated: list[torch.Tensor] = []
     checked: dict[str, np.ndarray] = {}
-    quantize_onnx, export_int8_graph = stages.quantize_onnx, stages.export_int8_graph
+    quantize_onnx = quantize_stages.quantize_onnx
+    export_int8_graph = quantize_stages.export_int8_graph
 
     def spy(fp32, out, reader, *args, **kwargs):
         calibrated.append(torch.from_numpy(reader.images.copy()))
@@ -54,8 +55,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(stages, "quantize_onnx", spy)
-        patch.setattr(stages, "export_int8_graph", spy_qat)
+        patch.setattr(quantize_stages, "quantize_onnx", spy)
+        patch.setattr(quantize_stages, "export_int8_graph", spy_qat)
         for name, extra in RUNS.items():
             cfg = compose_cfg(*BUDGET, f"quantize={name}", *extra)
             with open_dict(cfg):
@@ -167,7 +168,7 @@ def test_report_and_sweep_summary_show_fp32_and_int8(runs, tmp_path: Path) -> No
 
 
 def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
-    from fake_runs import fake_metrics
+    from helpers.fake_runs import fake_metrics
 
     from kdprune.reporting import write_report
     from kdprune.reporting.runs import ledger_frame, ledger_row
@@ -180,7 +181,7 @@ def test_reports_without_int8_runs_have_no_size_figure(tmp_path: Path) -> None:
 
 
 def test_quantize_is_sweepable_from_the_command_line(tmp_path: Path) -> None:
-    from compose import run_args
+    from helpers.compose import run_args
 
     from kdprune import cli
 
@@ -191,7 +192,7 @@ def test_quantize_is_sweepable_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_int8_support_comes_from_the_cpu_flags(tmp_path: Path) -> None:
-    from kdprune.quantization.cpu import cpu_flags, int8_support
+    from kdprune.quantization.int8_kernels import cpu_flags, int8_support
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n\n"
@@ -246,7 +247,7 @@ def _int8_weights(path) -> list[np.ndarray]:
     ],
 )
 def test_auto_kernel_path_follows_the_cpu_flags(flags, path: str) -> None:
-    from kdprune.quantization.cpu import kernel_path
+    from kdprune.quantization.int8_kernels import kernel_path
 
     chosen = kernel_path("auto", flags, machine="x86_64")
     assert chosen.name == path
@@ -269,12 +270,12 @@ def test_a_kernel_path_that_cannot_work_is_one_line_before_training(
 ) -> None:
     import sys
 
-    from compose import run_args
+    from helpers.compose import run_args
 
     from kdprune import cli
-    from kdprune.quantization import cpu
+    from kdprune.quantization import int8_kernels
 
-    monkeypatch.setattr(cpu, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(int8_kernels, "cpu_flags", lambda: flags)
     monkeypatch.chdir(tmp_path)
     args = run_args(tmp_path, f"quantize={stage}", f"quantize.int8_kernel_path={value}")
     monkeypatch.setattr(sys, "argv", ["kdprune", *args, f"hydra.run.dir={tmp_path}/run"])
@@ -287,7 +288,7 @@ def test_a_kernel_path_that_cannot_work_is_one_line_before_training(
 
 
 def test_each_run_records_its_kernel_path_and_uses_its_weight_range(runs) -> None:
-    from kdprune.quantization.cpu import resolve_kernel_path
+    from kdprune.quantization.int8_kernels import resolve_kernel_path
 
     assert runs["qat"]["int8_kernel_path"] == "avx2_7bit"  # forced
     assert runs["ptq"]["int8_kernel_path"] == resolve_kernel_path("auto").name  # this CPU's
@@ -350,10 +351,10 @@ def test_int8_models_agree_on_an_emulated_avx2_cpu_only_with_7bit_weights(
     the 7-bit models agree with their float reference within the tolerance; the 8-bit one
     saturates there and is off by more than the check allows."""
     import onnx
-    from emulated_cpu import haswell_logits, qemu_or_skip
+    from helpers.emulated_cpu import haswell_logits, qemu_or_skip
 
     from kdprune.quantization import onnx_ptq
-    from kdprune.quantization.calibration import CalibrationReader
+    from kdprune.quantization.calibration_images import CalibrationReader
     from kdprune.quantization.tolerance import int8_tolerance
 
     qemu_or_skip()

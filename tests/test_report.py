@@ -9,12 +9,12 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 from PIL import Image
 
 from kdprune import commands
 from kdprune.app import run
-from kdprune.config import instantiate
+from kdprune.instantiation import instantiate
 from kdprune.reporting import pareto_mask
 from kdprune.results import write_metrics
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from compose import run_args
+from helpers.compose import run_args
 
 from kdprune.app import run
 from kdprune.distillation import CrossEntropyObjective

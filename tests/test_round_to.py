@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch_pruning as tp
-from compose import run_args
+from helpers.compose import run_args
 
 from kdprune import cli
 from kdprune.app import run
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 from kdprune.errors import ConfigError
 from kdprune.metrics import CPU_KEYS, count_macs_params, ledger
 from kdprune.models import lenet5, resnet20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune.reporting import comparison_table
 

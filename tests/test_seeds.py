@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from kdprune.app import run
-from kdprune.config import instantiate
 from kdprune.data import Augment, make_loaders
+from kdprune.instantiation import instantiate
 from kdprune.predictions import PREDICTIONS_FILE, read_predictions, write_predictions
 from kdprune.reporting.correctness import LabelCache, run_correctness
 from kdprune.reporting.runs import ledger_row

@@ -12,11 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from compose import compose_cfg, run_args
+from helpers.compose import compose_cfg, run_args
 
 from kdprune import commands
 from kdprune.app import run
-from kdprune.checks import validate
+from kdprune.config_checks import validate
 from kdprune.errors import ConfigError
 from kdprune.models import classifier_path, lenet5, resnet20
 from kdprune.pruning import StructuredPruner, load_model, read_layer_ratios

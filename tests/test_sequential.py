@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from compose import compose_cfg, run_args
-from fake_runs import fake_metrics
-from hang_guard import HANG_GUARD
+from helpers.compose import compose_cfg, run_args
+from helpers.fake_runs import fake_metrics
+from helpers.hang_guard import HANG_GUARD
+from helpers.sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 from scipy import stats
-from sequential_runs import ARMS, MARGIN, SD, StubLauncher, default_plan
 
 from kdprune import commands
 from kdprune.reporting.inference import A_BETTER, B_BETTER, EQUIVALENT
@@ -27,7 +27,7 @@ from kdprune.reporting.sequential import (
 )
 from kdprune.reporting.verdicts import Options
 from kdprune.results import write_metrics
-from kdprune.sweeping.sequential import (
+from kdprune.sweeping.until_decided import (
     SEED_FOLDER,
     Arm,
     Plan,

@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hang_guard import HANG_GUARD
-from sequential_runs import ARMS, StubLauncher, default_plan, write_run
+from helpers.hang_guard import HANG_GUARD
+from helpers.sequential_runs import ARMS, StubLauncher, default_plan, write_run
 
 from kdprune.sweeping import claims
 from kdprune.sweeping.arms import CHECKED_ENV, run_dir
 from kdprune.sweeping.claims import run_lock, worker_session
-from kdprune.sweeping.sequential import Outcome, until_decided
 from kdprune.sweeping.sequential_cli import _finish
+from kdprune.sweeping.until_decided import Outcome, until_decided
 
 REPORT_FILES = ("verdicts.csv", "sequential.csv", "PRUNING_REPORT.md", "pruning_comparison.csv")
 
@@ -201,7 +201,7 @@ def test_a_child_started_while_a_run_is_locked_holds_the_lock_until_it_exits(tmp
 
 
 def test_the_hydra_launcher_passes_the_run_locks_to_its_child(tmp_path, monkeypatch) -> None:
-    from kdprune.sweeping import sequential
+    from kdprune.sweeping import until_decided
 
     seen = []
 
@@ -209,8 +209,8 @@ def test_the_hydra_launcher_passes_the_run_locks_to_its_child(tmp_path, monkeypa
         seen.append((command, kwargs))
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(sequential.subprocess, "run", run)
-    sequential.hydra_launcher(["dataset=digits"])(ARMS[0], [2, 3], tmp_path)
+    monkeypatch.setattr(until_decided.subprocess, "run", run)
+    until_decided.hydra_launcher(["dataset=digits"])(ARMS[0], [2, 3], tmp_path)
     ((command, kwargs),) = seen
     assert kwargs.get("close_fds") is False  # inheritable (held) lock descriptors pass
     assert "seed=2,3" in command and f"hydra.sweep.dir={tmp_path / ARMS[0].name}" in command

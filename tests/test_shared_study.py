@@ -12,9 +12,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
+from helpers.sweep_workers import Gate, output, start_worker
 from optuna.trial import TrialState
-from sweep_workers import Gate, output, start_worker
 
 from kdprune.results import read_metrics
 from kdprune.sweeping.budget import INTERRUPTED, SURPLUS, WORKER, counts

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from compose import run_args
+from helpers.compose import run_args
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 

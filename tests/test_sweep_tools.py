@@ -13,8 +13,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 from test_make import make_command
 

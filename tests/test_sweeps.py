@@ -10,8 +10,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from compose import run_args
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.hang_guard import HANG_GUARD
 from optuna.trial import TrialState
 
 from kdprune.results import read_metrics

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from compose import run_args
+from helpers.compose import run_args
 
 from kdprune.results import read_metrics
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import wandb
-from compose import run_args
-from fake_runs import fake_metrics
-from hang_guard import HANG_GUARD
+from helpers.compose import run_args
+from helpers.fake_runs import fake_metrics
+from helpers.hang_guard import HANG_GUARD
 from omegaconf import OmegaConf
 from wandb.proto import wandb_internal_pb2
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics, legacy
+from helpers.fake_runs import fake_metrics, legacy
 
 from kdprune import commands
 from kdprune.reporting import classify, ledger_row, paired_test, summarise, verdicts
 from kdprune.reporting.budgets import check_budgets
-from kdprune.reporting.configs import distinguishing_keys, labels
+from kdprune.reporting.config_groups import distinguishing_keys, labels
 from kdprune.reporting.plots import accuracy_points
 from kdprune.reporting.runs import ledger_frame
 from kdprune.results import write_metrics

@@ -4,8 +4,8 @@ import sys
 
 from omegaconf import OmegaConf
 
-from kdprune.config import instantiate
 from kdprune.errors import KdpruneError
+from kdprune.instantiation import instantiate
 from kdprune.paths import group_options, option_file
 
 

@@ -13,8 +13,10 @@ import gzip
 import hashlib
 import os
 import shutil
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -120,7 +122,7 @@ def _stage_debian_fashion_mnist(raw: Path) -> bool:
     return True
 
 
-def _torchvision(cls_name: str, root: str, download: bool, **kwargs) -> tuple[Dataset, Dataset]:
+def _torchvision(cls_name: str, root: str, download: bool, **kwargs) -> tuple[Any, Any]:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
@@ -135,10 +137,9 @@ def _torchvision(cls_name: str, root: str, download: bool, **kwargs) -> tuple[Da
         ) from err
 
 
-def _from_torchvision(
-    train: Dataset, test: Dataset, val_size: int | float, split_seed: int
-) -> Splits:
-    """Splits from a torchvision data set pair whose `.data` holds uint8 images."""
+def _from_torchvision(train: Any, test: Any, val_size: int | float, split_seed: int) -> Splits:
+    """Splits from a torchvision data set pair whose `.data` holds uint8 images (torchvision's
+    classes carry no type information: `Any`)."""
     targets = [torch.as_tensor(d.targets) for d in (train, test)]
     splits = _tensor_splits(
         _to_nchw_float(train.data),
@@ -211,7 +212,7 @@ class _Indexed(Dataset):
         self.base = base
 
     def __len__(self) -> int:
-        return len(self.base)
+        return len(cast(Sized, self.base))  # a map-style data set: it has a length
 
     def __getitem__(self, i: int):
         x, y = self.base[i]

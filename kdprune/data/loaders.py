@@ -10,8 +10,9 @@ an image (the last one, at most) is left out; evaluation covers the whole split.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +175,7 @@ class StreamLoader:
         self.epoch = 0
         self.settings = (batch_size, shuffle, num_workers, drop_last)
         generator = torch.Generator().manual_seed(seed)
-        common = {
+        common: dict[str, Any] = {
             "num_workers": num_workers,
             "pin_memory": device.type == "cuda",
             "persistent_workers": num_workers > 0,
@@ -185,9 +186,10 @@ class StreamLoader:
                 dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **common
             )
             return
-        order: Sampler[int] = SequentialSampler(dataset)
+        sized = cast(Sized, dataset)  # a map-style data set: it has a length
+        order: Sampler[int] = SequentialSampler(sized)
         if shuffle:
-            order = RandomSampler(dataset, generator=generator)
+            order = RandomSampler(sized, generator=generator)
         batches = ShardedBatches(BatchSampler(order, batch_size, drop_last), self.ranks, shuffle)
         self.loader = DataLoader(dataset, batch_sampler=batches, **common)
 
@@ -198,7 +200,7 @@ class StreamLoader:
     @property
     def num_samples(self) -> int:
         """How many images the split holds (not batches)."""
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))
 
     def unsharded(self) -> StreamLoader:
         """The same loader giving every rank whole global batches (calibration for a cut that
@@ -238,8 +240,8 @@ class ShardedBatches(Sampler[list[int]]):
         self.batches, self.ranks, self.train = batches, ranks, train
 
     def __len__(self) -> int:
-        b = self.batches
-        return global_batches(len(b.sampler), b.batch_size, self.ranks, b.drop_last, self.train)
+        b, n = self.batches, len(cast(Sized, self.batches.sampler))
+        return global_batches(n, b.batch_size, self.ranks, b.drop_last, self.train)
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.batches:
@@ -272,15 +274,18 @@ def make_loaders(
     """Loaders for a run: in-memory tensors on the device when the data set fits, else streaming;
     sharded over `ranks` in a run over several processes."""
     ranks = ranks or Ranks()
-    if splits.in_memory:
+    train, val, test = splits.train, splits.val, splits.test
+    if isinstance(train, TensorSplit):  # all three are (Splits.in_memory)
+        assert isinstance(val, TensorSplit) and isinstance(test, TensorSplit)
         return Loaders(
-            train=TensorLoader(splits.train, batch_size, device, True, augment, seed, ranks=ranks),
-            val=TensorLoader(splits.val, eval_batch_size, device, ranks=ranks),
-            test=TensorLoader(splits.test, eval_batch_size, device, ranks=ranks),
+            train=TensorLoader(train, batch_size, device, True, augment, seed, ranks=ranks),
+            val=TensorLoader(val, eval_batch_size, device, ranks=ranks),
+            test=TensorLoader(test, eval_batch_size, device, ranks=ranks),
         )
-    workers = {"num_workers": num_workers, "ranks": ranks}
+    assert not isinstance(val, TensorSplit) and not isinstance(test, TensorSplit)
+    workers: dict[str, Any] = {"num_workers": num_workers, "ranks": ranks}
     return Loaders(
-        train=StreamLoader(splits.train, batch_size, device, True, augment, seed, **workers),
-        val=StreamLoader(splits.val, eval_batch_size, device, **workers),
-        test=StreamLoader(splits.test, eval_batch_size, device, **workers),
+        train=StreamLoader(train, batch_size, device, True, augment, seed, **workers),
+        val=StreamLoader(val, eval_batch_size, device, **workers),
+        test=StreamLoader(test, eval_batch_size, device, **workers),
     )

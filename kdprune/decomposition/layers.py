@@ -15,6 +15,7 @@ ranks alone, so a model file can rebuild it before loading weights:
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,12 @@ class LinearSpec:
     bias: bool
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    """A 2-d conv's (height, width) setting as a pair of ints."""
+    height, width = value
+    return int(height), int(width)
+
+
 def layer_spec(module: nn.Module) -> ConvSpec | LinearSpec | None:
     """The spec of a decomposable conv / linear or of a factorised stand-in; None otherwise
     (grouped or depthwise convs, padding modes other than zeros, `padding='same'`, other types)."""
@@ -61,10 +68,10 @@ def layer_spec(module: nn.Module) -> ConvSpec | LinearSpec | None:
     return ConvSpec(
         module.in_channels,
         module.out_channels,
-        tuple(module.kernel_size),
-        tuple(module.stride),
-        tuple(padding),
-        tuple(module.dilation),
+        _pair(module.kernel_size),
+        _pair(module.stride),
+        _pair(padding),
+        _pair(module.dilation),
         module.bias is not None,
     )
 
@@ -89,11 +96,22 @@ class Factorised(nn.Sequential):
     def extra_repr(self) -> str:
         return f"ranks={list(self.ranks)}"
 
+    def effective_weight(self) -> Tensor:
+        """The single layer's weight this chain computes (each kind defines it)."""
+        raise NotImplementedError
+
+    def effective_bias(self) -> Tensor | None:
+        """The single layer's bias this chain computes (each kind defines it)."""
+        raise NotImplementedError
+
 
 class Tucker2Conv(Factorised):
     """1x1 -> k x k core -> 1x1; `ranks` = (r_in, r_out)."""
 
     kind = "tucker2"
+    first: nn.Conv2d  # absent at full input rank (see `has`)
+    core: nn.Conv2d
+    last: nn.Conv2d  # absent at full output rank
 
     def __init__(self, spec: ConvSpec, ranks: tuple[int, int], **like: Any) -> None:
         r_in, r_out = check_ranks(self.kind, spec, ranks)
@@ -145,6 +163,10 @@ class CPConv(Factorised):
     """1x1 -> kh x 1 depthwise -> 1 x kw depthwise -> 1x1; `ranks` = (R,)."""
 
     kind = "cp"
+    first: nn.Conv2d
+    vertical: nn.Conv2d
+    horizontal: nn.Conv2d
+    last: nn.Conv2d
 
     def __init__(self, spec: ConvSpec, ranks: tuple[int], **like: Any) -> None:
         (rank,) = check_ranks(self.kind, spec, ranks)
@@ -208,6 +230,8 @@ class LowRankLinear(Factorised):
     """in -> r -> out; `ranks` = (r,)."""
 
     kind = "svd"
+    first: nn.Linear
+    last: nn.Linear
 
     def __init__(self, spec: LinearSpec, ranks: tuple[int], **like: Any) -> None:
         (rank,) = check_ranks(self.kind, spec, ranks)
@@ -232,20 +256,27 @@ class LowRankLinear(Factorised):
         return self.last.bias
 
 
-# What a model file may name: the kinds it can rebuild (a file names a kind, never a class).
-FACTORISED: dict[str, type[Factorised]] = {
+# What a model file may name: the kinds it can rebuild (a file names a kind, never a class). Each
+# is called with (spec, ranks, **like), its own constructor's signature, not Factorised's.
+FACTORISED: dict[str, Callable[..., Factorised]] = {
     cls.kind: cls for cls in (Tucker2Conv, CPConv, LowRankLinear)
 }
-SPEC_OF_KIND = {"tucker2": ConvSpec, "cp": ConvSpec, "svd": LinearSpec}
+SPEC_OF_KIND: dict[str, type[ConvSpec] | type[LinearSpec]] = {
+    "tucker2": ConvSpec,
+    "cp": ConvSpec,
+    "svd": LinearSpec,
+}
 
 
 def max_ranks(kind: str, spec: ConvSpec | LinearSpec) -> tuple[int, ...]:
     """The largest ranks a kind takes for a layer (CP has no upper bound that matters: 2**31)."""
-    if kind == "tucker2":
+    if kind == "tucker2" and isinstance(spec, ConvSpec):
         return spec.in_channels, spec.out_channels
-    if kind == "svd":
+    if kind == "svd" and isinstance(spec, LinearSpec):
         return (min(spec.in_features, spec.out_features),)
-    return (2**31 - 1,)
+    if kind == "cp":
+        return (2**31 - 1,)
+    raise ConfigError(f"{kind} cannot replace a layer of spec {spec}.")
 
 
 def check_ranks(kind: str, spec: Any, ranks: Any) -> tuple[int, ...]:
@@ -276,7 +307,10 @@ def effective_weight(module: nn.Module) -> tuple[Tensor, Tensor | None]:
     """(weight, bias) of the single layer `module` computes: its own, or its stand-in's product."""
     if isinstance(module, Factorised):
         return module.effective_weight().detach(), module.effective_bias()
-    return module.weight.detach(), module.bias
+    weight, bias = module.weight, module.bias
+    if not isinstance(weight, Tensor) or not (bias is None or isinstance(bias, Tensor)):
+        raise ConfigError(f"{type(module).__name__} has no weight and bias to decompose.")
+    return weight.detach(), bias
 
 
 def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:

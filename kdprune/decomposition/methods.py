@@ -9,12 +9,14 @@ A conv's unfoldings are mode 1 (input channels) then mode 0 (output channels).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 from torch import Tensor, nn
 
 from kdprune.decomposition.layers import (
     ConvSpec,
     CPConv,
+    Factorised,
     LinearSpec,
     LowRankLinear,
     Tucker2Conv,
@@ -56,8 +58,9 @@ class Tucker2:
     def decompose(self, module: nn.Module, ranks: tuple[int, ...]) -> Tucker2Conv:
         """The Tucker-2 stand-in of `module` (a conv or an earlier stand-in) at `ranks`."""
         weight, bias = effective_weight(module)
-        layer = factorised(self.kind, module, ranks)
-        layer.load_factors(*tucker2(weight, ranks, self.iterations, self.tolerance))
+        layer = cast(Tucker2Conv, factorised(self.kind, module, ranks))  # the kind's class
+        r_in, r_out = ranks
+        layer.load_factors(*tucker2(weight, (r_in, r_out), self.iterations, self.tolerance))
         _copy_bias(layer, bias)
         return layer
 
@@ -92,7 +95,7 @@ class CP:
     def decompose(self, module: nn.Module, ranks: tuple[int, ...]) -> CPConv:
         """The CP stand-in of `module` (a conv or an earlier stand-in) at `ranks`."""
         weight, bias = effective_weight(module)
-        layer = factorised(self.kind, module, ranks)
+        layer = cast(CPConv, factorised(self.kind, module, ranks))  # the kind's class
         out, inp, vertical, horizontal = cp(
             weight, ranks[0], self.iterations, self.tolerance, self.seed
         )
@@ -121,12 +124,13 @@ class SVD:
     def decompose(self, module: nn.Module, ranks: tuple[int, ...]) -> LowRankLinear:
         """The low-rank stand-in of `module` (a linear layer or an earlier stand-in)."""
         weight, bias = effective_weight(module)
-        layer = factorised(self.kind, module, ranks)
+        layer = cast(LowRankLinear, factorised(self.kind, module, ranks))  # the kind's class
         layer.load_factors(*svd_factors(weight, ranks[0]))
         _copy_bias(layer, bias)
         return layer
 
 
-def _copy_bias(layer: nn.Module, bias: Tensor | None) -> None:
-    if bias is not None:
-        layer.effective_bias().data.copy_(bias.detach())
+def _copy_bias(layer: Factorised, bias: Tensor | None) -> None:
+    target = layer.effective_bias()  # there is one exactly when the replaced layer had a bias
+    if bias is not None and target is not None:
+        target.data.copy_(bias.detach())

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from kdprune.decomposition.layers import FACTORISED, LinearSpec, effective_weight, layer_spec
 from kdprune.decomposition.tensors import energy_rank, svdvals
 from kdprune.decomposition.vbmf import evbmf_rank
+from kdprune.errors import ConfigError
 
 COST_UNITS = ("params", "macs")
 
@@ -52,6 +53,8 @@ class Layer:
 
 
 def _conv_out(conv: nn.Conv2d, extent: tuple[int, ...]) -> tuple[int, ...]:
+    if isinstance(conv.padding, str):  # the stand-ins' convs take their padding as numbers
+        raise ConfigError(f"padding={conv.padding!r}: the output size needs numeric padding.")
     return tuple(
         (size + 2 * p - d * (k - 1) - 1) // s + 1
         for size, k, s, p, d in zip(

@@ -28,7 +28,7 @@ import importlib
 from typing import Any
 
 # Each public name and the module that defines it, imported on first use: the command line's
-# checks (checks.py) need no torch, and importing this package must not load it for them.
+# checks (kd_checks.py) need no torch, and importing this package must not load it for them.
 _HOMES = {
     "AttentionObjective": "feature_objectives",
     "AttentionTransferLoss": "losses",
@@ -39,13 +39,13 @@ _HOMES = {
     "KDLoss": "losses",
     "Objective": "logit_objectives",
     "capture_features": "features",
-    "check_distinct": "teacher",
+    "check_distinct": "frozen_teacher",
     "check_layers": "features",
-    "compute_teacher_logits": "teacher",
-    "freeze_teacher": "teacher",
+    "compute_teacher_logits": "frozen_teacher",
+    "freeze_teacher": "frozen_teacher",
     "probe_feature_shapes": "features",
-    "validate_kd": "checks",
-    "validate_kd_params": "checks",
+    "validate_kd": "kd_checks",
+    "validate_kd_params": "kd_checks",
 }
 
 

@@ -7,15 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from kdprune.distillation.checks import layer_paths
 from kdprune.distillation.features import (
     capture_features,
     check_layers,
     collect,
     probe_feature_shapes,
 )
+from kdprune.distillation.frozen_teacher import check_distinct, freeze_teacher
+from kdprune.distillation.kd_checks import layer_paths
 from kdprune.distillation.losses import AttentionTransferLoss, FitNetLoss, KDLoss
-from kdprune.distillation.teacher import frozen_teacher
 from kdprune.errors import ConfigError
 
 
@@ -51,7 +51,8 @@ class _FeatureObjective:
             raise ConfigError(f"{type(self).__name__} needs a teacher, but none was given.")
         check_layers(student, self.student_layers, "kd.student_layers")
         check_layers(teacher, self.teacher_layers, "kd.teacher_layers")
-        self.teacher = frozen_teacher(student, teacher)
+        check_distinct(student, teacher)
+        self.teacher = freeze_teacher(teacher)
 
     def __call__(
         self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None = None
@@ -129,6 +130,8 @@ class FitNetObjective(_FeatureObjective):
     eval mode, no grad), created on the student's device, and returned by `extra_parameters()`.
     They fit the student as it is now: rebuild the objective after pruning changes its channels.
     """
+
+    feature_loss: FitNetLoss
 
     def __init__(
         self,

@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol, runtime_checkable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdprune.distillation.checks import validate_kd_params
+from kdprune.distillation.frozen_teacher import frozen_teacher
+from kdprune.distillation.kd_checks import validate_kd_params
 from kdprune.distillation.losses import KDLoss
-from kdprune.distillation.teacher import frozen_teacher
+from kdprune.engine.objective import Objective as Objective  # kdprune.distillation.Objective
 from kdprune.errors import ConfigError
-
-
-@runtime_checkable
-class Objective(Protocol):
-    """What the engine trains with: returns the scalar loss and the student's logits.
-
-    The class attribute `needs_teacher` says whether it uses the teacher (a run without one
-    skips the teacher's logits)."""
-
-    needs_teacher: ClassVar[bool]
-
-    def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, idx: Tensor | None
-    ) -> tuple[Tensor, Tensor]: ...
-
-    def extra_parameters(self) -> list[nn.Parameter]: ...
 
 
 class CrossEntropyObjective:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdprune.distillation.checks import validate_kd_params
+from kdprune.distillation.kd_checks import validate_kd_params
 from kdprune.errors import ConfigError
 
 

@@ -1,6 +1,6 @@
 """The training engine: one train / evaluate loop, device choice, seeding and lr schedules."""
 
-from kdprune.engine.runtime import (
+from kdprune.engine.process_setup import (
     keep_freed_memory,
     pick_device,
     process_settings,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ class RunState:
     (what this run resumes from does not change as it saves)."""
 
     def __init__(
-        self, folder: str | Path, writer: bool, device: torch.device, created: list[Path] = ()
+        self, folder: str | Path, writer: bool, device: torch.device, created: Sequence[Path] = ()
     ):
         self.folder, self.writer, self.device = Path(folder), writer, device
         self.created = list(created)  # the folder's parents this run made, removed with it
@@ -224,7 +225,10 @@ def _to_device(value: Any, device: torch.device) -> Any:
 def rng_state() -> dict[str, Any]:
     """Every random number generator a run draws from (Python, NumPy, torch CPU and CUDA), as
     data a `weights_only` load reads back."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = np.random.get_state()  # the legacy tuple (a dict only with legacy=False)
+    if isinstance(numpy_state, dict):
+        raise TypeError("NumPy gave its random state as a dict, not the legacy tuple")
+    name, keys, pos, has_gauss, gauss = numpy_state
     version, state, python_gauss = random.getstate()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
     return {

@@ -28,9 +28,9 @@ from tqdm.auto import tqdm
 
 from kdprune import preemption
 from kdprune.distributed import Ranks
+from kdprune.engine.objective import Objective
 from kdprune.errors import NonFiniteLossError, Preempted
 
-Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # Called after every optimizer step with (model, global step); returns True when it changed the
 # model's parameters (pruned channels), so the engine rebuilds the optimizer.

@@ -4,7 +4,7 @@ the ledger's protocol for it (warm-up, then the two models interleaved, median p
 `prune_method.unit=latency` cuts until the latency on this target falls by `ratio`; the ledger
 records the before / after latency on it (`latency_record`). A measurement compares two models
 in one interleaved run (dense, cut, dense, cut, ...), so a neighbour's load on a shared CPU
-falls on both alike, as in `kdprune.quantization.runtime.ort_latency_ms` and `make bench`.
+falls on both alike, as in `kdprune.quantization.onnx_measure.ort_latency_ms` and `make bench`.
 
 Runtimes: `eager` (PyTorch under inference_mode), `onnxruntime` (the model exported with
 `kdprune.export.export_module`, ONNX Runtime's CPU provider, graph optimisations on) and
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 from kdprune.errors import ConfigError
 from kdprune.models.counting import Reduction
 from kdprune.pruning.masks import clone_model, make_permanent
@@ -190,7 +190,7 @@ class LatencyTarget:
 
 def _int8(fp32: Path, x: torch.Tensor) -> Path:
     """The static INT8 (QDQ) file of `fp32`, calibrated on `x` (seeded random images)."""
-    from kdprune.quantization.calibration import CalibrationReader
+    from kdprune.quantization.calibration_images import CalibrationReader
     from kdprune.quantization.onnx_ptq import quantize_onnx
 
     return quantize_onnx(fp32, fp32.with_suffix(".int8.onnx"), CalibrationReader(x))

@@ -17,7 +17,7 @@ Keys (all snake_case; `before` is the dense model, `after` the compressed one):
 - for each latency batch size b (default 1 and 64): `cpu_latency_ms_bs{b}_before`,
   `cpu_latency_ms_bs{b}_after` (median ms per batch, see `cpu_latency_ms`) and
   `cpu_speedup_bs{b}` (before / after)
-- with any latency: the CPU that timed it (`kdprune.cpu.CpuInfo.record`): `cpu_model` (the
+- with any latency: the CPU that timed it (`kdprune.cpu_features.CpuInfo.record`): `cpu_model` (the
   model name), `cpu_isa` (widest vector ISA: `avx512f`, `avx2`, ..., `asimd`, `unknown`),
   `cpu_vnni` and `cpu_amx` (bools: the INT8 dot-product instructions)
 
@@ -30,7 +30,7 @@ timed interleaved) and `latency_speedup` (before / after: the measured speed-up 
 runtime, beside `macs_speedup`), with the `cpu_*` keys of the CPU it was measured on.
 
 A run with `quantize=ptq|qat` adds its INT8 keys (ONNX Runtime accuracy, file sizes, latencies of
-the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.ledger`.
+the dense, compressed FP32 and INT8 ONNX models): see `kdprune.quantization.quantize_ledger`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from kdprune.cpu import cpu_info
+from kdprune.cpu_features import cpu_info
 from kdprune.metrics.latency import cpu_latency_ms
 from kdprune.metrics.size import channel_ratio, nonzero_fraction, weight_sparsity
 from kdprune.models.counting import count_macs_params
@@ -106,7 +106,7 @@ def ledger(
     shape = tuple(example_inputs.shape[1:])
     for batch_size in latency_batch_sizes:
         before_key, after_key, speedup_key = latency_keys(batch_size)
-        timing = {"repeats": repeats, "warmup": warmup, "num_threads": num_threads}
+        timing: dict[str, Any] = {"repeats": repeats, "warmup": warmup, "num_threads": num_threads}
         row[before_key] = cpu_latency_ms(dense, shape, batch_size, **timing)
         row[after_key] = cpu_latency_ms(compressed, shape, batch_size, **timing)
         row[speedup_key] = row[before_key] / row[after_key]

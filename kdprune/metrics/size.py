@@ -13,8 +13,11 @@ from kdprune.pruning.base import WEIGHTED_TYPES
 
 def _effective_weight(module: nn.Module) -> Tensor:
     if hasattr(module, "weight_mask"):
-        return module.weight_orig * module.weight_mask
-    return module.weight
+        return module.get_parameter("weight_orig") * module.get_buffer("weight_mask")
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is not a tensor")
+    return weight
 
 
 @torch.no_grad()

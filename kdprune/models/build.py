@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.config import instantiate
+from kdprune.instantiation import config_dict, instantiate
 
 NAME_KEY = "name"  # a label for files and reports, not an argument of the builder
 
@@ -22,5 +22,5 @@ def model_name(model_cfg: Mapping[str, Any]) -> str:
 def build(model_cfg: Mapping[str, Any]) -> nn.Module:
     """Instantiate a model config (its `name` stays out of the builder's arguments)."""
     if isinstance(model_cfg, DictConfig):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+        model_cfg = config_dict(model_cfg)
     return instantiate({k: v for k, v in model_cfg.items() if k != NAME_KEY})

@@ -37,7 +37,7 @@ class CNN5(nn.Sequential):
         pool_size: int,
     ) -> None:
         channels = [in_channels, *widths]
-        layers = OrderedDict(
+        layers: OrderedDict[str, nn.Module] = OrderedDict(
             (f"layer{i + 1}", _conv_block(channels[i], channels[i + 1])) for i in range(len(widths))
         )
         # Pool to a small fixed grid so large inputs (64x64) do not blow up fc1, while small ones

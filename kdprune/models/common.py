@@ -2,6 +2,7 @@
 copy that works while pruning masks are attached."""
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +22,16 @@ def check_input_spec(
         raise ConfigError(
             f"{model}: image_size must be at least {min_image_size}, got {image_size}."
         )
+
+
+def example_inputs(
+    dataset: Any, batch: int = 1, device: torch.device | str | None = None, zeros: bool = False
+) -> torch.Tensor:
+    """`batch` inputs of the data set's shape (`dataset.in_channels` x `image_size` squared), for
+    tracing, MACs counting and shape probes: standard normal draws from the global generator, or
+    zeros where drawing must not move it."""
+    size = (batch, dataset.in_channels, dataset.image_size, dataset.image_size)
+    return torch.zeros(size, device=device) if zeros else torch.randn(size, device=device)
 
 
 def init_weights(model: nn.Module) -> None:

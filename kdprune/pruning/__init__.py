@@ -4,7 +4,7 @@ Every `conf/prune_method/*.yaml` has `ratio` in [0, 1), `unit` (channels | param
 `pruner` node (`_target_` + `_partial_: true`). The run completes that node with the model:
 
     validate(cfg.prune_method)                          # at start-up: ranges, unit, classes
-    make = kdprune.config.instantiate(cfg.prune_method.pruner)
+    make = kdprune.instantiation.instantiate(cfg.prune_method.pruner)
     pruner = make(model=model, example_inputs=x,        # before training: ConfigError if the
                   calibration=batches, loss_fn=loss)    # model has nothing to prune / target
     ...  loss.backward(); pruner.regularize(model); optimizer.step()   # sparse training, if any
@@ -53,7 +53,7 @@ from kdprune.pruning.masks import clone_model, has_masks, make_permanent, plain_
 from kdprune.pruning.movement import MovementImportance, MovementScores
 from kdprune.pruning.movement_pruners import ChannelMovementPruner, MovementPruner
 from kdprune.pruning.structured import StructuredPruner, replay_history
-from kdprune.pruning.unstructured import FooBarPruningMethod, UnstructuredPruner
+from kdprune.pruning.unstructured import EveryOtherPruningMethod, UnstructuredPruner
 
 __all__ = [
     "ALLOCATIONS",
@@ -62,7 +62,7 @@ __all__ = [
     "BNScaleSparsity",
     "ChannelMovementPruner",
     "Pruner",
-    "FooBarPruningMethod",
+    "EveryOtherPruningMethod",
     "GradientCalibration",
     "MovementImportance",
     "MovementPruner",

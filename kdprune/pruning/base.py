@@ -12,8 +12,8 @@ from typing import Any, ClassVar
 from hydra.errors import InstantiationException
 from torch import Tensor, nn
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.models import classifier_path
 
 UNITS = ("channels", "params", "macs")  # what every pruner's `ratio` may be a fraction of
@@ -186,7 +186,9 @@ def is_ignored(name: str, ignored: Iterable[str]) -> bool:
 WEIGHTED_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def weighted_layers(model: nn.Module, ignored: Iterable[str]) -> list[tuple[str, nn.Module]]:
+def weighted_layers(
+    model: nn.Module, ignored: Iterable[str]
+) -> list[tuple[str, nn.modules.conv._ConvNd | nn.Linear]]:
     """The conv and linear layers a mask-based pruner may prune: (path, module), not ignored."""
     return [
         (path, module)

@@ -4,7 +4,8 @@ A file is a `torch.save`d dict with fixed keys:
 
 - `format`: "kdprune.model"; `version`: 2 (version 1 files, without `decompositions`, still load)
 - `model_cfg`: the base model config (plain dict with `_target_`, as from
-  `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with `kdprune.config.instantiate`
+  `OmegaConf.to_container(cfg.model, resolve=True)`), rebuilt with
+  `kdprune.instantiation.instantiate`
 - `history`: Torch-Pruning's pruning history, `[[module_path, is_out_channel, [indices]], ...]`,
   replayed in order on the rebuilt model; `[]` for a dense or mask-pruned model
 - `decompositions`: low-rank steps, `[{"path", "kind", "ranks", "after"}, ...]`, each replacing
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from kdprune.decomposition import rebuild
 from kdprune.errors import ConfigError, KdpruneError
+from kdprune.instantiation import config_dict
 from kdprune.models import build
 from kdprune.pruning.graph import replay_history  # not via structured: export -> io stays acyclic
 from kdprune.pruning.masks import plain_state_dict
@@ -58,7 +60,8 @@ def _input_shape(model_cfg: Mapping[str, Any], input_shape: Sequence[int] | None
 
 def _split_history(steps: list) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     """Torch-Pruning steps, and decomposition steps marked with how many of those precede them."""
-    history, decompositions = [], []
+    history: list[list[Any]] = []
+    decompositions: list[dict[str, Any]] = []
     for step in steps:
         if isinstance(step, Mapping):
             decompositions.append(
@@ -94,7 +97,7 @@ def save_model(
     """
     path = Path(path)
     if isinstance(model_cfg, DictConfig):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+        model_cfg = config_dict(model_cfg)
     if "_target_" not in model_cfg:
         raise ConfigError("save_model needs a model_cfg with a _target_ to rebuild the model.")
     history, decompositions = _split_history(history or [])
@@ -123,7 +126,8 @@ def read_model_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise KdpruneError(f"model file {path} is corrupt or not a torch file ({err}).") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise KdpruneError(f"{path} is not a kdprune model file.")
-    keys = KEYS.get(payload.get("version"))
+    version = payload.get("version")
+    keys = KEYS.get(version) if isinstance(version, int) else None
     if keys is None or any(key not in payload for key in keys):
         raise KdpruneError(f"{path} has version {payload.get('version')!r} or misses keys.")
     return {"decompositions": [], **payload}
@@ -158,7 +162,9 @@ def _rebuild(payload: dict[str, Any], path: str | os.PathLike, map_location: Any
 def _replay(model: nn.Module, payload: dict[str, Any]) -> None:
     """Replay the pruning history and the decomposition steps in the order they happened."""
     history, done = payload["history"], 0
-    example = torch.zeros(payload["input_shape"]) if payload["input_shape"] else None
+    if history and not payload["input_shape"]:
+        raise ValueError("it has a pruning history but no input_shape to replay it on")
+    example = torch.zeros(payload["input_shape"] or [0])  # unused without a history
     for step in payload["decompositions"]:
         replay_history(model, example, history[done : step["after"]])
         done = max(done, int(step["after"]))

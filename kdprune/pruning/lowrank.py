@@ -292,10 +292,12 @@ class LowRankPruner(Pruner):
             for layer in layers:
                 if layer.path not in current:
                     continue
-                ranks = current[layer.path]
-                for mode, (rank, top) in enumerate(zip(ranks, layer.full_ranks(), strict=True)):
+                layer_ranks = current[layer.path]
+                for mode, (rank, top) in enumerate(
+                    zip(layer_ranks, layer.full_ranks(), strict=True)
+                ):
                     if rank < top:
-                        up = (*ranks[:mode], rank + 1, *ranks[mode + 1 :])
+                        up = (*layer_ranks[:mode], rank + 1, *layer_ranks[mode + 1 :])
                         moves.append({**current, layer.path: up})
             scored = [(abs(self._reduction(layers, m, total) - self.ratio), m) for m in moves]
             best = min(scored, key=lambda pair: pair[0], default=None)

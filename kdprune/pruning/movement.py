@@ -18,7 +18,6 @@ learned score of a whole block under the same straight-through estimator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -81,8 +80,10 @@ class MovementScores:
         """Put each parameter's score into its `.grad` (zeros where none was learned)."""
         for name, param in model.named_parameters():
             score = self.scores.get(score_key(name))
-            fits = score is not None and score.shape == param.shape
-            param.grad = score.to(param).clone() if fits else torch.zeros_like(param)
+            if score is not None and score.shape == param.shape:
+                param.grad = score.to(param).clone()
+            else:
+                param.grad = torch.zeros_like(param)
 
     @torch.no_grad()
     def follow(self, before: nn.Module, example_inputs: Tensor, history: list[list[Any]]) -> None:
@@ -101,20 +102,35 @@ class MovementScores:
         }
 
 
+def _grad(layer: nn.Module, name: str) -> Tensor | None:
+    """The `.grad` (where the scores are put) of `layer`'s parameter `name`; None without one."""
+    param = getattr(layer, name, None)
+    return None if param is None else param.grad
+
+
+def _weight_scores(layer: nn.Module) -> Tensor:
+    """The scores of `layer`'s weight, which every layer this criterion reads has."""
+    scores = _grad(layer, "weight")
+    if scores is None:
+        raise ValueError(f"{type(layer).__name__}.weight holds no movement scores")
+    return scores
+
+
 def _out_scores(layer: nn.Module) -> Tensor:
     """Per output channel: the summed scores of its filter and bias."""
-    weight = layer.weight.grad
+    weight = _weight_scores(layer)
     if getattr(layer, "transposed", False):
         weight = weight.transpose(0, 1)
     total = weight.flatten(1).sum(1)
-    if getattr(layer, "bias", None) is not None and layer.bias.grad is not None:
-        total = total + layer.bias.grad
+    bias = _grad(layer, "bias")
+    if bias is not None:
+        total = total + bias
     return total
 
 
 def _in_scores(layer: nn.Module, pruning_fn: Any) -> Tensor:
     """Per input channel: the summed scores of the weights that read it."""
-    weight = layer.weight.grad
+    weight = _weight_scores(layer)
     weight = weight if getattr(layer, "transposed", False) else weight.transpose(0, 1)
     total = weight.flatten(1).sum(1)
     groups = getattr(layer, "groups", 1)
@@ -125,10 +141,10 @@ def _in_scores(layer: nn.Module, pruning_fn: Any) -> Tensor:
 
 def _norm_scores(layer: nn.Module) -> Tensor | None:
     """Per channel of an affine norm layer: its scale's and shift's scores."""
-    if layer.weight is None or layer.weight.grad is None:
+    weight, bias = _grad(layer, "weight"), _grad(layer, "bias")
+    if weight is None:
         return None
-    bias = layer.bias.grad if layer.bias is not None and layer.bias.grad is not None else 0.0
-    return layer.weight.grad + bias
+    return weight + bias if bias is not None else weight + 0.0
 
 
 OUT_FNS = (function.prune_conv_out_channels, function.prune_linear_out_channels)
@@ -159,7 +175,7 @@ class MovementImportance(tp.importance.GroupMagnitudeImportance):
         return None
 
     @torch.no_grad()
-    def __call__(self, group: Iterable[Any]) -> Tensor | None:
+    def __call__(self, group: Any) -> Tensor | None:  # a Torch-Pruning Group (untyped)
         scores, roots = [], []
         for i, (dep, idxs) in enumerate(group):
             local = self._local(dep.layer, dep.pruning_fn)

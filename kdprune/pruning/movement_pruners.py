@@ -130,11 +130,11 @@ class MovementPruner(MaskedPruner):
         self.regularizer.masked_fraction = masked
         return PruneResult(None, None, time.perf_counter() - start)
 
-    def _score(self, path: str, module: nn.Module) -> Tensor:
+    def _score(self, path: str, module: nn.modules.conv._ConvNd | nn.Linear) -> Tensor:
         score = self.regularizer.scores.get(f"{path}.weight")
         return torch.zeros_like(module.weight) if score is None else score.to(module.weight)
 
-    def _targets(self) -> list[tuple[str, nn.Module]]:
+    def _targets(self) -> list[tuple[str, nn.modules.conv._ConvNd | nn.Linear]]:
         return weighted_layers(self.model, self.ignored)
 
 
@@ -170,10 +170,16 @@ class ChannelMovementPruner(StructuredPruner):
         )
 
     @staticmethod
-    def check_options(allocation: Any = "uniform", **options: Any) -> None:
+    def check_options(
+        ratio: Any = None,
+        unit: Any = "channels",
+        allocation: Any = "uniform",
+        *args: Any,
+        **options: Any,
+    ) -> None:
         """StructuredPruner's checks, and uniform allocation (widths independent of scores)."""
         check_choice(allocation, ("uniform",), "allocation (channel movement)")
-        StructuredPruner.check_options(allocation=allocation, **options)
+        StructuredPruner.check_options(ratio, unit, allocation, *args, **options)
 
     def apply(self) -> PruneResult:
         """Prune to the configured target by block movement; the scores follow."""

@@ -2,7 +2,7 @@
 
 Torch-Pruning rounds each layer's kept width down to a multiple of `round_to`; a layer whose kept
 width would round to zero is left whole. `auto` rounds to the CPU's channel block
-(`kdprune.cpu.channel_block`: 16 on AVX-512, 8 on AVX2, none elsewhere), where convolution
+(`kdprune.cpu_features.channel_block`: 16 on AVX-512, 8 on AVX2, none elsewhere), where convolution
 kernels run fastest. A block can spoil the cut it rounds: cut by half, a 16-channel layer keeps 8,
 which rounds to 0 at 16, so the layer stays whole and the cut loses much of its MACs reduction.
 So `auto` tries the blocks from the CPU's down (16 then 8 on AVX-512, 8 on AVX2) and keeps the
@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from kdprune.cpu import CHANNEL_BLOCK, channel_block, cpu_flags
+from kdprune.cpu_features import CHANNEL_BLOCK, channel_block, cpu_flags
 from kdprune.errors import ConfigError
 
 AUTO = "auto"
@@ -47,7 +47,7 @@ def candidate_roundings(
     """What a cut may round to, in the order tried: `auto` gives the CPU's blocks, then None
     (not rounded); an int or None is itself. `flags` default to this machine's."""
     check_round_to(round_to)
-    if round_to != AUTO:
+    if not isinstance(round_to, str):  # int or None: auto is the one string check_round_to allows
         return (round_to,)
     return (*auto_roundings(cpu_flags() if flags is None else flags), None)
 

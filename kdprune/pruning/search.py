@@ -80,7 +80,9 @@ class TargetSearch(Generic[Cut]):
 
     def closest(self) -> float:
         """The closest setting to the target; among equally close ones, the least compressing."""
-        return self.choice(min(self.error(s) for s in self.tried))
+        best = self.choice(min(self.error(s) for s in self.tried))
+        assert best is not None  # min() above found a tried setting
+        return best
 
 
 def unreachable(unit: str, target: float, how: str, reach: float, end: str = ".") -> ConfigError:

@@ -119,7 +119,9 @@ class StructuredPruner(Pruner):
         self.iterative_steps, self.tolerance = int(iterative_steps), float(tolerance)
         self.max_search_steps = int(max_search_steps)
         self.calibrate, self.regularizer = calibrate, regularizer
-        self.calibration, self.loss_fn = calibration, loss_fn or F.cross_entropy
+        # Never None where `calibrate` is set (checked above); unused where it is not.
+        self.calibration: Batches = calibration if calibration is not None else ()
+        self.loss_fn = loss_fn or F.cross_entropy
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         self.latency = LatencyTarget.of(latency) if unit == "latency" else None
@@ -167,7 +169,10 @@ class StructuredPruner(Pruner):
         """Move every layer from its dense width towards its one-shot width, the fraction
         `after / target` of the way (exact widths, so the last step lands on the cut)."""
         widths = scheduled_widths(self._dense, self._final, scheduled_fraction(after, target))
-        return rebuild(ratio=0.0, unit="channels").apply_widths(widths)
+        pruner = rebuild(ratio=0.0, unit="channels")
+        if not isinstance(pruner, StructuredPruner):
+            raise TypeError(f"rebuild gave a {type(pruner).__name__}, not a StructuredPruner")
+        return pruner.apply_widths(widths)
 
     def apply(self) -> PruneResult:
         """Prune the bound model in place and return the replayable history."""
@@ -206,6 +211,7 @@ class StructuredPruner(Pruner):
         if self.ratio == 0 and not self.layer_ratios:
             self.round_to = None
             return [], 0.0
+        cut: Callable[[int | None], tuple[list[list[Any]], float]]
         if self.unit == "channels":
             cut = functools.partial(self._channel_cut, reference={})
         else:
@@ -258,17 +264,17 @@ class StructuredPruner(Pruner):
             f" with round_to={best}" if best else ""
         )
         if self.latency is not None:
-            raise self._below_floor(how, best)
+            raise self._below_floor(self.latency, how, best)
         raise unreachable(self.unit, self.ratio, how, reach[best])
 
-    def _below_floor(self, how: str, round_to: int | None) -> ConfigError:
+    def _below_floor(self, latency: LatencyTarget, how: str, round_to: int | None) -> ConfigError:
         """The refusal of a latency target below the measured floor: the latency of the largest
         cut, at the cap (measured again here, with the dense model, to name both in ms)."""
         magnitude = tp.importance.MagnitudeImportance()
         floor = self._prune_copy(self.max_layer_ratio, round_to, magnitude)[0]
         shape = tuple(self.example_inputs.shape[1:])
-        dense_ms, floor_ms = self.latency.pair_ms(self.model, floor, shape)
-        return below_floor(self.latency, self.ratio, dense_ms, floor_ms, how)
+        dense_ms, floor_ms = latency.pair_ms(self.model, floor, shape)
+        return below_floor(latency, self.ratio, dense_ms, floor_ms, how)
 
     def _grid(self, round_to: int | None) -> list[float]:
         """Channel ratios to scan when rounding makes the count non-monotone in the ratio."""
@@ -311,6 +317,8 @@ class StructuredPruner(Pruner):
         if key is not None and key in REDUCTIONS:
             return REDUCTIONS[key], None
         candidate, history = self._prune_copy(ratio, round_to, importance)
+        if self.reduction_of is None:  # a channel target is cut, never searched
+            raise ValueError("a channels unit has no reduction to search")
         achieved = self.reduction_of(self.model, candidate)
         if key is not None:
             REDUCTIONS.remember(key, achieved)

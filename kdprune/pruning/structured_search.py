@@ -46,4 +46,7 @@ def search_ratio(
         low, high = bracket or (low, high)
         ratio = (low + high) / 2 if bracket else high
     search.bisect(low, high, ratio, steps, done)
-    return search.choice(aim)
+    best = search.choice(aim)
+    if best is None:  # bisect always tries its first setting
+        raise ValueError("the search tried no channel ratio")
+    return best

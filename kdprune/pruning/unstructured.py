@@ -3,7 +3,7 @@
 Any `torch.nn.utils.prune.BasePruningMethod` subclass plugs in through the `method` node, given
 in YAML as a `_partial_: true` node of the class with its other arguments (e.g. `n`, `dim`), or
 as the class itself. A method whose constructor takes `amount` (all of torch's do) receives
-`ratio` as its amount, so overriding `ratio` alone is enough; `FooBarPruningMethod` below, the
+`ratio` as its amount, so overriding `ratio` alone is enough; `EveryOtherPruningMethod` below, the
 tutorial's custom example, takes none and always masks half.
 """
 
@@ -35,7 +35,7 @@ from kdprune.pruning.base import (
 UNIT_OF_PRUNING_TYPE = {"unstructured": "params", "structured": "channels"}
 
 
-class FooBarPruningMethod(prune.BasePruningMethod):
+class EveryOtherPruningMethod(prune.BasePruningMethod):
     """Mask every other entry of a tensor (the custom method of the PyTorch pruning tutorial)."""
 
     PRUNING_TYPE = "unstructured"
@@ -110,7 +110,7 @@ class UnstructuredPruner(MaskedPruner):
         check_ratio(ratio)
         check_choice(unit, UNITS, "unit")
         check_choice(allocation, ALLOCATIONS, "allocation")
-        cls, _, kwargs = _split_method(method)
+        cls, _args, kwargs = _split_method(method)
         if "amount" in kwargs:
             raise ConfigError(
                 f"prune_method method sets amount {kwargs['amount']}; set ratio instead, "
@@ -119,13 +119,15 @@ class UnstructuredPruner(MaskedPruner):
         fixed = getattr(cls, "FIXED_RATIO", None)
         if fixed is not None and ratio != fixed:
             raise ConfigError(f"{cls.__name__} always prunes {fixed} of the weights, not {ratio}.")
-        counted = UNIT_OF_PRUNING_TYPE.get(cls.PRUNING_TYPE)
+        # Every BasePruningMethod subclass sets PRUNING_TYPE; torch's annotations leave it out.
+        pruning_type: Any = getattr(cls, "PRUNING_TYPE", None)
+        counted = UNIT_OF_PRUNING_TYPE.get(pruning_type)
         if unit != counted:
             raise ConfigError(
-                f"{cls.__name__} is {cls.PRUNING_TYPE} and counts {counted}, "
+                f"{cls.__name__} is {pruning_type} and counts {counted}, "
                 f"so prune_method unit must be {counted}, not {unit}."
             )
-        if allocation == "global" and cls.PRUNING_TYPE != "unstructured":
+        if allocation == "global" and pruning_type != "unstructured":
             raise ConfigError(
                 f"global allocation needs an unstructured method, not {cls.__name__}."
             )

@@ -5,7 +5,7 @@ training images; `qat` is PyTorch's export-based quantization-aware training wit
 objective. Both are measured in ONNX Runtime (accuracy, size, latency); `none` adds nothing.
 """
 
-from kdprune.quantization.stages import (
+from kdprune.quantization.quantize_stages import (
     NoQuantization,
     PostTrainingQuantization,
     QuantizationAwareTraining,

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from kdprune.errors import ConfigError
-from kdprune.quantization.calibration import CalibrationReader
-from kdprune.quantization.cpu import resolve_kernel_path
+from kdprune.quantization.calibration_images import CalibrationReader
 from kdprune.quantization.files import CHECK_IMAGES, require_agreement
+from kdprune.quantization.int8_kernels import resolve_kernel_path
 from kdprune.quantization.onnx_graph import compact, require_int8, save, strip_debug_info
 
 log = logging.getLogger("kdprune")

@@ -79,9 +79,10 @@ def export_graph(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModul
 
 def quantization_config(qat: bool, weight_range: tuple[int, int] = (-128, 127)) -> Any:
     """torchao's default x86 quantization config with int8 weights limited to `weight_range`
-    (the kernel path's: 7-bit weights where the CPU lacks VNNI, see kdprune.quantization.cpu).
-    torchao's own `reduce_range` makes activations 7-bit instead, which ONNX cannot carry: its
-    QuantizeLinear clamps to [0, 255], so ONNX Runtime would see activations PyTorch clamped."""
+    (the kernel path's: 7-bit weights where the CPU lacks VNNI, see
+    kdprune.quantization.int8_kernels). torchao's own `reduce_range` makes activations 7-bit
+    instead, which ONNX cannot carry: its QuantizeLinear clamps to [0, 255], so ONNX Runtime would
+    see activations PyTorch clamped."""
     _, _, x86 = _pt2e()
     config = x86.get_default_x86_inductor_quantization_config(is_qat=qat)
     low, high = weight_range

@@ -16,7 +16,7 @@ with s_x the scale of the classifier's input activation, W its dequantized weigh
 logit j) and s_y the scale of its quantized output (one step of rounding; 0 when the logits are
 float). Every input moving the worst way at once is far more than rounding does, and far less
 than a saturated kernel: a vpmaddubsw pair that saturates loses up to 32003 units of s_x * s_w,
-which is what this check exists to catch (see kdprune.quantization.cpu).
+which is what this check exists to catch (see kdprune.quantization.int8_kernels).
 """
 
 from __future__ import annotations

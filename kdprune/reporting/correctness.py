@@ -64,8 +64,8 @@ class ImageEvidence:
 
 def _load_labels(spec: Mapping[str, Any]) -> np.ndarray | str:
     """Build the data set of `spec` (a resolved `dataset.splits`) and read its test labels."""
-    from kdprune.config import instantiate
     from kdprune.data import split_labels
+    from kdprune.instantiation import instantiate
 
     root = spec.get("root")
     if isinstance(root, str) and not Path(root).exists():  # the builder would download into it
@@ -123,9 +123,10 @@ def _per_seed(values: list[np.ndarray | str]) -> SeedImages | str:
     reasons = [v for v in values if isinstance(v, str)]
     if reasons:
         return reasons[0]
-    if len({v.shape for v in values}) > 1:
+    arrays = [v for v in values if not isinstance(v, str)]
+    if len({v.shape for v in arrays}) > 1:
         return "duplicate runs of a seed with different test sets"
-    return SeedImages(np.mean(values, axis=0), len(values))
+    return SeedImages(np.mean(arrays, axis=0), len(arrays))
 
 
 def image_evidence(runs: pd.DataFrame) -> ImageEvidence:

@@ -151,14 +151,15 @@ def contrast_columns(
     reason = next((x for pair in sides for x in pair if isinstance(x, str)), "")
     if reason:
         return not_available(reason)
-    if len({x.correct.shape for pair in sides for x in pair}) > 1:
+    pairs = [(x, y) for x, y in sides if not isinstance(x, str) and not isinstance(y, str)]
+    if len({x.correct.shape for pair in pairs for x in pair}) > 1:
         return not_available("the two sides' runs were tested on different test sets")
-    images = np.all([~np.isnan(x.correct) for pair in sides for x in pair], axis=0)
+    images = np.all([~np.isnan(x.correct) for pair in pairs for x in pair], axis=0)
     if not images.any():
         return not_available("no test image evaluated by both sides at every seed")
-    d = np.stack([x.correct[images] - y.correct[images] for x, y in sides])
+    d = np.stack([x.correct[images] - y.correct[images] for x, y in pairs])
     out = {**dict.fromkeys(COLUMNS, math.nan), "test_images": int(images.sum())}
-    return out | _bootstrap_columns(d) | _mcnemar_columns(sides, images)
+    return out | _bootstrap_columns(d) | _mcnemar_columns(pairs, images)
 
 
 def flags(table: pd.DataFrame) -> pd.Series:

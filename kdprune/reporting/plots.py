@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from kdprune.reporting.configs import NO_KD, series_labels
+from kdprune.reporting.config_groups import NO_KD, series_labels
 from kdprune.reporting.statistics import order_rank, pareto_mask, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.results import atomic_write

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, NullFormatter
 
-from kdprune.reporting.configs import config_names
+from kdprune.reporting.config_groups import config_names
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.plots import ORDER_COLOURS, OTHER_COLOURS, save_figure
 from kdprune.reporting.statistics import order_rank

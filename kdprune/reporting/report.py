@@ -18,7 +18,7 @@ import pandas as pd
 
 from kdprune.errors import ConfigError
 from kdprune.reporting.budgets import check_budgets
-from kdprune.reporting.configs import ORDERS_AND_KD, config_names, group_titles, paired_by
+from kdprune.reporting.config_groups import ORDERS_AND_KD, config_names, group_titles, paired_by
 from kdprune.reporting.emv import EMV_FILE, plot_emv
 from kdprune.reporting.inference import EQUIVALENT
 from kdprune.reporting.plots import AXIS_TITLES, X_AXES, plot_accuracy, plot_pareto

@@ -9,14 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from kdprune.reporting.budgets import BudgetCheck
-from kdprune.reporting.configs import (
+from kdprune.reporting.config_groups import (
     LEGACY_KEYS,
     ORDERS_AND_KD,
     config_names,
     configs_of,
     distinguishing_keys,
 )
-from kdprune.reporting.configs import describe as describe_config
+from kdprune.reporting.config_groups import describe as describe_config
 from kdprune.reporting.emv import emv_lines
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.quantized import has_int8, quantization_lines

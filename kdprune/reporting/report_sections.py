@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from kdprune.reporting.budgets import NOT_RECORDED, BudgetCheck
-from kdprune.reporting.configs import ORDERS_AND_KD
+from kdprune.reporting.config_groups import ORDERS_AND_KD
 from kdprune.reporting.image_noise_report import HOW_IMAGES, boot_cell, mcnemar_cell, what_varied
 from kdprune.reporting.inference import CORRECTION_NAMES, equivalent_words
 from kdprune.reporting.markdown import md_table

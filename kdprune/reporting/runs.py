@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from kdprune.errors import ConfigError
-from kdprune.reporting.configs import run_identity
+from kdprune.reporting.config_groups import run_identity
 from kdprune.reporting.statistics import LABEL_KEYS, STAT_COLUMNS, sort_runs
 from kdprune.results import METRICS_FILE, STATUS_OK, atomic_write, read_metrics, run_status
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from kdprune.reporting.inference import A_BETTER, B_BETTER
 from kdprune.reporting.sequential import Decision
-from kdprune.results import atomic_write
+from kdprune.results import atomic_write, write_text
 
 SEQUENTIAL_FILE = "sequential.csv"
 SEQUENTIAL_COLUMNS = ["sequential_verdict", "decided_at_look", "seeds_needed", "look_alpha"]
@@ -103,7 +103,7 @@ def write_sequential(
     files = []
     for path, frame in ((out_dir / SEQUENTIAL_FILE, table[keep]), (out_dir / VERDICTS_FILE, table)):
         csv = frame.to_csv(index=False)
-        files.append(atomic_write(path, lambda fh, csv=csv: fh.write(csv.encode())))
+        files.append(write_text(path, csv))
     old = markdown_file.read_text() if markdown_file.is_file() else ""
     files.append(atomic_write(markdown_file, lambda fh: fh.write((old + "\n" + text).encode())))
     return files

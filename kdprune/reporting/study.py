@@ -128,11 +128,12 @@ def _trial_rows(
     rows, trial_rows, finished = [], [], []
     for t in trials:
         trial_rows.append(_trial_columns(t, n_obj))
-        metrics = load_run(run_dirs[t.number] / METRICS_FILE) if run_dirs[t.number] else None
-        if metrics is not None:
-            rows.append({**ledger_row(metrics, run_dirs[t.number]), **_trial_columns(t, n_obj)})
+        run_dir = run_dirs[t.number]
+        metrics = load_run(run_dir / METRICS_FILE) if run_dir else None
+        if metrics is not None and run_dir:
+            rows.append({**ledger_row(metrics, run_dir), **_trial_columns(t, n_obj)})
             if t.values:
-                finished.append((t.values, metrics, run_dirs[t.number]))
+                finished.append((t.values, metrics, run_dir))
     return rows, trial_rows, finished
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdprune.reporting.configs import config_names, group_titles
+from kdprune.reporting.config_groups import config_names, group_titles
 from kdprune.reporting.plots import accuracy_points
 from kdprune.reporting.quantized import int8_points
 from kdprune.reporting.runs import ledger_frame, ledger_row

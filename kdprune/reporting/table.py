@@ -32,7 +32,7 @@ def comparison_table(m: dict[str, Any]) -> str:
     FP32 vs compressed FP32 vs compressed INT8 for a quantized run."""
     if m.get("quantize"):
         return int8_table(m)
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("", "dense", "compressed", "change"),
         (
             "test accuracy",
@@ -74,7 +74,7 @@ def int8_table(m: dict[str, Any]) -> str:
     """Dense FP32 (the teacher's accuracy, the dense model's size) -> compressed FP32 ->
     compressed INT8; latency and file size of all three as ONNX Runtime runs them."""
     acc, fp32, int8 = m["teacher_test_acc"], m["test_acc"], m["int8_test_acc"]
-    rows = [
+    rows: list[tuple[str, ...]] = [
         ("", "dense FP32", "compressed FP32", "compressed INT8", "INT8 vs FP32", "INT8 vs dense"),
         ("test accuracy", f"{acc:.4f}", f"{fp32:.4f}", f"{int8:.4f}",
          f"{100 * (int8 - fp32):+.2f} pts", f"{100 * (int8 - acc):+.2f} pts"),
@@ -95,7 +95,9 @@ def int8_table(m: dict[str, Any]) -> str:
         before, after = m.get(f"cpu_latency_ms_bs{b}_before"), m.get(f"cpu_latency_ms_bs{b}_after")
         if before is not None and after is not None:
             rows.append((f"PyTorch CPU bs={b}", f"{before:.2f} ms", f"{after:.2f} ms", "", "", ""))
-    from kdprune.quantization.cpu import speed_note  # the note lives with the INT8 kernel paths
+    from kdprune.quantization.int8_kernels import (
+        speed_note,  # the note lives with the INT8 kernel paths
+    )
 
     note = speed_note(m.get("int8_instructions"))
     return _layout(_title(m), rows) + (f"\nNote: {note}." if note else "")

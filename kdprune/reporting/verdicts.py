@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 
 from kdprune.reporting import image_noise
-from kdprune.reporting.configs import NO_KD, ORDERS_AND_KD, labels, uses_teacher
+from kdprune.reporting.config_groups import NO_KD, ORDERS_AND_KD, labels, uses_teacher
 from kdprune.reporting.correctness import ImageEvidence, image_evidence
 from kdprune.reporting.inference import (
     A_BETTER,
@@ -88,6 +88,7 @@ def _pairs(
     """(kind, A, B): orders that differ only in the order (A the earlier order); KD vs none
     where only KD (and the teacher it uses) differ; two teachers of the same KD and order.
     Comparing a config group instead: every two configurations (A first by label)."""
+    names = names if names is not None else {}
     if compare != ORDERS_AND_KD:
         rows = sorted((r for _, r in group.iterrows()), key=lambda r: names[r.config_fingerprint])
         return [(compare, a, b) for a, b in combinations(rows, 2)]

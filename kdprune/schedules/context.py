@@ -16,15 +16,16 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.data import Loaders
 from kdprune.distributed import Ranks
 from kdprune.engine import Stage, evaluate, seed_everything
 from kdprune.engine.checkpoints import RunState
 from kdprune.errors import ConfigError
 from kdprune.faults import fault_hook
+from kdprune.instantiation import instantiate
 from kdprune.metrics import ledger
 from kdprune.models import build
+from kdprune.models.common import example_inputs
 from kdprune.tracking import Tracker
 
 log = logging.getLogger("kdprune")
@@ -52,8 +53,7 @@ class RunContext:
     @property
     def example_inputs(self) -> torch.Tensor:
         """One input of the data set's shape, on the device (for MACs counting and tracing)."""
-        d = self.cfg.dataset
-        return torch.randn(1, d.in_channels, d.image_size, d.image_size, device=self.device)
+        return example_inputs(self.cfg.dataset, device=self.device)
 
     def mark_cut(self, dense: nn.Module, pruned: nn.Module) -> None:
         """The student has its final size: later epochs are `after_cut`; in a sweep, keep the size
@@ -61,8 +61,8 @@ class RunContext:
         if self.on_epoch is None:
             self.cut = {}
             return
-        d = self.cfg.dataset  # zeros, not example_inputs: counting must not draw random numbers
-        inputs = torch.zeros(1, d.in_channels, d.image_size, d.image_size)
+        # zeros, not random draws: counting must not move the global generator
+        inputs = example_inputs(self.cfg.dataset, zeros=True)
         dense, pruned = (copy.deepcopy(m).cpu().eval() for m in (dense, pruned))
         self.cut = ledger(dense, pruned, inputs, latency_batch_sizes=())
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from typing import Any
 
 from torch import nn
 
@@ -55,7 +56,8 @@ class GradualPruning:
         self.first, self.last = int(start * total_steps), max(int(end * total_steps), 1)
         span = max(self.last - self.first, 1)
         self.points = sorted({self.first + round(span * (i + 1) / steps) for i in range(steps)})
-        self.sparsity, self.history = 0.0, []
+        self.sparsity = 0.0
+        self.history: list[list[Any]] = []
         self.pruner = build_pruner(ctx, model)
         self.after_backward, self.carried = self.pruner.training_hook(), self.pruner.carried()
         with ctx.timed("prune"):

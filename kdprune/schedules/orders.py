@@ -17,15 +17,15 @@ from typing import Any, ClassVar
 
 from omegaconf import DictConfig
 
-from kdprune.config import instantiate
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate
 from kdprune.pruning import pruner_class
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.gradual import GradualPruning
 from kdprune.schedules.names import DISTILL_THEN_PRUNE, JOINT, PRUNE_THEN_DISTILL
 from kdprune.schedules.stages import build_pruner, finish, prune, train
 from kdprune.schedules.start import Start, new_student, same_architecture
-from kdprune.schedules.teacher import Teacher
+from kdprune.schedules.teacher_stage import Teacher
 from kdprune.values import number, whole_number
 
 PRUNE_TARGETS = ("auto", "student", "teacher")

@@ -15,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdprune.config import instantiate
 from kdprune.distributed import MainRankImportance
 from kdprune.engine import fit
+from kdprune.instantiation import instantiate
 from kdprune.metrics import file_size_bytes, ledger
 from kdprune.metrics.latency_target import LatencyTarget, latency_record
 from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
 from kdprune.schedules.context import RunContext
-from kdprune.schedules.teacher import Teacher
+from kdprune.schedules.teacher_stage import Teacher
 
 log = logging.getLogger("kdprune")
 
@@ -59,12 +59,12 @@ def objective(ctx: RunContext, student: nn.Module, teacher: Teacher | None):
     """The configured KD objective for this student; its class says whether it uses the teacher
     (plain cross-entropy for `kd: none` does not)."""
     factory = instantiate(ctx.cfg.kd.objective)
-    uses_teacher = teacher is not None and factory.func.needs_teacher
-    cached = teacher_logits(ctx, teacher) if uses_teacher else None
+    used = teacher if teacher is not None and factory.func.needs_teacher else None
+    cached = teacher_logits(ctx, used) if used is not None else None
     x, _, _ = next(iter(ctx.loaders.val))
     return factory(
         student=student,
-        teacher=teacher.module if uses_teacher else None,
+        teacher=used.module if used is not None else None,
         teacher_logits=cached,
         label_smoothing=float(ctx.cfg.trainer.label_smoothing),
         example_input=x[:2],

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
-from kdprune.schedules.teacher import Teacher, dense_network, file_sha256
+from kdprune.schedules.teacher_stage import Teacher, dense_network, file_sha256
 
 INITS = ("teacher", "trained", "scratch", "checkpoint")
 

@@ -20,9 +20,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from kdprune.config import instantiate, trusted
 from kdprune.errors import ConfigError
+from kdprune.instantiation import instantiate, trusted
 from kdprune.models import model_name
+from kdprune.models.common import example_inputs
 from kdprune.pruning.base import ignored_module_paths, pruner_class
 from kdprune.pruning.structured import layer_widths
 from kdprune.sensitivity.allocation import Allocation, allocate, predicted_drop
@@ -91,8 +92,8 @@ def check_request(
 
 def _teacher(cfg: DictConfig, device: torch.device, loaders, identity: str, out: Path):
     from kdprune.schedules.context import RunContext
-    from kdprune.schedules.teacher import train_teacher
-    from kdprune.tracking.base import NullTracker
+    from kdprune.schedules.teacher_stage import train_teacher
+    from kdprune.tracking.tracker import NullTracker
 
     ctx = RunContext(cfg, device, loaders, NullTracker(), out, data_identity=identity)
     teacher = train_teacher(ctx)
@@ -143,7 +144,7 @@ def run_sensitivity(
     """Analyse the model, allocate ratios for the configured cut's budget, write the files;
     on `threads` torch CPU threads (many small copies: more threads rarely help, and on a
     shared CPU they slow it down)."""
-    from kdprune.checks import validate
+    from kdprune.config_checks import validate
     from kdprune.engine import pick_device, process_settings
     from kdprune.schedules.context import progress_setting
 
@@ -175,8 +176,7 @@ def run_sensitivity(
 
 
 def _cutter(cfg: DictConfig, model: nn.Module, loaders, device) -> tuple[Cutter, list]:
-    d = cfg.dataset
-    example = torch.randn(1, d.in_channels, d.image_size, d.image_size, device=device)
+    example = example_inputs(cfg.dataset, device=device)
     factory = instantiate(cfg.prune_method.pruner, ratio=0.0, unit="channels", layer_ratios=None)
     calibration = []
     for x, y, _ in loaders.train:

@@ -58,7 +58,8 @@ class Flock:
     descriptor is inheritable while held: a child started then holds the lock too."""
 
     def __init__(self, path: Path) -> None:
-        self.path, self.fd = path, None
+        self.path = path
+        self.fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
         """Take the lock, waiting for its holder when blocking; False if not blocking and held."""

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from kdprune.errors import ConfigError
-from kdprune.results import METRICS_FILE, atomic_write, read_metrics
+from kdprune.results import METRICS_FILE, read_metrics, write_text
 
 SEED_KEYS = ("seed", "data_seed", "split_seed")  # overrides of the job that confirm replaces
 MIN_SEEDS = 2  # an interval needs two; the issue's design asks for >= 5 (the default)
@@ -77,7 +77,8 @@ def candidates(study: Any, top: int) -> list[Candidate]:
 
 def new_seeds(count: int, first: int, used: set[int]) -> list[int]:
     """`count` seeds from `first` on that the study never used."""
-    seeds, s = [], first
+    seeds: list[int] = []
+    s = first
     while len(seeds) < count:
         if s not in used:
             seeds.append(s)
@@ -87,7 +88,7 @@ def new_seeds(count: int, first: int, used: set[int]) -> list[int]:
 
 def compose_candidate(candidate: Candidate, seed: int) -> DictConfig:
     """The trial's run config with a new seed (composed as `kdprune` would, Hydra aside)."""
-    from kdprune.config import compose_run
+    from kdprune.instantiation import compose_run
 
     return compose_run([*candidate.overrides, f"seed={seed}"])
 
@@ -167,4 +168,4 @@ def write_confirm(runs: pd.DataFrame, summary: pd.DataFrame, out: Path, text: st
         (out / "confirm.csv", summary.to_csv(index=False)),
         (out / "confirm.md", text),
     ]
-    return [atomic_write(path, lambda fh, s=body: fh.write(s.encode())) for path, body in files]
+    return [write_text(path, body) for path, body in files]

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from kdprune.app import run
-    from kdprune.checks import validate
+    from kdprune.config_checks import validate
     from kdprune.reporting.study import _open, _study_name
     from kdprune.sweeping import confirm as c
 
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     name = _study_name(storage, args.storage, args.study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plan = c.candidates(optuna.load_study(study_name=name, storage=storage), args.top)
-    seeds = c.new_seeds(args.seeds, args.first_seed, {p.search_seed for p in plan})
+    used = {p.search_seed for p in plan if p.search_seed is not None}
+    seeds = c.new_seeds(args.seeds, args.first_seed, used)
     for candidate in plan:  # every configuration checked before the first run trains
         validate(c.compose_candidate(candidate, seeds[0]))
     db = sqlite_file(args.storage) or journal_file(args.storage)

@@ -111,7 +111,8 @@ def feasible_best_storage(storage: BaseStorage) -> BaseStorage:
             raise ValueError(f"no complete trial of study {study.study_name} is feasible")
         return best[0]
 
-    storage.get_best_trial = get_best_trial  # an instance attribute: this storage object only
+    # An instance attribute: this storage object only (mypy allows no assignment to a method).
+    storage.get_best_trial = get_best_trial  # type: ignore[method-assign]
     return storage
 
 
@@ -125,6 +126,13 @@ def _dominates(a: FrozenTrial, b: FrozenTrial, signs: list[float]) -> bool:
     return all(x >= y for x, y in pairs) and any(x > y for x, y in pairs)
 
 
+def _value(trial: FrozenTrial) -> float:
+    """A complete single-objective trial's value (it always has one)."""
+    if trial.value is None:
+        raise ValueError(f"trial {trial.number} is complete but has no value")
+    return trial.value
+
+
 def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     """The best feasible complete trial (one objective) or the feasible Pareto front (several);
     empty when no complete trial is feasible. Infeasible trials are never returned."""
@@ -135,5 +143,5 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     if not feasible:
         return []
     if len(signs) == 1:
-        return [max(feasible, key=lambda t: signs[0] * t.value)]
+        return [max(feasible, key=lambda t: signs[0] * _value(t))]
     return [t for t in feasible if not any(_dominates(o, t, signs) for o in feasible)]

@@ -19,6 +19,7 @@ from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_p
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
 # ---- Hydra (hydra-core 1.4.0rc3) ----------------------------------------------------------------
@@ -59,9 +60,14 @@ def grid_choices(distribution: BaseDistribution) -> list:
     return OptunaSweeperImpl._to_grid_sampler_choices(distribution)
 
 
-def directions(sweeper: OptunaSweeperImpl) -> list[str]:
-    """The study's directions from the sweeper's `direction` option: `_get_directions`."""
-    return sweeper._get_directions()
+def directions(sweeper: OptunaSweeperImpl) -> list[StudyDirection]:
+    """The study's directions from the sweeper's `direction` option: `_get_directions` (names,
+    which Optuna would check and convert as below)."""
+    names = sweeper._get_directions()
+    known = {"minimize": StudyDirection.MINIMIZE, "maximize": StudyDirection.MAXIMIZE}
+    if any(name not in known for name in names):
+        raise ValueError(f"`directions` must be a list of `minimize` or `maximize`, got {names}.")
+    return [known[name] for name in names]
 
 
 def trial_overrides(

@@ -34,10 +34,10 @@ from omegaconf import DictConfig
 from kdprune.distributed import processes
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
-from kdprune.sweeping.checks import check_sweeper, check_trial_processes
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.storage import grace_seconds, open_storage, redacted
 from kdprune.sweeping.summary import log_results, study_results, write_results
+from kdprune.sweeping.sweeper_checks import check_sweeper, check_trial_processes
 from kdprune.sweeping.worker import Plan, Worker
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,8 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
     """The sweep loop: open the shared study, run `n_jobs` workers, report the best trial."""
 
     def __init__(self, sampler: DictConfig, pruner: DictConfig | None, options: dict[str, Any]):
-        super().__init__(None, **{key: options.get(key) for key in HYDRA_OPTIONS})
+        hydra_options: dict[str, Any] = {key: options.get(key) for key in HYDRA_OPTIONS}
+        super().__init__(None, **hydra_options)
         self.sampler_cfg, self.pruner_cfg = sampler, pruner
         self.heartbeat_interval = options.get("heartbeat_interval")
         self.grace_period = options.get("grace_period")
@@ -79,7 +80,9 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         """The sampler, seeded by `seed + trial_number`: workers that start together with the
         same seed still propose different trials, and a resumed study does not repeat itself."""
         seed = self.sampler_cfg.get("seed")
-        kwargs = {} if seed is None or self.grid else {"seed": int(seed) + trial_number}
+        kwargs: dict[str, Any] = {}
+        if seed is not None and not self.grid:
+            kwargs["seed"] = int(seed) + trial_number
         sampler = instantiate(self.sampler_cfg, _execution_whitelist_=SAMPLER_TARGETS, **kwargs)
         if isinstance(sampler, functools.partial):  # GridSampler: needs the search space
             sampler = sampler(self.grid)  # its seed orders the grid: the same in every worker,
@@ -123,14 +126,17 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
             self._run_workers(study, self._plan(study, configure))
         results = study_results(study, self.bounds)
         log_results(results)
+        assert self.config is not None  # set by setup(), which Hydra calls before sweep()
         write_results(results, self.config.hydra.sweep.dir)
 
     def _plan(self, study: optuna.Study, configure: Any) -> Plan:
+        launcher = self.launcher
+        assert launcher is not None  # set by setup(), which Hydra calls before sweep()
         return Plan(
             n_trials=self.n_trials,
             n_objectives=len(study.directions),
             configure=configure,
-            launch=lambda overrides, number: self.launcher.launch([overrides], number)[0],
+            launch=lambda overrides, number: launcher.launch([overrides], number)[0],
             make_sampler=self.make_sampler,
             bounds=self.bounds,
             poll_seconds=min(float(self.heartbeat_interval or 1), POLL_SECONDS),
@@ -165,7 +171,7 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
 
 
 class ResumableOptunaSweeper(OptunaSweeper):
-    """`hydra/sweeper=kdprune_optuna` (`config.py`): Hydra's Optuna sweeper, a study's worker."""
+    """`hydra/sweeper=kdprune_optuna` (sweeper_config.py): Hydra's Optuna sweeper as a worker."""
 
     def __init__(
         self,

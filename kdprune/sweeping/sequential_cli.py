@@ -53,13 +53,13 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
     the sweep's name; a one-line error for a sweep that is not a grid or has one arm."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from kdprune.config import compose_run
     from kdprune.errors import one_line
+    from kdprune.instantiation import compose_run, input_line
     from kdprune.sweeping.internals import BASIC_SWEEPER
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+        fixed = [input_line(o) for o in parsed if not o.is_sweep_override()]
         cfg = compose_run(fixed, with_hydra=True)
     except Exception as err:  # Hydra's parse and composition errors: a user's typo
         raise KdpruneError(one_line(err)) from None
@@ -73,7 +73,7 @@ def _grid(overrides: list[str]) -> tuple[list[str], dict[str, str], str]:
         elif o.key_or_group in params:
             params[o.key_or_group] = o.get_value_element_as_str()
         else:
-            kept.append(o.input_line)
+            kept.append(input_line(o))
     return kept, params, str(cfg.get("sweep_name") or "verdict")
 
 
@@ -81,15 +81,13 @@ def distinct_arms(fixed: list[str], arms: list) -> list:
     """The grid's arms with one per configuration: an arm whose composed config is another's
     as identity sees it (e.g. `kd=none` under a second teacher: the run does not use it) is
     the same evidence, so it is left out and the first one's runs serve both."""
-    from omegaconf import OmegaConf
-
-    from kdprune.config import compose_run
-    from kdprune.reporting.configs import effective_config
+    from kdprune.instantiation import compose_run, config_dict
+    from kdprune.reporting.config_groups import effective_config
     from kdprune.results import config_fingerprint
 
     seen: dict[str, object] = {}
     for arm in arms:
-        config = OmegaConf.to_container(compose_run([*fixed, *arm.overrides]), resolve=False)
+        config = config_dict(compose_run([*fixed, *arm.overrides]), resolve=False)
         seen.setdefault(config_fingerprint(effective_config(config, {})), arm)
     return list(seen.values())
 
@@ -99,9 +97,9 @@ def _validate(overrides: list[str], arm: str) -> None:
     the arm)."""
     from omegaconf import open_dict
 
-    from kdprune.checks import validate
-    from kdprune.config import compose_run, trusted
+    from kdprune.config_checks import validate
     from kdprune.errors import one_line
+    from kdprune.instantiation import compose_run, trusted
 
     try:
         cfg = compose_run(overrides)
@@ -129,7 +127,7 @@ def run(args: argparse.Namespace, make_launcher: Any = None) -> int:
     `make_launcher(fixed_overrides)` gives the launcher (default: Hydra multiruns)."""
     from kdprune.reporting.sequential import planned_looks
     from kdprune.reporting.verdicts import Options
-    from kdprune.sweeping.sequential import Plan, grid_arms, hydra_launcher, until_decided
+    from kdprune.sweeping.until_decided import Plan, grid_arms, hydra_launcher, until_decided
 
     _check(args)
     fixed, params, name = _grid(list(args.overrides))
@@ -154,10 +152,12 @@ def _finish(folder: Path, arms: list, plan: Any, outcome: Any) -> int:
     from kdprune.reporting.report import MARKDOWN_FILE
     from kdprune.reporting.sequential_report import section, with_decisions, write_sequential
     from kdprune.sweeping.claims import report_lock
-    from kdprune.sweeping.sequential import look_runs
+    from kdprune.sweeping.until_decided import look_runs
 
     n = plan.looks[outcome.looks_run - 1]
     runs = look_runs(folder, arms, n)
+    if runs is None:
+        raise KdpruneError(f"no finished run in {folder} to report on")
     with report_lock(folder):  # other workers write the same files: one at a time
         report = write_report(runs, folder, source=str(folder), options=plan.options)
         table = with_decisions(report.verdicts, outcome.decisions, plan.spending, plan.looks)

@@ -179,7 +179,7 @@ def unreachable(url: str, err: Exception) -> FaultError:
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
-    port = parsed.port or DEFAULT_PORTS.get(parsed.get_backend_name(), "?")
+    port = parsed.port or DEFAULT_PORTS.get(parsed.get_backend_name()) or "?"
     place = f"{parsed.host}:{port}" if parsed.host else (parsed.database or "?")
     cause = getattr(err, "orig", None) or err
     reason = one_line(cause) if str(cause).strip() else type(cause).__name__

@@ -22,12 +22,12 @@ from typing import Any
 import optuna
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import ListConfig
 
 from kdprune.sweeping import internals
-from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import Bound, attach_constraints, parse_constraints
 from kdprune.sweeping.storage import close_storage, open_storage
+from kdprune.sweeping.sweeper_config import SWEEPER
 
 TEACHER_STAGE = "teacher"  # every other stage trains the student
 EpochHook = Callable[[dict[str, Any]], None] | None
@@ -64,10 +64,11 @@ def _single_objective(direction: Any) -> bool:
 
 
 @contextmanager
-def epoch_reporter(hydra_cfg: DictConfig) -> Iterator[EpochReporter | None]:
+def epoch_reporter(hydra_cfg: Any) -> Iterator[EpochReporter | None]:
     """The reporter of this job's trial, or None outside a kdprune Optuna sweep (and for
-    multi-objective studies, which Optuna cannot prune). `hydra_cfg`: `HydraConfig.get()`."""
-    sweeper = hydra_cfg.get("sweeper") or {}
+    multi-objective studies, which Optuna cannot prune). `hydra_cfg`: `HydraConfig.get()`, a
+    DictConfig that Hydra annotates as its HydraConf dataclass."""
+    sweeper: Any = hydra_cfg.get("sweeper") or {}  # a DictConfig node, or {} without one
     if (
         hydra_cfg.get("mode") != RunMode.MULTIRUN
         or sweeper.get("_target_") != SWEEPER

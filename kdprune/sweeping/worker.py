@@ -198,7 +198,7 @@ class Worker:
                 trial.set_user_attr(RUN_DIR, str(run_dir))
             if state == TrialState.COMPLETE:
                 has_metrics = run_dir is not None and (run_dir / METRICS_FILE).exists()
-                metrics = read_metrics(run_dir) if has_metrics else {}
+                metrics = read_metrics(run_dir) if run_dir is not None and has_metrics else {}
                 if self.plan.bounds:
                     attach_constraints(trial, self.plan.bounds, metrics)
                 record_ranks(trial, metrics)

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kdprune.errors import ConfigError
 from kdprune.models.build import model_name
@@ -37,19 +37,22 @@ def has_credentials() -> bool:
         return False
 
 
-def resolve_mode(mode: str | None) -> str:
+def resolve_mode(mode: str | None) -> Literal["online", "offline", "disabled"]:
     """The W&B mode to run in: `mode`, else $WANDB_MODE, else online only if a login is stored.
 
     Online without a login falls back to offline (with a warning) rather than prompting for a key.
     """
     requested = mode or os.environ.get("WANDB_MODE") or None
-    requested = MODE_ALIASES.get(requested, requested)
+    if requested is not None:
+        requested = MODE_ALIASES.get(requested, requested)
     if requested is not None and requested not in MODES:
         raise ConfigError(
             f"unknown W&B mode {requested!r}; choose from: {', '.join(MODES)} (or null: auto)"
         )
-    if requested in ("offline", "disabled"):
-        return requested
+    if requested == "offline":
+        return "offline"
+    if requested == "disabled":
+        return "disabled"
     if has_credentials():
         return "online"
     if requested == "online":
@@ -68,7 +71,8 @@ def init_run(
         resolved = resolve_mode(mode)
         Path(dir).mkdir(parents=True, exist_ok=True)
         # silent: kdprune logs its own one line; console off: app.log already holds the output
-        options = {"silent": True, "console": "off", "init_timeout": float(init_timeout)}
+        options: dict[str, Any] = {"silent": True, "console": "off"}
+        options["init_timeout"] = float(init_timeout)
         options.update(settings or {})
         return wandb.init(
             mode=resolved,

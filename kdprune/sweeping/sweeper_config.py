@@ -8,7 +8,7 @@ Hydra's `OptunaSweeperConf` plus what a study shared by many workers needs:
   for `grace_period` is failed as interrupted by another worker, and its budget given back;
 - `constraints`: `{metric: {min: x, max: y}}` on the run's metrics.json; best = best feasible.
 
-Registered in Hydra's ConfigStore when this module is imported (`kdprune.config` imports it).
+Registered in Hydra's ConfigStore when this module is imported (`kdprune.instantiation` imports it).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hang_guard import HANG_GUARD
+
+from helpers.hang_guard import HANG_GUARD
 
 SCRIPT = (
     "import sys, numpy as np, onnxruntime as ort\n"

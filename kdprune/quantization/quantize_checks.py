@@ -5,21 +5,22 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from kdprune.errors import ConfigError
 
 
 def _schedule_epochs(cfg: DictConfig) -> dict[str, Any]:
-    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
+    from kdprune.instantiation import config_dict
+
+    schedule = config_dict(cfg.schedule)
     return {k: v for k, v in schedule.items() if str(k).endswith("_epochs")}
 
 
 def check_quantize_budget(cfg: DictConfig) -> None:
     """`quantize.epochs` is a whole number that the order takes out of its last training stage
     (the schedule's epochs with and without it differ), leaving that stage no fewer than 0."""
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     epochs = cfg.quantize.get("epochs", 0)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
@@ -55,8 +56,9 @@ def check_quantize_budget(cfg: DictConfig) -> None:
 def check_quantize_model(cfg: DictConfig) -> None:
     """The stage's options, and the stage's own check on a fresh student (INT8 on this CPU, the
     quantizer handling every layer); feature KD cannot hook an exported QAT graph."""
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
     from kdprune.models import build
+    from kdprune.models.common import example_inputs
 
     stage = instantiate(cfg.quantize.stage)
     if not hasattr(stage, "check"):  # quantize=none
@@ -66,6 +68,4 @@ def check_quantize_model(cfg: DictConfig) -> None:
             f"kd={cfg.kd.name} hooks student layers, which the exported graph that quantize="
             f"{cfg.quantize.name} trains does not have; use kd=hinton or kd=none"
         )
-    d = cfg.dataset
-    example = torch.randn(2, d.in_channels, d.image_size, d.image_size)
-    stage.check(build(cfg.model), example)
+    stage.check(build(cfg.model), example_inputs(cfg.dataset, batch=2))

@@ -104,7 +104,7 @@ def look_runs(folder: Path, arms: Sequence[Arm], n: int) -> pd.DataFrame | None:
 
 def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
     """The verdicts table of the runs one look sees (no image intervals: no look reads them)."""
-    from kdprune.reporting.configs import ORDERS_AND_KD, paired_by
+    from kdprune.reporting.config_groups import ORDERS_AND_KD, paired_by
     from kdprune.reporting.statistics import summarise
     from kdprune.reporting.verdicts import verdicts
 
@@ -157,7 +157,8 @@ def until_decided(folder: Path, arms: Sequence[Arm], plan: Plan, launch: Launche
     folder share the runs; every one of them returns the same decisions."""
     from kdprune.reporting.verdicts import Options
 
-    outcome, table, arm_of = Outcome(), pd.DataFrame(), {}
+    outcome, table = Outcome(), pd.DataFrame()
+    arm_of: dict[str, str] = {}
     options = plan.options or Options()
     with worker_session(folder):
         for k, (n, alpha) in enumerate(zip(plan.looks, plan.alphas, strict=True)):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdprune.distillation.checks import validate_kd
+from kdprune.distillation.kd_checks import validate_kd
 from kdprune.errors import ConfigError
 from kdprune.sweeping.selectable import check_selectable
 from kdprune.values import number, whole_number
@@ -114,7 +114,7 @@ def check_optimizers(cfg: DictConfig) -> None:
     """Build each optimizer on a dummy parameter and each lr schedule: bad values fail here."""
     import torch
 
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
 
     for key, node in (("optimizer", cfg.optimizer), ("teacher.optimizer", cfg.teacher.optimizer)):
         for name, value in node.items():
@@ -185,10 +185,10 @@ def check_target(cfg: DictConfig, model: torch.nn.Module) -> None:
     cut is searched here, on fresh weights, so a target that rounding cannot hit fails now)."""
     import torch
 
-    from kdprune.config import instantiate
+    from kdprune.instantiation import instantiate
+    from kdprune.models.common import example_inputs
 
-    d = cfg.dataset
-    x = torch.randn(2, d.in_channels, d.image_size, d.image_size)
+    x = example_inputs(cfg.dataset, batch=2)
     y = torch.zeros(2, dtype=torch.long)
     factory = instantiate(cfg.prune_method.pruner)
     factory(model=model, example_inputs=x[:1], calibration=[(x, y)]).check_target()
@@ -207,7 +207,7 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one sentence) for the first problem found in a composed config."""
     check_values(cfg)  # before the imports below, which load torch
     from kdprune.pruning import validate as validate_prune_method
-    from kdprune.quantization.checks import check_quantize_budget, check_quantize_model
+    from kdprune.quantization.quantize_checks import check_quantize_budget, check_quantize_model
 
     check_run(cfg)
     check_quantize_budget(cfg)  # before check_epochs: it says why a stage's epochs went negative

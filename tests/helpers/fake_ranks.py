@@ -16,7 +16,7 @@ import sys
 
 from omegaconf import OmegaConf, open_dict
 
-from kdprune.config import compose_run
+from kdprune.instantiation import compose_run
 from kdprune.results import config_sha256, write_metrics
 
 DIED = "kdprune: error: rank 1 of {n} exited with code 3; the job stopped (a fake rank)"

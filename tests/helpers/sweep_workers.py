@@ -13,9 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
-from compose import run_args
+from helpers.compose import run_args
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A tracker plug-in (`logger._target_`, module on PYTHONPATH): at the first epoch of this process's
 # GATE_HOLD-th run it writes the FIFO `held` and then reads the FIFO `release` (a test that never

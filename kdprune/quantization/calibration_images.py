@@ -8,6 +8,7 @@ its inputs).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ def training_images(train_loader, count: int, seed: int) -> torch.Tensor:
     in a seeded order, on the CPU, without the loader's augmentation."""
     if count < 1:
         raise ConfigError(f"quantize.calibration_images must be at least 1, got {count}")
-    dataset = getattr(train_loader, "dataset", None)
+    dataset: Any = getattr(train_loader, "dataset", None)
     n = len(train_loader.labels) if hasattr(train_loader, "images") else len(dataset)
     generator = torch.Generator().manual_seed(int(seed))
     chosen = torch.randperm(n, generator=generator)[: min(count, n)]

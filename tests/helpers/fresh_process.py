@@ -8,8 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from hang_guard import HANG_GUARD
 from torch import Tensor
+
+from helpers.hang_guard import HANG_GUARD
 
 SCRIPT = (
     "import sys, torch\n"

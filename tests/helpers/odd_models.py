@@ -1,4 +1,5 @@
-"""Models the quantizers cannot handle, for the bad-input tests (`trusted_targets=[odd_models.*]`).
+"""Models the quantizers cannot handle, for the bad-input tests
+(`trusted_targets=[helpers.odd_models.*]`).
 
 Each takes a model config's keys (the LeNet-5 ones pass through unused).
 """

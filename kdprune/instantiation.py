@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from hydra import compose, initialize_config_dir
 from hydra.utils import execution_whitelist
@@ -11,7 +11,7 @@ from hydra.utils import instantiate as _instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from kdprune.paths import CONF_DIR
-from kdprune.sweeping import config as _sweeper_config  # noqa: F401  (registers hydra/sweeper)
+from kdprune.sweeping import sweeper_config as _sweeper_config  # noqa: F401  (registers hydra/sweeper)
 
 # Packages whose callables a config's `_target_` may name. A user's own plug-in (a custom
 # BasePruningMethod, say) is allowed by adding its package to the `trusted_targets` config key.
@@ -27,6 +27,20 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     """`hydra.utils.instantiate` restricted to the trusted targets (plus any active context's)."""
     with trusted():
         return _instantiate(config, *args, **kwargs)
+
+
+def config_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A config mapping node as plain data (`OmegaConf.to_container`), typed as the dict it gives
+    (OmegaConf's annotation covers list and string nodes too)."""
+    return cast(dict[str, Any], OmegaConf.to_container(node, resolve=resolve))
+
+
+def input_line(override: Any) -> str:
+    """A parsed command-line override's text (Hydra types it optional: only the overrides it
+    builds itself have none)."""
+    if override.input_line is None:
+        raise ValueError(f"override {override} has no command-line text")
+    return str(override.input_line)
 
 
 def compose_run(overrides: Sequence[str], with_hydra: bool = False) -> DictConfig:

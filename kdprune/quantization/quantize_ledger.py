@@ -7,10 +7,10 @@ ONNX, dense = dense.pt exported to ONNX, INT8 = model.int8.onnx):
   (every one: the stage fails otherwise); `int8_instructions`: the CPU's best INT8 instruction set
   (`amx_int8`, `avx512_vnni`, `avx_vnni`, `asimddp`, `avx2`, ...)
 - `int8_kernel_path`: the INT8 kernel path the weights were quantized for: the value of
-  `quantize.int8_kernel_path`, resolved (`kdprune.quantization.cpu`): `vnni` (int8 weights in
-  [-128, 127]; AMX, AVX-512 VNNI, AVX-VNNI, Arm SDOT) or `avx2_7bit` (weights in [-64, 64], so
-  that the 16-bit sums of the vpmaddubsw kernels of CPUs without VNNI cannot saturate);
-  activations are uint8 on both
+  `quantize.int8_kernel_path`, resolved (`kdprune.quantization.int8_kernels`): `vnni` (int8
+  weights in [-128, 127]; AMX, AVX-512 VNNI, AVX-VNNI, Arm SDOT) or `avx2_7bit` (weights in
+  [-64, 64], so that the 16-bit sums of the vpmaddubsw kernels of CPUs without VNNI cannot
+  saturate); activations are uint8 on both
 - `int8_val_acc`, `int8_test_acc`, `int8_val_loss`, `int8_test_loss`: the INT8 model in ONNX
   Runtime on the run's validation and test splits
 - `onnx_file_size_bytes_{dense,fp32,int8}`; `int8_size_reduction` (FP32 / INT8 file) and
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kdprune.metrics import LATENCY_BATCH_SIZES, file_size_bytes
-from kdprune.quantization.runtime import ort_evaluate, ort_latency_ms
+from kdprune.quantization.onnx_measure import ort_evaluate, ort_latency_ms
 
 VARIANTS = ("dense", "fp32", "int8")
 

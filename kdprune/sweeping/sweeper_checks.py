@@ -8,10 +8,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from kdprune.errors import ConfigError, one_line
-from kdprune.sweeping.config import SWEEPER
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.internals import BASIC_LAUNCHER
 from kdprune.sweeping.storage import check_storage
+from kdprune.sweeping.sweeper_config import SWEEPER
 
 NO_PRUNER = (None, "optuna.pruners.NopPruner")
 

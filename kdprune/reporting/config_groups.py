@@ -113,9 +113,12 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
     the keys of its contrasts (equal `order_key`: only the order differs; `kd_pair_key`: only
     KD and the teacher; `teacher_key`: only the teacher), where they came from (`config`, a
     `stored` fingerprint, or the scalar `legacy` keys) and the configuration as JSON."""
-    config = metrics.get("config")
-    source = "config" if isinstance(config, dict) else "legacy"
-    config = effective_config(config, metrics) if source == "config" else legacy_config(metrics)
+    stored = metrics.get("config")
+    source = "config" if isinstance(stored, dict) else "legacy"
+    if isinstance(stored, dict):
+        config = effective_config(stored, metrics)
+    else:
+        config = legacy_config(metrics)
     kept = configuration(config)
     fingerprint = config_fingerprint(config)
     if source == "legacy" and isinstance(metrics.get("config_fingerprint"), str):

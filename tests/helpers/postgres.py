@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hang_guard import HANG_GUARD
+from helpers.hang_guard import HANG_GUARD
 
 USER = "kdprune"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from kdprune.cpu import cpu_flags
+from kdprune.cpu_features import cpu_flags
 from kdprune.errors import ConfigError
 
 # The flags whose INT8 dot products accumulate in 32 bits (no 16-bit saturation), best first:

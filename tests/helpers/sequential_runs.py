@@ -8,12 +8,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from fake_runs import fake_metrics
 
+from helpers.fake_runs import fake_metrics
 from kdprune.reporting.sequential import planned_looks
 from kdprune.reporting.verdicts import Options
 from kdprune.results import write_metrics
-from kdprune.sweeping.sequential import SEED_FOLDER, Arm, Plan
+from kdprune.sweeping.until_decided import SEED_FOLDER, Arm, Plan
 
 MARGIN = 0.0025  # 0.25 points: at the cap of 16 seeds and sd 0.2 points, TOST's standard error
 # is 0.05 points, so an equivalence within 0.25 points is reachable (about 2.5 standard errors

@@ -22,6 +22,7 @@ from torch import nn
 from kdprune.cache import TeacherCache, atomic_save
 from kdprune.distillation import CrossEntropyObjective, compute_teacher_logits
 from kdprune.engine import fit, seed_everything
+from kdprune.instantiation import config_dict
 from kdprune.models import model_name
 from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
 
@@ -70,6 +71,8 @@ class Teacher:
 
     @property
     def _logits_file(self) -> Path:
+        if self.file is None:
+            raise ValueError("a teacher without a file keeps no logits beside it")
         return self.file.with_suffix(".logits.pt")
 
     def _stored(self, images: torch.Tensor) -> torch.Tensor | None:
@@ -92,7 +95,7 @@ def teacher_model_cfg(cfg: DictConfig) -> DictConfig:
 def teacher_spec(cfg: DictConfig, model_cfg: DictConfig, data_identity: str) -> dict[str, Any]:
     """Everything a trained dense network depends on, and nothing else (not device or logging):
     the architecture, the data set (its files too), the training recipe and the seed."""
-    splits = OmegaConf.to_container(cfg.dataset.splits, resolve=True)
+    splits = config_dict(cfg.dataset.splits)
     splits.pop("root", None)  # in data_identity, with a hash of the files
     return {
         "model": OmegaConf.to_container(model_cfg, resolve=True),

@@ -2,7 +2,7 @@
 
 Each reads the compressed model through its model file (`kdprune.pruning.load_model`), writes
 `dense.onnx`, `model.onnx` and `model.int8.onnx` beside it, and returns its ledger keys (see
-`kdprune.quantization.ledger`). `check` runs before any training, on a fresh model.
+`kdprune.quantization.quantize_ledger`). `check` runs before any training, on a fresh model.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from kdprune.engine import fit
 from kdprune.errors import ConfigError
 from kdprune.export import ort_session
+from kdprune.models.common import example_inputs
 from kdprune.pruning import load_model
-from kdprune.quantization.calibration import CalibrationReader, training_images
-from kdprune.quantization.cpu import (
+from kdprune.quantization.calibration_images import CalibrationReader, training_images
+from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
+from kdprune.quantization.int8_kernels import (
     KernelPath,
     cpu_flags,
     int8_support,
@@ -29,14 +31,13 @@ from kdprune.quantization.cpu import (
     resolve_kernel_path,
     speed_note,
 )
-from kdprune.quantization.files import CHECK_IMAGES, INT8_ONNX, export_int8_graph, fp32_files
-from kdprune.quantization.ledger import accuracy_record, latency_record, size_record
 from kdprune.quantization.onnx_graph import layer_precision
 from kdprune.quantization.onnx_ptq import ort_calibration_method, quantize_onnx
 from kdprune.quantization.pt2e_qat import QatModel, export_graph, prepare, unquantized_layers
+from kdprune.quantization.quantize_ledger import accuracy_record, latency_record, size_record
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.stages import objective
-from kdprune.schedules.teacher import Teacher
+from kdprune.schedules.teacher_stage import Teacher
 
 log = logging.getLogger("kdprune")
 
@@ -153,12 +154,13 @@ class QuantizationAwareTraining:
 
     def train(self, ctx: RunContext, teacher: Teacher | None, model: nn.Module) -> QatModel:
         """The model prepared for QAT and trained with the run's objective (stage `qat`)."""
-        d = ctx.cfg.dataset
-        example = torch.randn(2, d.in_channels, d.image_size, d.image_size, device=ctx.device)
+        example = example_inputs(ctx.cfg.dataset, batch=2, device=ctx.device)
         ctx.seed(QAT_SEED_OFFSET)
         qat = QatModel(prepare(model, example, True, self.weight_range)).to(ctx.device)
-        optimizer = OmegaConf.merge(
-            ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}
+        # Two mappings merge into a DictConfig (OmegaConf annotates any container).
+        optimizer = cast(
+            DictConfig,
+            OmegaConf.merge(ctx.cfg.optimizer, {"lr": float(ctx.cfg.optimizer.lr) * self.lr_scale}),
         )
         stage = ctx.stage("qat", self.epochs, objective(ctx, qat, teacher), optimizer=optimizer)
         with ctx.timed("qat"):
