@@ -79,7 +79,7 @@ def measure(sizes: Sizes) -> dict[str, Any]:
     return figure(
         "ddp",
         {KEY: med["two_ranks"] / med["one_process"]},
-        seconds=med,
+        epoch_seconds=med,
         samples=samples,
         setup=f"{sizes.train_model} on {sizes.dataset}, global batch {sizes.batch_size}, "
         f"{steps} steps per epoch, AdamW, in-memory tensors, {sizes.threads} thread(s) per "
@@ -101,7 +101,7 @@ def summary(f: dict[str, Any]) -> list[list[str]]:
 
 def section(f: dict[str, Any]) -> list[str]:
     """(g) details."""
-    s = f["seconds"]
+    s = f["epoch_seconds"]
     return [
         "## (g) One run on two processes: a training epoch with DDP vs one process",
         "",

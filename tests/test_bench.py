@@ -283,3 +283,16 @@ def test_latency_targets_show_both_cuts_side_by_side(bench: SimpleNamespace) -> 
     [summary] = bench.latency_target_report.summary(record)
     assert summary[1] == f"{1 - abs(40 / 21 / 2 - 1):.3f}"
     assert summary[3].startswith("yes; 1 refused")
+
+
+def test_the_ddp_section_renders_the_record_run_figures_completes() -> None:
+    """run_figures adds `seconds` (the figure's own time) to every record: the epoch times
+    (g) reports must live under another key, or its section cannot render."""
+    from benchmarks import ddp
+    from benchmarks.measure import figure
+
+    record = figure("ddp", {ddp.KEY: 0.8}, epoch_seconds={"two_ranks": 1.0, "one_process": 1.25},
+                    setup="lenet5 on digits")  # fmt: skip
+    record.update(seconds=55.0)  # as run_figures does
+    text = "\n".join(ddp.section(record))
+    assert "two ranks 1.00, one process 1.25" in text
