@@ -31,11 +31,11 @@ from kdprune.pruning.graph import (
     replay_history,
     scheduled_widths,
 )
-from kdprune.pruning.masks import clone_model, has_masks
+from kdprune.pruning.masks import clone_model
 from kdprune.pruning.memo import REDUCTIONS, uniform_cut_key
 from kdprune.pruning.rounding import candidate_roundings, first_reaching
 from kdprune.pruning.search import TargetSearch, below_floor, unreachable
-from kdprune.pruning.structured_options import check_structured_options
+from kdprune.pruning.structured_options import check_inputs, check_structured_options
 from kdprune.pruning.structured_search import search_ratio
 
 __all__ = ["StructuredPruner", "layer_widths", "replay_history"]
@@ -101,14 +101,7 @@ class StructuredPruner(Pruner):
             layer_ratios=layer_ratios,
             latency=latency,
         )
-        if calibrate is not None and calibration is None:
-            raise ConfigError(
-                f"{type(importance).__name__} needs calibration batches; pass calibration=."
-            )
-        if has_masks(model):
-            raise ConfigError(
-                "structured pruning needs a mask-free model; call make_permanent(model) first."
-            )
+        check_inputs(model, importance, calibrate is not None and calibration is None)
         self.model, self.example_inputs = model, example_inputs
         self.importance, self.ratio, self.unit = importance, float(ratio), unit
         self.global_pruning = allocation == "global"
@@ -125,20 +118,23 @@ class StructuredPruner(Pruner):
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         self.latency = LatencyTarget.of(latency) if unit == "latency" else None
-        # (dense, cut) -> the reduction a params/macs/latency target asks for (channels: none).
-        self.reduction_of = (
-            None
-            if unit == "channels"
-            else self.latency.reduction(tuple(example_inputs.shape[1:]))
-            if self.latency is not None
-            else reduction(measure(unit, example_inputs))
-        )
+        self.reduction_of = self._reduction_function(unit, example_inputs)
         # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
         self._dense: dict[str, int] = {}
         self._final: dict[str, int] = {}
         self._check_prunable()
 
-    check_options = staticmethod(check_structured_options)  # no model needed
+    check_options = staticmethod(check_structured_options)
+
+    def _reduction_function(
+        self, unit: str, example_inputs: Tensor
+    ) -> Callable[[nn.Module, nn.Module], float] | None:
+        """(dense, cut) -> the reduction a params/macs/latency target asks for (channels: none)."""
+        if unit == "channels":
+            return None
+        if self.latency is not None:
+            return self.latency.reduction(tuple(example_inputs.shape[1:]))
+        return reduction(measure(unit, example_inputs))  # no model needed
 
     def check_target(self) -> None:
         """Search a params/macs cut now, on these weights: a target rounding misses fails here."""

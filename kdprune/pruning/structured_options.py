@@ -1,13 +1,17 @@
-"""The options of a structured cut, checked before any model exists (`validate`, the pruner)."""
+"""The options of a structured cut, checked before any model exists (`validate`, the pruner),
+and what the pruner checks of the model and criterion it is given."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from torch import nn
+
 from kdprune.errors import ConfigError
 from kdprune.metrics.latency_target import check_latency_options
 from kdprune.pruning.base import ALLOCATIONS, MEASURED_UNITS, UNITS, check_choice, check_ratio
 from kdprune.pruning.layer_ratios import read_layer_ratios
+from kdprune.pruning.masks import has_masks
 from kdprune.pruning.rounding import check_round_to
 
 
@@ -51,3 +55,16 @@ def check_structured_options(
                 f"channels and allocation uniform, not {unit} and {allocation}."
             )
         read_layer_ratios(layer_ratios, max_layer_ratio)
+
+
+def check_inputs(model: nn.Module, importance: Any, uncalibrated: bool) -> None:
+    """Raise ConfigError for a gradient criterion without calibration batches (`uncalibrated`)
+    or a model that still carries masks."""
+    if uncalibrated:
+        raise ConfigError(
+            f"{type(importance).__name__} needs calibration batches; pass calibration=."
+        )
+    if has_masks(model):
+        raise ConfigError(
+            "structured pruning needs a mask-free model; call make_permanent(model) first."
+        )
