@@ -43,8 +43,7 @@ GPU_STATUS = (
     "GPU-resident data, NCCL for `torchrun`) has never run on a GPU: no device has been lent "
     "to this project yet. `make gpu-check` checks it on one and writes what it found to "
     "`outputs/gpu_check/<date>/gpu_check.json`; its results (card, date, commit) go here once "
-    "it has run. Figure (g), one run on two processes (`NPROC=2 make run`, gloo on CPU), has "
-    "not been measured on a quiet machine yet: `make bench ARGS='--only ddp'`."
+    "it has run."
 )
 
 
