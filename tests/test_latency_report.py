@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fake_runs import fake_metrics
+from helpers.fake_runs import fake_metrics
 
 from kdprune import commands
 from kdprune.results import write_metrics
