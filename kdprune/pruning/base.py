@@ -156,6 +156,12 @@ def check_ratio(ratio: Any, what: str = "ratio") -> float:
     return float(ratio)
 
 
+def check_tolerance(tolerance: Any) -> None:
+    """Raise ConfigError unless a target search's `tolerance` lies in (0, 0.5)."""
+    if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
+        raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+
+
 def check_choice(value: Any, choices: tuple[str, ...], what: str) -> str:
     """Return `value`, or raise ConfigError unless it is one of `choices`."""
     if value not in choices:

@@ -47,6 +47,7 @@ from kdprune.pruning.base import (
     Rebuild,
     check_choice,
     check_ratio,
+    check_tolerance,
     ignored_module_paths,
     is_ignored,
     move_inputs,
@@ -130,8 +131,7 @@ class LowRankPruner(Pruner):
             raise ConfigError(
                 f"prune_method decompose_linears must be true or false, got {decompose_linears!r}."
             )
-        if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
-            raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+        check_tolerance(tolerance)
 
     def check_target(self) -> None:
         """Search the ranks of a params/macs target now, on these weights (ConfigError if the

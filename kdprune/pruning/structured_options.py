@@ -9,7 +9,14 @@ from torch import nn
 
 from kdprune.errors import ConfigError
 from kdprune.metrics.latency_target import check_latency_options
-from kdprune.pruning.base import ALLOCATIONS, MEASURED_UNITS, UNITS, check_choice, check_ratio
+from kdprune.pruning.base import (
+    ALLOCATIONS,
+    MEASURED_UNITS,
+    UNITS,
+    check_choice,
+    check_ratio,
+    check_tolerance,
+)
 from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import has_masks
 from kdprune.pruning.rounding import check_round_to
@@ -46,8 +53,7 @@ def check_structured_options(
     check_round_to(round_to)
     if not isinstance(iterative_steps, int) or iterative_steps < 1:
         raise ConfigError(f"prune_method iterative_steps must be >= 1, got {iterative_steps}.")
-    if not isinstance(tolerance, int | float) or not 0.0 < tolerance < 0.5:
-        raise ConfigError(f"prune_method tolerance must lie in (0, 0.5), got {tolerance}.")
+    check_tolerance(tolerance)
     if layer_ratios is not None:
         if unit != "channels" or allocation != "uniform":
             raise ConfigError(
