@@ -108,6 +108,11 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(f"trainer.select_epoch must be best_val or last, got {t.select_epoch!r}")
     if t.get("progress") not in (True, False, None, "auto"):
         raise ConfigError(f"trainer.progress must be true, false or auto, got {t.progress!r}")
+    if t.get("channels_last", True) not in (True, False, "always"):
+        raise ConfigError(
+            "trainer.channels_last must be true (on CUDA), always or false, "
+            f"got {t.channels_last!r}"
+        )
 
 
 def check_optimizers(cfg: DictConfig) -> None:

@@ -71,6 +71,7 @@ VALUES = [
     ("student_init=checkpoint",),
     ("student_init=nowhere",),
     ("trainer.select_epoch=first",),
+    ("trainer.channels_last=sometimes",),
     ("schedule=joint", "schedule.pruning_steps=0"),
     ("schedule=joint", "schedule.pruning_end=0"),
     ("schedule.prune_target=everything",),

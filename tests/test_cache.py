@@ -124,3 +124,17 @@ def test_two_processes_train_the_teacher_once(tmp_path: Path) -> None:
     assert [p.returncode for p in procs] == [0, 0]
     assert outputs == ["trained", "hit"]
     assert (tmp_path / "trainings.txt").read_text() == "x"
+
+
+def test_channels_last_on_the_cpu_keys_its_own_teacher() -> None:
+    """`trainer.channels_last=always` rounds differently on the CPU, so its teachers are other
+    files; the default (CUDA only) keeps the key every cached teacher already has."""
+    from helpers.compose import compose_cfg
+
+    from kdprune.schedules.teacher_stage import teacher_spec
+
+    default = teacher_spec(compose_cfg(), compose_cfg().model, "data")
+    off = teacher_spec(compose_cfg("trainer.channels_last=false"), compose_cfg().model, "data")
+    always = compose_cfg("trainer.channels_last=always")
+    assert default == off and "channels_last" not in default
+    assert teacher_spec(always, always.model, "data") == {**default, "channels_last": "always"}

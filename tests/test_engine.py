@@ -72,6 +72,77 @@ def test_non_finite_loss_stops_with_clear_error(loaders) -> None:
         _train(loaders, epochs=1, objective=nan_objective)
 
 
+def _narrow_first_conv(model: nn.Module, step: int) -> bool:
+    """A step hook that drops the first conv's last channel once (at step 2), as a pruning step
+    does: the new weights come back in the contiguous format."""
+    if step != 2:
+        return False
+    conv, nxt = model.layer1[0], model.layer2[0]
+    conv.weight = nn.Parameter(conv.weight.detach()[:-1].contiguous())
+    conv.bias = nn.Parameter(conv.bias.detach()[:-1].clone())
+    conv.out_channels -= 1
+    nxt.weight = nn.Parameter(nxt.weight.detach()[:, :-1].contiguous())
+    nxt.in_channels -= 1
+    return True
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_a_stage_keeps_its_memory_format_across_a_pruning_step(loaders, fmt) -> None:
+    seed_everything(0)
+    model = lenet5(10, 1, 8)
+    stage = Stage(
+        "t",
+        1,
+        CrossEntropyObjective(),
+        partial(torch.optim.SGD, lr=0.01),
+        cosine(),
+        CPU,
+        memory_format=fmt,
+        progress=False,
+        max_batches=4,
+        step_hooks=[_narrow_first_conv],
+    )
+    fit(model, loaders.train, loaders.val, stage)
+    convs = [model.layer1[0].weight, model.layer2[0].weight]
+    assert model.layer1[0].out_channels == 5
+    assert all(w.is_contiguous(memory_format=fmt) for w in convs)
+    # (the first conv has one input channel: both formats lay its weight out alike)
+    assert (not convs[1].is_contiguous()) == (fmt is torch.channels_last)
+
+
+def test_channels_last_on_the_cpu_only_when_asked_always() -> None:
+    from kdprune.schedules.context import memory_format
+
+    cuda = torch.device("cuda")
+    assert memory_format(True, CPU) is torch.contiguous_format  # the default: CUDA only
+    assert memory_format(True, cuda) is torch.channels_last
+    assert memory_format("always", CPU) is torch.channels_last
+    assert memory_format(False, cuda) is torch.contiguous_format
+
+
+def test_channels_last_trains_the_same_model_up_to_rounding(loaders) -> None:
+    def train(fmt):
+        seed_everything(3)
+        model = lenet5(10, 1, 8).to(memory_format=fmt)
+        stage = Stage(
+            "t",
+            1,
+            CrossEntropyObjective(),
+            partial(torch.optim.SGD, lr=0.01),
+            cosine(),
+            CPU,
+            memory_format=fmt,
+            progress=False,
+            max_batches=3,
+        )
+        fit(model, loaders.train, loaders.val, stage)
+        return model.state_dict()
+
+    nchw, cl = train(torch.contiguous_format), train(torch.channels_last)
+    for key, value in nchw.items():
+        torch.testing.assert_close(cl[key], value, rtol=1e-4, atol=1e-5)
+
+
 def test_val_selection_restores_best_epoch(loaders) -> None:
     model, history = _train(loaders, epochs=3)
     best = max(r["val_acc"] for r in history)

@@ -49,6 +49,8 @@ class Stage:
     optimizer: OptimizerFactory
     lr_schedule: Callable[[float], float]
     device: torch.device
+    # The model's weights are kept in this format (a pruning step may hand back contiguous ones).
+    memory_format: torch.memory_format = torch.contiguous_format
     amp: bool = True
     select_on_val: bool = True
     progress: bool | None = True  # None: a bar only on a terminal (tqdm's own check)
@@ -79,6 +81,13 @@ def ranks_of(loader) -> Ranks:
 def extra_parameters(stage: Stage) -> list[nn.Parameter]:
     """The objective's own trainable parameters (a feature KD loss's adapters), if any."""
     return list(getattr(stage.objective, "extra_parameters", lambda: [])())
+
+
+def keep_format(model: nn.Module, stage: Stage) -> None:
+    """Put the model's weights back in the stage's memory format (in place: the parameter
+    objects, and so an optimizer's references to them, stay the same)."""
+    if stage.memory_format is torch.channels_last:
+        model.to(memory_format=torch.channels_last)
 
 
 def build_optimizer(stage: Stage, model: nn.Module) -> torch.optim.Optimizer:
@@ -196,6 +205,7 @@ def train_epoch(
             stage.on_step(epoch, step)
         if any([hook(model, global_step + 1) for hook in stage.step_hooks]):
             ranks.agree_on_model(model, f"{stage.name} step {global_step + 1}")
+            keep_format(model, stage)
             optimizer, net = build_optimizer(stage, model), ranks.replicate(model)
             resets += 1
         if (step + 1) % CHECK_EVERY == 0 or step + 1 == steps:
@@ -252,6 +262,7 @@ def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
         train_loader.set_epoch(max(stage.epochs - 1, 0))  # where training left the loader
         _replay(stage, done)
         return done
+    keep_format(model, stage)
     optimizer = build_optimizer(stage, model)
     steps = (
         len(train_loader)

@@ -120,6 +120,7 @@ class RunContext:
                 lr_scheduler if lr_scheduler is not None else self.cfg.lr_scheduler
             ),
             device=self.device,
+            memory_format=memory_format(t.channels_last, self.device),
             amp=bool(t.amp),
             progress=progress_setting(t.progress) if self.ranks.is_main else False,
             select_on_val=select_on_val and t.get("select_epoch", "best_val") == "best_val",
@@ -151,14 +152,22 @@ def progress_setting(value: Any) -> bool | None:
     return None if value in (None, "auto") else bool(value)
 
 
+def memory_format(channels_last: bool | str, device: torch.device) -> torch.memory_format:
+    """`trainer.channels_last`: true uses the channels_last format on CUDA (always faster there),
+    `always` on the CPU too (on torch 2.14 a small conv net with max pooling trains about a
+    quarter faster on one x86 thread; the float sums then round differently, so numbers move),
+    false never."""
+    wanted = channels_last == "always" or (channels_last is True and device.type == "cuda")
+    return torch.channels_last if wanted else torch.contiguous_format
+
+
 def build_model(
-    model_cfg: DictConfig, device: torch.device, channels_last: bool = True
+    model_cfg: DictConfig, device: torch.device, channels_last: bool | str = True
 ) -> nn.Module:
-    """Instantiate a model config on the device (channels_last memory format on CUDA)."""
+    """Instantiate a model config on the device, in `memory_format(channels_last, device)`."""
     model = build(model_cfg).to(device)
-    if channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    fmt = memory_format(channels_last, device)
+    return model.to(memory_format=fmt) if fmt is torch.channels_last else model
 
 
 def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:

@@ -113,6 +113,8 @@ def teacher_spec(cfg: DictConfig, model_cfg: DictConfig, data_identity: str) -> 
         "max_batches": cfg.trainer.max_batches,
         "select_epoch": cfg.trainer.get("select_epoch", "best_val"),
         "seed": int(cfg.teacher.seed),
+        # channels_last on the CPU rounds differently; only then a key (so older files still hit)
+        **({"channels_last": "always"} if cfg.trainer.get("channels_last") == "always" else {}),
     }
 
 
