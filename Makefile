@@ -121,7 +121,7 @@ sweep-optuna: data
 # KD x MACs cut x teacher: the student's own architecture and a larger one, cnn5) get seeds in
 # looks (HEADLINE_START, then HEADLINE_BATCH more, up to HEADLINE_CAP) until every verdict is
 # decided; kd=none runs do not use the teacher and run once for both teachers. The defaults took
-# 81 minutes on a 2-core AVX-512 CPU from an empty teacher cache (README "The headline verdict").
+# 70 minutes on a 2-core AVX-512 CPU from an empty teacher cache (README "The headline verdict").
 # HEADLINE_TEACHER= (empty) skips the larger teacher.
 # Re-running with the same HEADLINE_DIR resumes.
 HEADLINE_DIR ?= outputs/sweeps/headline/$(shell date +%Y-%m-%d_%H-%M-%S)
