@@ -14,7 +14,7 @@ import optuna
 import pytest
 from helpers.compose import TINY, run_args
 from helpers.fake_runs import fake_metrics, finished_job
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 from kdprune import cli
 from kdprune.cpu_features import CpuInfo
@@ -182,3 +182,26 @@ def test_a_latency_objective_without_a_latency_target_is_one_line_and_exit_2(
     assert "prune_method.unit=channels" in lines[0], lines
     assert not list(tmp_path.rglob("*.db")) and not list(tmp_path.rglob("metrics.json"))
     assert not (tmp_path / "cache").exists()  # no teacher trained
+
+
+def test_a_worker_joining_a_timed_study_from_another_cpu_stops_before_training(
+    monkeypatch, capsys, tmp_path: Path
+) -> None:
+    # The study's CPU is a name no real machine has: this test's own CPU is always "another".
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=url, study_name="kdprune-optuna", direction="maximize")
+    study.add_trial(create_trial(value=2.0, user_attrs={"cpu_model": "No Such CPU",
+                                                        "cpu_isa": "avx2"}))  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    sweep = ["+sweep=optuna", "sweep_metric=cpu_speedup_bs64", "hydra/sweeper/pruner=none",
+             f"hydra.sweeper.storage={url}", f"hydra.sweep.dir={tmp_path}/runs"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["kdprune", "-m", *run_args(tmp_path, *sweep)])
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("kdprune: error: ")]
+    assert exit_.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    words = "study kdprune-optuna measures cpu_speedup_bs64 on No Such CPU (avx2) (trial 0)"
+    assert words in lines[0], lines
+    assert len(optuna.load_study(study_name="kdprune-optuna", storage=url).trials) == 1
+    assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "cache").exists()
