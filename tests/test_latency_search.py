@@ -1,8 +1,8 @@
 """Latency in the loop of a search: `latency_speedup` (the speed-up measured on a run's named
 latency target) as a sweep's objective or constraint; every trial records the CPU it was measured
 on, and a study whose objective or constraints are measured latencies refuses a trial timed on
-another CPU. Nothing here times anything: runs are fake metrics.json files, CPUs names chosen
-here, and the command lines are refused before any run starts."""
+another CPU. Nothing here times anything: runs are fake metrics.json files and CPUs names chosen
+here, but for one real tiny sweep whose latency is a function of the widths."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from kdprune import cli
 from kdprune.cpu_features import CpuInfo
 from kdprune.errors import ConfigError, MixedCpuError
 from kdprune.instantiation import compose_run
+from kdprune.results import read_metrics
 from kdprune.sweeping.budget import ERROR, REFUSED, counts
 from kdprune.sweeping.constraints import DASHBOARD_KEY, Bound, best_trials, parse_constraints
-from kdprune.sweeping.one_cpu import OneCpu
+from kdprune.sweeping.one_cpu import CPU_ATTRS, OneCpu
 from kdprune.sweeping.selectable import check_latency_target, is_measured, is_selectable
 from kdprune.sweeping.storage import open_storage
 from kdprune.sweeping.sweeper_checks import check_latency_objectives, check_sweeper
@@ -205,3 +206,50 @@ def test_a_worker_joining_a_timed_study_from_another_cpu_stops_before_training(
     assert words in lines[0], lines
     assert len(optuna.load_study(study_name="kdprune-optuna", storage=url).trials) == 1
     assert not list(tmp_path.rglob("metrics.json")) and not (tmp_path / "cache").exists()
+
+
+def _widths_ms(self, dense, cut, input_shape, clock=None) -> tuple[float, float]:
+    """`LatencyTarget.pair_ms` as a function of the widths (a fixed cost of a tenth of the dense
+    model's MACs, plus the MACs): no clock is read (tests/test_latency_unit.py does the same)."""
+    import torch
+
+    from kdprune.models.counting import count
+
+    x = torch.zeros(1, *input_shape)
+    fixed = 0.1 * count(dense, x, "macs")
+    return fixed + count(dense, x, "macs"), fixed + count(cut, x, "macs")
+
+
+def test_a_latency_constrained_sweep_tells_each_runs_measured_speedup(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """The one real sweep here (digits, two tiny trials, in this process): each run cuts to a
+    latency target and measures its speed-up on it, and that value becomes its trial's Optuna
+    constraint; each trial carries its run's CPU; the best trial is the feasible one."""
+    from kdprune.metrics.latency_target import LatencyTarget
+
+    monkeypatch.setattr(LatencyTarget, "pair_ms", _widths_ms)
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path}/s.db"
+    sweep = [*LATENCY_SWEEP, "model=lenet5_wide", "prune_method.latency.batch_size=4",
+             "hydra.sweeper.constraints.latency_speedup.min=1.8",
+             "hydra.sweeper.constraints.macs_speedup.min=0", "hydra/sweeper/sampler=grid",
+             "hydra/sweeper/pruner=none", "prune_method.ratio=choice(0.3,0.5)",
+             "hydra.sweeper.n_trials=2", "schedule=prune_then_distill", "kd.alpha=0.5",
+             "kd.temperature=4", "budget.finetune_epochs=1", "teacher.epochs=1",
+             "trainer.max_batches=2", "measure.repeats=1", f"hydra.sweeper.storage={url}",
+             f"hydra.sweep.dir={tmp_path}/runs"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["kdprune", "-m", *run_args(tmp_path, *sweep)])
+    cli.main()
+    study = optuna.load_study(study_name="kdprune-optuna", storage=url)
+    trials = sorted(study.trials, key=lambda t: t.params["prune_method.ratio"])
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        metrics = read_metrics(trial.user_attrs["run_dir"])
+        assert metrics["unit"] == "latency"
+        expected = 1.8 - metrics["latency_speedup"]
+        assert trial.constraints["latency_speedup>="] == pytest.approx(expected)
+        assert {k: trial.user_attrs[k] for k in CPU_ATTRS} == {k: metrics[k] for k in CPU_ATTRS}
+    small, large = trials
+    assert small.constraints["latency_speedup>="] > 0 >= large.constraints["latency_speedup>="]
+    assert [t.number for t in best_trials(study)] == [large.number]
