@@ -2,18 +2,19 @@
 (`latency_speedup`, `cpu_speedup_bs64`, `ort_latency_ms_bs64_int8`, ...) is told values timed on
 one CPU only.
 
-Why: a latency, and a speed-up measured from two of them, belongs to the model *and* the CPU it
-ran on (vector width, caches, which kernels ONNX Runtime dispatches: `make bench` (d) finds the
-measured speed-up between 0.34 and 1.0 of the MACs speed-up, model by model). Workers on several
-machines can share one study (PostgreSQL, a journal file); if each told the latency it measured
-on its own CPU, the sampler would model, and `best_trials` rank, a mixture of two functions as if
-it were one, and a constraint such as `latency_speedup >= 2` met on one machine would be missed
-on the other. So every trial records the CPU its run measured on (user attrs `cpu_model`,
-`cpu_isa`, from its metrics.json), and a trial whose measured objective or constraint comes from
-another CPU than the study's is refused: failed with user attrs `error` and `refused` (its budget
-goes back, `budget.py`), its value and constraint values untold, and its worker stops in one line
-(exit 2), since every other trial it ran would be refused too. A worker whose trials run on its
-own machine is refused before its first trial (`check_machine`).
+Why: a latency, and a speed-up measured from two of them, belongs to the model *and* the CPU it ran
+on (its vector width, caches, and the kernels oneDNN and ONNX Runtime pick for it: even the channel
+block a cut is best rounded to is 16 on AVX-512 and 8 on AVX2, `kdprune.cpu_features`; INT8 kernels
+differ with VNNI and AMX). Workers on several machines can share one study (PostgreSQL, a journal
+file); if each told the latency it measured on its own CPU, the sampler would model, and
+`best_trials` rank, a mixture of two functions as if it were one, and a constraint such as
+`latency_speedup >= 2` met on one machine would be missed on the other. So every trial records the
+CPU its run measured on (user attrs `cpu_model`, `cpu_isa`, from its metrics.json), and a trial
+whose measured objective or constraint comes from another CPU than the study's is refused: failed
+with user attrs `error` and `refused` (its budget goes back, `budget.py`), its value and constraint
+values untold, and its worker stops in one line (exit 2), since every other trial it ran would be
+refused too. Once the study has a CPU, a worker whose trials run on its own machine is refused
+before its first trial (`check_machine`).
 
 The study's CPU is that of its lowest-numbered complete trial that recorded one. Two workers on
 different CPUs that tell their first trials at the same instant can both get through (Optuna's
@@ -92,9 +93,10 @@ class OneCpu:
         first = self.study_cpu(study)
         if first is None or first[1] == cpu:
             return None
+        them = "them" if len(self.measured) > 1 else "it"
         return (
             f"trial {number} measured {', '.join(self.measured)} on {describe(cpu)}, but study "
-            f"{study.study_name} measures it on {describe(first[1])} (trial {first[0]}): "
+            f"{study.study_name} measures {them} on {describe(first[1])} (trial {first[0]}): "
             f"{self._advice()}"
         )
 
