@@ -78,9 +78,14 @@ def check_command_line(argv: list[str]) -> str | None:
         cfg = compose_run(fixed, with_hydra=True)
         if (cfg.hydra.get("sweeper") or {}).get("_target_") == SWEEPER:
             from kdprune.distributed import processes
-            from kdprune.sweeping.sweeper_checks import check_sweeper, check_trial_processes
+            from kdprune.sweeping.sweeper_checks import (
+                check_latency_objectives,
+                check_sweeper,
+                check_trial_processes,
+            )
 
             check_sweeper(cfg.hydra)  # imports Optuna
+            check_latency_objectives(cfg)
             if "-m" in argv or "--multirun" in argv or cfg.hydra.mode == RunMode.MULTIRUN:
                 check_trial_processes(cfg.hydra, processes(cfg.get("distributed") or {}))
         with open_dict(cfg):

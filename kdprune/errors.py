@@ -27,6 +27,11 @@ class NonFiniteLossError(KdpruneError, FloatingPointError):
         self.where = {"stage": stage, "epoch": epoch, "step": step}
 
 
+class MixedCpuError(KdpruneError):
+    """A study's measured-latency objective or constraint would take a value timed on another CPU
+    than its earlier trials' (`kdprune.sweeping.one_cpu.OneCpu`): exit code 2."""
+
+
 class FaultError(KdpruneError):
     """Something outside the configuration failed (a database, the disk): exit code 1."""
 

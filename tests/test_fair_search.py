@@ -28,7 +28,8 @@ from kdprune.sweeping.trial_link import EpochReporter
 
 ALLOWED = ["val_acc", "val_loss", "after_prune_val_acc", "int8_val_acc", "teacher_val_acc",
            "macs_speedup", "params_after", "file_size_bytes", "cpu_latency_ms_bs1_after",
-           "cpu_speedup_bs64", "int8_speedup_bs1", "onnx_file_size_bytes_int8"]  # fmt: skip
+           "cpu_speedup_bs64", "int8_speedup_bs1", "onnx_file_size_bytes_int8", "latency_speedup",
+           "latency_ms_after"]  # fmt: skip
 REFUSED = ["test_acc", "test_loss", "teacher_test_acc", "int8_test_acc", "int8_test_loss",
            "pruned_teacher_test_acc", "val_acc_on_test", "macs_speedup_test", "x", ""]  # fmt: skip
 

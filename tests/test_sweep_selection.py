@@ -16,7 +16,8 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from kdprune import cli, commands
-from kdprune.results import METRICS_FILE
+from kdprune.results import METRICS_FILE, read_metrics
+from kdprune.sweeping.one_cpu import CPU_ATTRS
 
 TINY_SWEEP = ("+sweep=optuna", "teacher.epochs=1", "trainer.max_batches=2", "measure.repeats=1")
 
@@ -59,6 +60,9 @@ def test_the_best_trial_meets_the_constraint_and_a_done_study_has_nothing_to_do(
     small, large = trials
     assert large.value > 3.0 > small.value and large.value > small.value
     assert large.constraints["macs_speedup<="] == pytest.approx(large.value - 3.0)  # > 0
+    for trial in trials:  # the CPU each trial's run was measured on (kdprune/sweeping/one_cpu.py)
+        metrics = read_metrics(trial.user_attrs["run_dir"])
+        assert {k: trial.user_attrs[k] for k in CPU_ATTRS} == {k: metrics[k] for k in CPU_ATTRS}
 
     again = _sweep(tmp_path, *fixed, f"hydra.sweep.dir={tmp_path}/again")  # a new folder
     assert "nothing to do" in again and "Traceback" not in again

@@ -6,7 +6,9 @@ Two kinds of FAIL do not count, and say so in a user attr:
 - `interrupted`: its worker stopped beating (killed, machine lost); failed by whichever worker
   noticed first, and its budget goes back to the study;
 - `surplus`: asked by a worker that lost the race for the study's last trial, and given back at
-  once, before anything ran.
+  once, before anything ran;
+- `refused`: ran, but its measured latency came from another CPU than the study's
+  (`kdprune.sweeping.one_cpu`); its value is not told, and its budget goes back to the study.
 
 A trial *holds* budget while it runs or once it counts. A worker may run the trial it asked for
 only if fewer than `n_trials` trials ahead of it (lower numbers: Optuna numbers trials in the
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
 SURPLUS = "surplus"
+REFUSED = "refused"
 WORKER = "worker"  # user attr: host:pid of the worker running the trial, set after its first beat
 ERROR = "error"  # user attr: why a trial failed by its own error, in one line
 
@@ -38,7 +41,8 @@ def counts(trial: FrozenTrial) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     attrs = trial.user_attrs
-    return trial.state == TrialState.FAIL and not attrs.get(INTERRUPTED) and not attrs.get(SURPLUS)
+    given_back = attrs.get(INTERRUPTED) or attrs.get(SURPLUS) or attrs.get(REFUSED)
+    return trial.state == TrialState.FAIL and not given_back
 
 
 def holds_budget(trial: FrozenTrial) -> bool:

@@ -59,17 +59,23 @@ class Bound:
 
 
 def parse_constraints(spec: Mapping[str, Any] | None) -> list[Bound]:
-    """`{metric: {min: x, max: y}}` as Bounds; ConfigError (one line) for anything else."""
+    """`{metric: {min: x, max: y}}` as Bounds; ConfigError (one line) for anything else.
+
+    A null side is no bound, and a metric whose sides are all null no constraint: conf/sweep
+    lists `latency_speedup: {min: null}` so that `hydra.sweeper.constraints.latency_speedup.min=2`
+    sets it without Hydra's `+`."""
     bounds = []
     for metric, sides in (spec or {}).items():
         key = f"hydra.sweeper.constraints.{metric}"
         if not isinstance(sides, Mapping) or not sides or set(sides) - {"min", "max"}:
             raise ConfigError(f"{key} must be {{min: x}}, {{max: y}} or both, got {sides!r}")
-        for side, value in sides.items():
+        given = {side: value for side, value in sides.items() if value is not None}
+        for side, value in given.items():
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key}.{side} must be a number, got {value!r}")
         check_selectable(str(metric), "hydra.sweeper.constraints key")
-        bounds.append(Bound(str(metric), sides.get("min"), sides.get("max")))
+        if given:
+            bounds.append(Bound(str(metric), given.get("min"), given.get("max")))
     return bounds
 
 

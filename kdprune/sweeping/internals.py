@@ -29,6 +29,13 @@ from optuna.trial import FrozenTrial
 # `hydra/launcher=basic` configs name.
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
+# The launchers that run a worker's jobs on the worker's own machine (in its process, or in
+# processes it starts): Hydra's basic one, joblib's and submitit's local executor (public names).
+LOCAL_LAUNCHERS = (
+    BASIC_LAUNCHER,
+    "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher",
+)
 
 
 def job_error(ret: JobReturn) -> Any:

@@ -13,7 +13,9 @@ parsing and replaces its loop with `Worker`s (`worker.py`):
 - jobs report student epochs after the cut to their trial and stop when the pruner says so
   (`trial_link.py`);
 - `constraints` are attached to each trial before `tell`; the best trial is the best feasible one
-  (`constraints.py`, `summary.py`).
+  (`constraints.py`, `summary.py`);
+- each trial records the CPU its run measured on, and a study whose objective or constraints are
+  measured latencies takes them from one CPU only (`one_cpu.py`).
 """
 
 from __future__ import annotations
@@ -31,13 +33,19 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import DictConfig
 
+from kdprune.cpu_features import cpu_info
 from kdprune.distributed import processes
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
 from kdprune.sweeping.constraints import parse_constraints
+from kdprune.sweeping.one_cpu import OneCpu
 from kdprune.sweeping.storage import grace_seconds, open_storage, redacted
 from kdprune.sweeping.summary import log_results, study_results, write_results
-from kdprune.sweeping.sweeper_checks import check_sweeper, check_trial_processes
+from kdprune.sweeping.sweeper_checks import (
+    check_latency_objectives,
+    check_sweeper,
+    check_trial_processes,
+)
 from kdprune.sweeping.worker import Plan, Worker
 
 log = logging.getLogger(__name__)
@@ -67,13 +75,16 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         self.heartbeat_interval = options.get("heartbeat_interval")
         self.grace_period = options.get("grace_period")
         self.bounds = parse_constraints(options.get("constraints"))
+        self.one_cpu = OneCpu()  # the sweep's own, from its objective and bounds (setup)
         self.grid: dict[str, list] | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         check_sweeper(config.hydra)
+        check_latency_objectives(config)
         check_trial_processes(config.hydra, processes(config.get("distributed") or {}))
+        self.one_cpu = OneCpu.of(config.get("sweep_metric", "val_acc"), self.bounds)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def make_sampler(self, trial_number: int) -> optuna.samplers.BaseSampler:
@@ -119,6 +130,8 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         verdict = "nothing to do" if done >= self.n_trials else "this worker joins"
         log.info("%s: %d of n_trials=%d finished, %s", where, done, self.n_trials, verdict)
         if done < self.n_trials:
+            if self._runs_here():
+                self.one_cpu.check_machine(study, cpu_info())
 
             def configure(trial: optuna.Trial) -> list[str]:
                 return internals.trial_overrides(self, trial, space, fixed_params, fixed_overrides)
@@ -128,6 +141,12 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         log_results(results)
         assert self.config is not None  # set by setup(), which Hydra calls before sweep()
         write_results(results, self.config.hydra.sweep.dir)
+
+    def _runs_here(self) -> bool:
+        """Whether this worker's launcher runs its trials on this machine (not SLURM's nodes)."""
+        assert self.config is not None  # set by setup(), which Hydra calls before sweep()
+        launcher = (self.config.hydra.get("launcher") or {}).get("_target_")
+        return launcher in internals.LOCAL_LAUNCHERS
 
     def _plan(self, study: optuna.Study, configure: Any) -> Plan:
         launcher = self.launcher
@@ -139,6 +158,7 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
             launch=lambda overrides, number: launcher.launch([overrides], number)[0],
             make_sampler=self.make_sampler,
             bounds=self.bounds,
+            one_cpu=self.one_cpu,
             poll_seconds=min(float(self.heartbeat_interval or 1), POLL_SECONDS),
             max_failure_rate=self.max_failure_rate,
         )

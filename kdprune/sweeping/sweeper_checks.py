@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig
 from kdprune.errors import ConfigError, one_line
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.internals import BASIC_LAUNCHER
+from kdprune.sweeping.selectable import check_latency_target
 from kdprune.sweeping.storage import check_storage
 from kdprune.sweeping.sweeper_config import SWEEPER
 
@@ -80,3 +81,18 @@ def check_trial_processes(hydra_cfg: DictConfig, nproc: int) -> None:
             f"reports no epochs to the study, so {pruner} could never stop a trial: use "
             "hydra/sweeper/pruner=none (or distributed.nproc=1)"
         )
+
+
+def check_latency_objectives(config: DictConfig) -> None:
+    """ConfigError for a kdprune Optuna sweep whose objective (`sweep_metric`) or constraints
+    name a latency-target key (`latency_speedup`) while its runs measure no latency target
+    (`prune_method.unit` other than latency): refused before the first trial trains."""
+    sweeper = config.hydra.get("sweeper")
+    if sweeper is None or sweeper.get("_target_") != SWEEPER:
+        return
+    unit = (config.get("prune_method") or {}).get("unit")
+    names = config.get("sweep_metric", "val_acc")
+    for name in [names] if isinstance(names, str) else list(names):
+        check_latency_target(name, "sweep_metric", unit)
+    for bound in parse_constraints(sweeper.get("constraints")):
+        check_latency_target(bound.metric, "hydra.sweeper.constraints key", unit)

@@ -6,7 +6,8 @@ Hydra's `OptunaSweeperConf` plus what a study shared by many workers needs:
   pruners, fed the validation accuracy of each student epoch after the cut);
 - `heartbeat_interval` / `grace_period` (seconds): a running trial whose worker has not beaten
   for `grace_period` is failed as interrupted by another worker, and its budget given back;
-- `constraints`: `{metric: {min: x, max: y}}` on the run's metrics.json; best = best feasible.
+- `constraints`: `{metric: {min: x, max: y}}` on the run's metrics.json (a null side: no bound);
+  best = best feasible.
 
 Registered in Hydra's ConfigStore when this module is imported (`kdprune.instantiation` imports it).
 """

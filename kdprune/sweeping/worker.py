@@ -26,12 +26,13 @@ from hydra.core.utils import JobReturn, JobStatus
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-from kdprune.errors import one_line
+from kdprune.errors import MixedCpuError, one_line
 from kdprune.results import METRICS_FILE, read_metrics
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import (
     ERROR,
     INTERRUPTED,
+    REFUSED,
     WORKER,
     counts,
     fail_stale_trials,
@@ -39,6 +40,7 @@ from kdprune.sweeping.budget import (
     may_run,
 )
 from kdprune.sweeping.constraints import Bound, attach_constraints
+from kdprune.sweeping.one_cpu import OneCpu
 from kdprune.sweeping.storage import BeatWatch
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Plan:
     launch: LaunchOne
     make_sampler: Callable[[int], optuna.samplers.BaseSampler]  # seeded by trial number
     bounds: list[Bound] = field(default_factory=list)
+    one_cpu: OneCpu = field(default_factory=OneCpu)  # measured latencies: from one CPU only
     poll_seconds: float = 1.0
     max_failure_rate: float = 1.0
 
@@ -189,25 +192,41 @@ class Worker:
             if "Study.stop" not in str(err):  # trial's state is stored all the same
                 raise
 
+    def _record(self, trial: optuna.Trial, run_dir: Path | None) -> str | None:
+        """A complete trial's records from its run's metrics: its CPU, then (unless the study
+        refuses a value measured on that CPU: the reason is returned) its constraint values."""
+        has_metrics = run_dir is not None and (run_dir / METRICS_FILE).exists()
+        metrics = read_metrics(run_dir) if run_dir is not None and has_metrics else {}
+        cpu = self.plan.one_cpu.record(trial, metrics)
+        refusal = self.plan.one_cpu.refusal(self.study, trial.number, cpu)
+        if refusal is None and self.plan.bounds:
+            attach_constraints(trial, self.plan.bounds, metrics)
+        record_ranks(trial, metrics)
+        return refusal
+
     def tell(self, trial: optuna.Trial, ret: JobReturn) -> None:
-        """Record the job's outcome on its trial (constraints and run folder first)."""
+        """Record the job's outcome on its trial (CPU, constraints and run folder first); a
+        trial measured on another CPU than the study's is failed as `refused` and stops this
+        worker (MixedCpuError, `one_cpu.py`)."""
         state, values, error = job_outcome(ret, self.plan.n_objectives)
         run_dir = run_dir_of(ret)
+        refusal = None
         try:
             if run_dir is not None:
                 trial.set_user_attr(RUN_DIR, str(run_dir))
             if state == TrialState.COMPLETE:
-                has_metrics = run_dir is not None and (run_dir / METRICS_FILE).exists()
-                metrics = read_metrics(run_dir) if run_dir is not None and has_metrics else {}
-                if self.plan.bounds:
-                    attach_constraints(trial, self.plan.bounds, metrics)
-                record_ranks(trial, metrics)
+                refusal = self._record(trial, run_dir)
+            if refusal is not None:
+                state, values, error = TrialState.FAIL, None, refusal
+                trial.set_user_attr(REFUSED, True)
             if state == TrialState.FAIL:
                 trial.set_user_attr(ERROR, error)
             self._tell(trial, values, state)
         except UpdateFinishedTrialError:
             log.warning("trial %d was failed as stale while it ran: result dropped", trial.number)
             return
+        if refusal is not None:
+            raise MixedCpuError(refusal)
         if state == TrialState.FAIL:
             self.failed += 1
             self.last_failure = ret

@@ -136,3 +136,20 @@ def with_predictions(
     config = {**config, "dataset": {**config["dataset"], "splits": splits}}
     test = float(np.mean(correct))
     return {**metrics, "config": config, "test_acc": test, "test_predictions_file": name}
+
+
+def finished_job(run_dir: Any, value: Any, metrics: dict[str, Any]) -> Any:
+    """A completed Hydra job of a sweep's trial, as a worker gets it back from its launcher: it
+    returned `value` (what `sweep_metric` names) and left `metrics` in its run folder `run_dir`."""
+    from pathlib import Path
+
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from kdprune.results import write_metrics
+
+    write_metrics(Path(run_dir), metrics)
+    job = JobReturn()
+    job.status, job.return_value = JobStatus.COMPLETED, value
+    job.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}})
+    return job
