@@ -16,6 +16,7 @@ from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.results import config_fingerprint, configuration, flatten
+from kdprune.run_record import CONFIG_FINGERPRINT
 
 # Left out of the fingerprint that pairs runs across the orders, KD on / off and the teacher: one
 # compression level holds every order × KD × teacher arm (the blocked model's arms).
@@ -121,10 +122,10 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
         config = legacy_config(metrics)
     kept = configuration(config)
     fingerprint = config_fingerprint(config)
-    if source == "legacy" and isinstance(metrics.get("config_fingerprint"), str):
-        fingerprint, source = metrics["config_fingerprint"], "stored"  # pairing still legacy
+    if source == "legacy" and isinstance(metrics.get(CONFIG_FINGERPRINT), str):
+        fingerprint, source = metrics[CONFIG_FINGERPRINT], "stored"  # pairing still legacy
     return {
-        "config_fingerprint": fingerprint,
+        CONFIG_FINGERPRINT: fingerprint,
         "pairing_key": pairing_key(config),
         "series_key": config_fingerprint(config, TARGET_KEYS),
         "schedule_key": _sub_key(kept, "schedule"),
@@ -250,7 +251,7 @@ def labels(configs: Mapping[str, Mapping[str, Any]], always: Iterable[str] = ())
     return {fp: f"{lab} [{fp[:6]}]" if counts[lab] > 1 else lab for fp, lab in out.items()}
 
 
-def configs_of(runs: Any, key: str = "config_fingerprint") -> dict[str, dict[str, Any]]:
+def configs_of(runs: Any, key: str = CONFIG_FINGERPRINT) -> dict[str, dict[str, Any]]:
     """One configuration (from `config_json`) per distinct value of `key` in the ledger."""
     first = runs.drop_duplicates(key)
     return {row[key]: json.loads(row["config_json"]) for _, row in first.iterrows()}
@@ -292,4 +293,4 @@ def config_names(summary: Any) -> dict[str, str]:
     """A configuration's name in tables (keyed by fingerprint): its series' label with order and
     KD always said; the target goes in its own column."""
     names = series_labels(summary, ("schedule.name", "kd.name"))
-    return dict(zip(summary["config_fingerprint"], summary["series_key"].map(names), strict=True))
+    return dict(zip(summary[CONFIG_FINGERPRINT], summary["series_key"].map(names), strict=True))
