@@ -311,22 +311,30 @@ class QuantizedRecord(TypedDict, total=False):
     ort_speedup_bs64: float
 
 
+class PruneTargetRecord(TypedDict, total=False):
+    """prune_then_distill's choice of model to cut (`prune_target`: `student` or `teacher`);
+    when it cut the teacher, the pruned teacher's val accuracy and the cut's pruning steps."""
+
+    prune_target: str
+    pruned_teacher_val_acc: float
+    pruned_teacher_history_len: int
+
+
 class RunRecord(
     FinishedRecord,
     RunSetting,
     RunFiles,
     TeacherProvenance,
+    PruneTargetRecord,
     CpuLatencyLedger,
     LatencyTargetRecord,
     QuantizedRecord,
     total=False,
 ):
     """A finished run's whole record: the required fields, the parts every run writes but no
-    reader needs, the optional parts, `record_version` (required on writing; 0 when absent) and
-    `prune_target` (prune_then_distill: `student` or `teacher`, the model it cut)."""
+    reader needs, the optional parts and `record_version` (required on writing; 0 when absent)."""
 
     record_version: int
-    prune_target: str
 
 
 # The fields a writer must give, by status (`record_version` always).
