@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdprune.errors import KdpruneError
 from kdprune.paths import journal_file, sqlite_file
 from kdprune.results import METRICS_FILE
-from kdprune.run_record import MACS_SPEEDUP
+from kdprune.run_record import DATASET, MACS_SPEEDUP
 from kdprune.sweeping import confirm_cli
 
 
@@ -221,7 +221,7 @@ def _run_overrides(model_file: str) -> list[str]:
     if (run_dir / METRICS_FILE).is_file():
         from kdprune.results import read_metrics
 
-        name = read_metrics(run_dir).get("dataset")
+        name = read_metrics(run_dir).get(DATASET)
         return [f"dataset={name}"] if name else []
     return []
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.results import config_fingerprint, configuration, flatten
-from kdprune.run_record import CONFIG_FINGERPRINT
+from kdprune.run_record import CONFIG, CONFIG_FINGERPRINT, DATASET, MODEL, ORDER
 
 # Left out of the fingerprint that pairs runs across the orders, KD on / off and the teacher: one
 # compression level holds every order × KD × teacher arm (the blocked model's arms).
@@ -42,9 +42,9 @@ NAMES_FIRST = ("schedule.name", "kd.name")
 def legacy_config(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A stand-in config from a run's scalar keys, shaped like the real one (same leave-outs)."""
     return {
-        "model": {"name": metrics.get("model")},
-        "dataset": {"name": metrics.get("dataset")},
-        "schedule": {"name": metrics.get("order")},
+        "model": {"name": metrics.get(MODEL)},
+        "dataset": {"name": metrics.get(DATASET)},
+        "schedule": {"name": metrics.get(ORDER)},
         "kd": {"name": metrics.get("kd")},
         "prune_method": {
             "name": metrics.get("method"),
@@ -114,7 +114,7 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
     the keys of its contrasts (equal `order_key`: only the order differs; `kd_pair_key`: only
     KD and the teacher; `teacher_key`: only the teacher), where they came from (`config`, a
     `stored` fingerprint, or the scalar `legacy` keys) and the configuration as JSON."""
-    stored = metrics.get("config")
+    stored = metrics.get(CONFIG)
     source = "config" if isinstance(stored, dict) else "legacy"
     if isinstance(stored, dict):
         config = effective_config(stored, metrics)

@@ -28,7 +28,7 @@ import pandas as pd
 
 from kdprune.errors import one_line
 from kdprune.results import METRICS_FILE, read_metrics
-from kdprune.run_record import CONFIG_FINGERPRINT, TEST_ACC
+from kdprune.run_record import CONFIG, CONFIG_FINGERPRINT, TEST_ACC
 
 NO_PREDICTIONS = "no per-image test predictions (the runs predate test_predictions.npy)"
 # Keys of `dataset.splits` the test split does not depend on: left out of the cache key.
@@ -105,7 +105,7 @@ def run_correctness(run: pd.Series, cache: LabelCache) -> np.ndarray | str:
         metrics = read_metrics(folder / METRICS_FILE)
     except (OSError, ValueError) as err:
         return f"{folder}: {one_line(err)}"
-    labels = dataset_labels(metrics.get("config") or {}, cache)
+    labels = dataset_labels(metrics.get(CONFIG) or {}, cache)
     if isinstance(labels, str):
         return labels
     if predictions.shape != labels.shape:

@@ -25,6 +25,7 @@ from kdprune.results import METRICS_FILE, STATUS_OK, atomic_write, read_metrics,
 from kdprune.run_record import (
     CONFIG_FINGERPRINT,
     HISTORY,
+    ORDER,
     TEACHER_TEST_ACC,
     TIMINGS,
     VAL_ACC,
@@ -200,7 +201,7 @@ def load_run(path: Path) -> dict[str, Any] | None:
         return None
     if isinstance(metrics, dict) and run_status(metrics) != STATUS_OK:
         return None  # a diverged run: listed apart (reporting/diverged.py), in no statistic
-    if not isinstance(metrics, dict) or "order" not in metrics or VAL_ACC not in metrics:
+    if not isinstance(metrics, dict) or ORDER not in metrics or VAL_ACC not in metrics:
         print(f"kdprune: warning: skipping {path}: not a run's metrics", file=sys.stderr)
         return None
     return metrics

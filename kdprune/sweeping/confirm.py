@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from kdprune.errors import ConfigError
 from kdprune.results import METRICS_FILE, read_metrics, write_text
-from kdprune.run_record import MACS_SPEEDUP, TEST_ACC, VAL_ACC
+from kdprune.run_record import MACS_SPEEDUP, SEED, TEST_ACC, VAL_ACC
 
 SEED_KEYS = ("seed", "data_seed", "split_seed")  # overrides of the job that confirm replaces
 MIN_SEEDS = 2  # an interval needs two; the design asks for >= 5 (the default)
@@ -71,7 +71,7 @@ def candidates(study: Any, top: int) -> list[Candidate]:
         run_dir = Path(str(t.user_attrs.get("run_dir", "")))
         if not (run_dir / METRICS_FILE).is_file():
             raise ConfigError(f"trial {t.number} has no run folder with a {METRICS_FILE}")
-        seed = read_metrics(run_dir).get("seed")
+        seed = read_metrics(run_dir).get(SEED)
         out.append(Candidate(t.number, float(t.value), job_overrides(run_dir), seed))
     return out
 

@@ -33,7 +33,7 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
-from kdprune.run_record import CONFIG_FINGERPRINT
+from kdprune.run_record import CONFIG_FINGERPRINT, SEED
 from kdprune.sweeping.arms import CHECKED_ENV, SEED_FOLDER, Arm, Launcher
 from kdprune.sweeping.claims import settle, worker_session
 
@@ -84,8 +84,8 @@ def done_seeds(folder: Path, arm: Arm) -> set[int]:
             metrics = read_metrics(path)
         except (OSError, ValueError):
             continue
-        if run_status(metrics) == STATUS_OK and isinstance(metrics.get("seed"), int):
-            out.add(metrics["seed"])
+        if run_status(metrics) == STATUS_OK and isinstance(metrics.get(SEED), int):
+            out.add(metrics[SEED])
     return out
 
 
