@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from kdprune import run_record
+from kdprune.metrics.ledger import LATENCY_BATCH_SIZES, LEDGER_KEYS
+from kdprune.quantization.quantize_ledger import VARIANTS, latency_key
 from kdprune.reporting.runs import collect_runs
 from kdprune.results import METRICS_FILE, read_metrics, run_status, write_json, write_metrics
 from kdprune.run_record import (
@@ -98,6 +100,11 @@ def test_a_run_writes_every_required_field_and_only_declared_ones() -> None:
     old = old_record()
     assert REQUIRED["ok"] - {RECORD_VERSION_KEY} <= set(old)
     assert set(old) <= DECLARED, sorted(set(old) - DECLARED)
+
+
+def test_the_ledger_modules_keys_are_declared() -> None:
+    quantized = [latency_key(b, v) for b in LATENCY_BATCH_SIZES for v in VARIANTS]
+    assert {*LEDGER_KEYS, *quantized} <= DECLARED
 
 
 @pytest.mark.parametrize("field", [VAL_ACC, TEST_ACC, MACS_SPEEDUP, "history", RECORD_VERSION_KEY])

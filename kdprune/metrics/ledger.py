@@ -51,22 +51,12 @@ from kdprune.run_record import (
     PARAMS_AFTER,
     PARAMS_BEFORE,
     WEIGHT_SPARSITY,
+    SizeLedger,
 )
 
 LATENCY_BATCH_SIZES = (1, 64)
-SIZE_KEYS = (
-    PARAMS_BEFORE,
-    PARAMS_AFTER,
-    "params_removed_fraction",
-    "nonzero_fraction",
-    WEIGHT_SPARSITY,
-    MACS_BEFORE,
-    MACS_AFTER,
-    "macs_removed_fraction",
-    MACS_SPEEDUP,
-    "channel_ratio",
-    "round_to",
-)
+# The ledger's keys as the run record declares them (kdprune.run_record), in that order.
+SIZE_KEYS = tuple(SizeLedger.__annotations__)
 CPU_KEYS = ("cpu_model", "cpu_isa", "cpu_vnni", "cpu_amx")
 
 
