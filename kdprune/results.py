@@ -5,9 +5,10 @@ required field and `read_metrics` reads every record version this kdprune knows.
 
 Every metrics.json has `status`: `ok` for a finished run (a file without the key is one written
 before it existed, and finished too), or `diverged` for a run whose loss became NaN or infinite.
-A diverged run's file holds only `status`, `diverged` ({stage, epoch, step, error}: where it
-happened), `order`, `model`, `dataset`, `seed`, `config` and `config_fingerprint`: readers use
-`run_status` and keep such runs out of every statistic (the report lists them apart).
+A diverged run's file holds only `record_version`, `status`, `diverged` ({stage, epoch, step,
+error}: where it happened), `order`, `model`, `dataset`, `seed`, `config` and
+`config_fingerprint`: readers use `run_status` and keep such runs out of every statistic (the
+report lists them apart).
 """
 
 from __future__ import annotations
