@@ -33,12 +33,19 @@ from kdprune.instantiation import config_dict, instantiate, trusted
 from kdprune.metrics import count_macs_params
 from kdprune.models import model_name
 from kdprune.reporting import comparison_table
-from kdprune.results import (
+from kdprune.results import config_fingerprint, config_sha256, write_metrics
+from kdprune.run_record import (
+    CONFIG_FINGERPRINT,
+    HISTORY,
+    STATUS,
     STATUS_DIVERGED,
     STATUS_OK,
-    config_fingerprint,
-    config_sha256,
-    write_metrics,
+    TEACHER_TEST_ACC,
+    TEACHER_VAL_ACC,
+    TEST_ACC,
+    TIMINGS,
+    VAL_ACC,
+    build_record,
 )
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.orders import order_of
@@ -83,12 +90,12 @@ def _run(cfg: DictConfig, run_dir: Path, on_epoch: EpochHook = None) -> dict[str
                     if ends_the_run(err):
                         _discard(state)
                     raise
-                metrics["timings"]["total"] = time.perf_counter() - start
+                metrics[TIMINGS]["total"] = time.perf_counter() - start
                 metrics["config_sha256_by_rank"] = configs
                 if ranks.is_main:
                     write_metrics(run_dir, metrics)
                 _discard(state)  # the run has its result: nothing left to resume
-            tracker.summary({k: v for k, v in metrics.items() if k != "history"})
+            tracker.summary({k: v for k, v in metrics.items() if k != HISTORY})
             failed = False
             return metrics
         finally:
@@ -186,40 +193,49 @@ def _experiment(
     result |= instantiate(cfg.quantize.stage)(
         ctx=ctx, teacher=teacher, model_file=result["model_file"], dense_file=run_dir / DENSE_FILE
     )
-    return {
-        "status": STATUS_OK,
-        "order": cfg.schedule.name,
-        "model": model_name(cfg.model),
-        "dataset": cfg.dataset.name,
-        "seed": int(cfg.seed),
-        "data_seed": data_seed(cfg),
-        "split_seed": int(cfg.dataset.splits.get("split_seed", cfg.get("split_seed", cfg.seed))),
-        "device": str(device),
-        **ranks.record(),
-        "resumed": state is not None and bool(state.saved),
-        **result,
-        **_teacher_record(ctx, teacher),
-        **_budget_record(cfg, start, ctx.history),
-        **_config_record(cfg, splits.identity),
-        "timings": dict(ctx.timings),
-        "history": ctx.history,
-    }
+    return build_record(
+        {
+            STATUS: STATUS_OK,
+            "order": cfg.schedule.name,
+            "model": model_name(cfg.model),
+            "dataset": cfg.dataset.name,
+            "seed": int(cfg.seed),
+            "data_seed": data_seed(cfg),
+            "split_seed": _split_seed(cfg),
+            "device": str(device),
+        },
+        ranks.record(),
+        {"resumed": state is not None and bool(state.saved)},
+        result,
+        _teacher_record(ctx, teacher),
+        _budget_record(cfg, start, ctx.history),
+        _config_record(cfg, splits.identity),
+        {TIMINGS: dict(ctx.timings), HISTORY: ctx.history},
+    )
 
 
 def diverged_record(cfg: DictConfig, err: NonFiniteLossError) -> dict[str, Any]:
     """The metrics.json of a run whose loss became non-finite: where, and its configuration."""
     config = config_dict(cfg)
     config.pop("hydra", None)
-    return {
-        "status": STATUS_DIVERGED,
-        "diverged": {**err.where, "error": str(err)},
-        "order": cfg.schedule.name,
-        "model": model_name(cfg.model),
-        "dataset": cfg.dataset.name,
-        "seed": int(cfg.seed),
-        "config": config,
-        "config_fingerprint": config_fingerprint(config),
-    }
+    return build_record(
+        {
+            STATUS: STATUS_DIVERGED,
+            "diverged": {**err.where, "error": str(err)},
+            "order": cfg.schedule.name,
+            "model": model_name(cfg.model),
+            "dataset": cfg.dataset.name,
+            "seed": int(cfg.seed),
+            "config": config,
+            CONFIG_FINGERPRINT: config_fingerprint(config),
+        }
+    )
+
+
+def _split_seed(cfg: DictConfig) -> int:
+    """The seed of the train / val split (`dataset.splits.split_seed`, else `split_seed`, else
+    `seed`)."""
+    return int(cfg.dataset.splits.get("split_seed", cfg.get("split_seed", cfg.seed)))
 
 
 def data_seed(cfg: DictConfig) -> int:
@@ -233,8 +249,8 @@ def _teacher_record(ctx: RunContext, teacher: Teacher) -> dict[str, Any]:
         "teacher_model": model_name(teacher_model_cfg(ctx.cfg)),
         "teacher_weights": teacher.weights,
         "teacher_sha256": teacher.sha256,
-        "teacher_val_acc": teacher.metrics["val_acc"],
-        "teacher_test_acc": teacher.metrics["test_acc"],
+        TEACHER_VAL_ACC: teacher.metrics[VAL_ACC],
+        TEACHER_TEST_ACC: teacher.metrics[TEST_ACC],
         "teacher_source": teacher.metrics["source"],
         "teacher_macs": macs,
         "teacher_params": params,
@@ -265,13 +281,13 @@ def _config_record(cfg: DictConfig, data_identity: str) -> dict[str, Any]:
     return {
         "data_identity": data_identity,
         "config": config,
-        "config_fingerprint": config_fingerprint(config),
+        CONFIG_FINGERPRINT: config_fingerprint(config),
     }
 
 
 def objective_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | tuple[float, ...]:
     """What a sweeper optimises: `sweep_metric` names a metric or a list of them (never test)."""
-    names = cfg.get("sweep_metric", "val_acc")
+    names = cfg.get("sweep_metric", VAL_ACC)
     if isinstance(names, str):
         return float(metrics[names])
     return tuple(float(metrics[n]) for n in names)

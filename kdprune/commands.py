@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdprune.errors import KdpruneError
 from kdprune.paths import journal_file, sqlite_file
 from kdprune.results import METRICS_FILE
+from kdprune.run_record import DATASET, MACS_SPEEDUP
 from kdprune.sweeping import confirm_cli
 
 
@@ -71,7 +72,7 @@ def _report_parser(sub: Any) -> None:
     report.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///sweeps/study.db")
     report.add_argument("--study", help="study name in --storage (optional if it holds one)")
     report.add_argument("--out", help="output folder (default: SOURCE, or the database's folder)")
-    x_axes = ["sparsity", "macs_speedup", "params_removed", "latency_speedup"]
+    x_axes = ["sparsity", MACS_SPEEDUP, "params_removed", "latency_speedup"]
     x_help = "x axis (as achieved; latency_speedup: measured on the runs' latency target)"
     report.add_argument("--x", choices=x_axes, default="sparsity", help=x_help)
     report.add_argument(
@@ -220,7 +221,7 @@ def _run_overrides(model_file: str) -> list[str]:
     if (run_dir / METRICS_FILE).is_file():
         from kdprune.results import read_metrics
 
-        name = read_metrics(run_dir).get("dataset")
+        name = read_metrics(run_dir).get(DATASET)
         return [f"dataset={name}"] if name else []
     return []
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdprune.distillation.kd_checks import validate_kd
 from kdprune.errors import ConfigError
+from kdprune.run_record import VAL_ACC
 from kdprune.sweeping.selectable import check_latency_target, check_selectable
 from kdprune.values import number, whole_number
 
@@ -163,7 +164,7 @@ def check_schedule(cfg: DictConfig) -> None:
 def check_sweep_metric(cfg: DictConfig) -> None:
     """What a sweep optimises is one metric or a list of them, none on the test set, and a
     latency-target key (`latency_speedup`) only in a run that measures one (`unit=latency`)."""
-    names = cfg.get("sweep_metric", "val_acc")
+    names = cfg.get("sweep_metric", VAL_ACC)
     unit = cfg.prune_method.get("unit")
     for name in [names] if isinstance(names, str) else list(names):
         check_selectable(name, "sweep_metric")

@@ -35,6 +35,7 @@ from kdprune.distributed import Ranks, check_run, processes, quoted
 from kdprune.engine import pick_device
 from kdprune.errors import ConfigError, FaultError, NonFiniteLossError, Preempted
 from kdprune.results import METRICS_FILE, STATUS_DIVERGED, read_metrics
+from kdprune.run_record import DIVERGED, STATUS
 
 log = logging.getLogger("kdprune")
 
@@ -125,8 +126,8 @@ def failure(run_dir: Path, code: int, errors: str, nproc: int) -> BaseException:
         return Preempted(signal.Signals.SIGTERM.name)
     if (run_dir / METRICS_FILE).exists():
         metrics = read_metrics(run_dir)
-        if metrics.get("status") == STATUS_DIVERGED:
-            where = metrics["diverged"]
+        if metrics.get(STATUS) == STATUS_DIVERGED:
+            where = metrics[DIVERGED]
             return NonFiniteLossError(where["error"], where["stage"], where["epoch"], where["step"])
     lines = [ln for ln in errors.splitlines() if ln.startswith("kdprune: ")]
     line = lines[-1].removeprefix("kdprune: ").removeprefix("error: ") if lines else ""

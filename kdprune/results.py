@@ -1,10 +1,14 @@
 """The files a run writes: `metrics.json` is the contract every reader goes through.
 
+Its fields are declared in `kdprune.run_record`; `write_metrics` refuses a record that lacks a
+required field and `read_metrics` reads every record version this kdprune knows.
+
 Every metrics.json has `status`: `ok` for a finished run (a file without the key is one written
 before it existed, and finished too), or `diverged` for a run whose loss became NaN or infinite.
-A diverged run's file holds only `status`, `diverged` ({stage, epoch, step, error}: where it
-happened), `order`, `model`, `dataset`, `seed`, `config` and `config_fingerprint`: readers use
-`run_status` and keep such runs out of every statistic (the report lists them apart).
+A diverged run's file holds only `record_version`, `status`, `diverged` ({stage, epoch, step,
+error}: where it happened), `order`, `model`, `dataset`, `seed`, `config` and
+`config_fingerprint`: readers use `run_status` and keep such runs out of every statistic (the
+report lists them apart).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from kdprune import run_record
+from kdprune.run_record import STATUS_DIVERGED as STATUS_DIVERGED  # declared there, used here
+from kdprune.run_record import STATUS_OK as STATUS_OK
+
 METRICS_FILE = "metrics.json"
-STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
 
 
 def _jsonable(value: Any) -> Any:
@@ -71,22 +78,25 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
 
 
 def write_metrics(run_dir: str | os.PathLike, metrics: dict[str, Any]) -> Path:
-    """Write a run's `metrics.json`."""
+    """Write a run's `metrics.json`: a record built by `run_record.build_record`, with every
+    field its status requires (`run_record.IncompleteRecord` otherwise, and nothing written)."""
+    run_record.check_record(metrics)
     return write_json(Path(run_dir) / METRICS_FILE, metrics)
 
 
 def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a run's `metrics.json` (given the file or its run folder)."""
+    """Read a run's `metrics.json` (given the file or its run folder), of any record version
+    this kdprune reads (`run_record.upgrade`; a newer one raises `run_record.NewerRecord`)."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     with open(path) as fh:
-        return json.load(fh)
+        return run_record.upgrade(json.load(fh), str(path))
 
 
 def run_status(metrics: Mapping[str, Any]) -> str:
     """A run's status from its metrics: `ok` (also for files written before `status` existed)."""
-    return str(metrics.get("status", STATUS_OK))
+    return run_record.status(metrics)
 
 
 def diverged_runs(folder: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
@@ -104,7 +114,7 @@ def diverged_runs(folder: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]
 
 def where_diverged(metrics: Mapping[str, Any]) -> str:
     """Where a diverged run's loss went non-finite, e.g. `distill epoch 1 step 3`."""
-    where = metrics.get("diverged") or {}
+    where = metrics.get(run_record.DIVERGED) or {}
     return (
         f"{where.get('stage', '?')} epoch {where.get('epoch', '?')} step {where.get('step', '?')}"
     )

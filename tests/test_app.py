@@ -21,6 +21,7 @@ from kdprune.errors import ConfigError
 from kdprune.metrics.ledger import LEDGER_KEYS
 from kdprune.pruning import load_model
 from kdprune.results import config_sha256, read_metrics
+from kdprune.run_record import RECORD_VERSION, RECORD_VERSION_KEY, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 # Two student epochs (one of them fine-tuning) of three batches each, after a two-epoch teacher.
@@ -43,6 +44,9 @@ def test_each_order_end_to_end(make_cfg, tmp_path: Path, order: list[str]) -> No
     metrics = run(cfg, tmp_path / "run")
     on_disk = read_metrics(tmp_path / "run")
     assert on_disk["order"] == cfg.schedule.name
+    # Written through the record: this version, and every field declared there.
+    assert on_disk[RECORD_VERSION_KEY] == RECORD_VERSION
+    assert set(on_disk) <= RunRecord.__required_keys__ | RunRecord.__optional_keys__
     for key in (
         *LEDGER_KEYS,
         "val_acc",

@@ -36,6 +36,7 @@ from kdprune.results import (
     read_metrics,
     write_metrics,
 )
+from kdprune.run_record import build_record
 from kdprune.sweeping.budget import ERROR
 from kdprune.sweeping.worker import RANK_CONFIGS
 
@@ -225,7 +226,9 @@ def test_how_a_jobs_ranks_ended_says_what_the_job_tells(tmp_path: Path) -> None:
     assert str(ranks_job.failure(tmp_path, 1, "", 2)) == "the job's 2 ranks exited with code 1"
     assert isinstance(ranks_job.failure(tmp_path, 143, "kdprune: stopped by SIGTERM", 2), Preempted)
     where = {"stage": "distill", "epoch": 2, "step": 5, "error": "loss is nan"}
-    write_metrics(tmp_path, {"status": STATUS_DIVERGED, "diverged": where})
+    identity = {"order": "joint", "model": "lenet5", "dataset": "digits", "seed": 0}
+    record = {"status": STATUS_DIVERGED, "diverged": where, "config": {}, "config_fingerprint": ""}
+    write_metrics(tmp_path, build_record(identity, record))
     diverged = ranks_job.failure(tmp_path, 1, "kdprune: error: the run diverged", 2)
     assert isinstance(diverged, NonFiniteLossError) and str(diverged) == "loss is nan"
     assert diverged.where == {"stage": "distill", "epoch": 2, "step": 5}

@@ -22,6 +22,7 @@ from helpers.hang_guard import HANG_GUARD
 from kdprune import commands
 from kdprune.reporting.runs import CSV_FILE
 from kdprune.results import read_metrics
+from kdprune.run_record import REQUIRED
 
 # Two student epochs of two batches: lr 1e6 makes the distill loss non-finite within them.
 SHORT = ("teacher.epochs=1", "trainer.max_batches=2", "budget.student_epochs=2",
@@ -190,5 +191,6 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, full) -> None:
 def test_diverged_metrics_are_valid_json_with_documented_keys(diverged_sweep) -> None:
     _, sweep = diverged_sweep
     keys = set(json.loads((sweep / "1" / "metrics.json").read_text()))
-    assert keys == {"status", "diverged", "order", "model", "dataset", "seed", "config",
-                    "config_fingerprint"}  # fmt: skip
+    assert keys == {"record_version", "status", "diverged", "order", "model", "dataset", "seed",
+                    "config", "config_fingerprint"}  # fmt: skip
+    assert keys == REQUIRED["diverged"]  # what kdprune.run_record requires of a diverged run

@@ -152,7 +152,9 @@ def test_the_report_says_what_stayed_undecided_at_the_cap(tmp_path, capsys) -> N
 def test_a_diverged_run_is_not_reused(tmp_path) -> None:
     arm = ARMS[0]
     run = tmp_path / arm.name / SEED_FOLDER.format(seed=0)
-    write_metrics(run, {**fake_metrics("joint", 0.5, 0, 0.9, 0.9), "status": "diverged"})
+    where = {"stage": "joint", "epoch": 1, "step": 3, "error": "loss is nan"}
+    write_metrics(run, {**fake_metrics("joint", 0.5, 0, 0.9, 0.9), "status": "diverged",
+                        "diverged": where})  # fmt: skip
     write_metrics(run.parent / "seed_1", fake_metrics("joint", 0.5, 1, 0.9, 0.9))
     assert done_seeds(tmp_path, arm) == {1}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from helpers.fake_runs import fake_metrics, legacy
+from helpers.fake_runs import fake_metrics, legacy, write_run
 
 from kdprune import commands
 from kdprune.reporting import classify, ledger_row, paired_test, summarise, verdicts
@@ -17,7 +17,6 @@ from kdprune.reporting.budgets import check_budgets
 from kdprune.reporting.config_groups import distinguishing_keys, labels
 from kdprune.reporting.plots import accuracy_points
 from kdprune.reporting.runs import ledger_frame
-from kdprune.results import write_metrics
 
 T_975_2 = 4.302652729911275  # t quantile, 97.5%, 2 degrees of freedom (tables)
 
@@ -29,7 +28,7 @@ def ledger(metrics: list[dict[str, Any]]) -> pd.DataFrame:
 def report(tmp_path: Path, metrics: list[dict[str, Any]]) -> str:
     """Write the runs, report on them, return PRUNING_REPORT.md."""
     for i, m in enumerate(metrics):
-        write_metrics(tmp_path / "runs" / str(i), m)
+        write_run(tmp_path / "runs" / str(i), m)
     assert commands.main(["report", str(tmp_path / "runs")]) == 0
     return (tmp_path / "runs" / "PRUNING_REPORT.md").read_text()
 

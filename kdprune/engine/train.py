@@ -30,6 +30,7 @@ from kdprune import preemption
 from kdprune.distributed import Ranks
 from kdprune.engine.objective import Objective
 from kdprune.errors import NonFiniteLossError, Preempted
+from kdprune.run_record import VAL_ACC, VAL_LOSS
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # Called after every optimizer step with (model, global step); returns True when it changed the
@@ -287,8 +288,8 @@ def fit(model: nn.Module, train_loader, val_loader, stage: Stage) -> list[dict]:
             "epoch": epoch + 1,
             "train_loss": train["loss"],
             "train_acc": train["acc"],
-            "val_loss": val["loss"],
-            "val_acc": val["acc"],
+            VAL_LOSS: val["loss"],
+            VAL_ACC: val["acc"],
             "lr": optimizer.param_groups[0]["lr"],
             "optimizer_resets": train["optimizer_resets"],
             "selectable": selectable,

@@ -44,21 +44,19 @@ from kdprune.cpu_features import cpu_info
 from kdprune.metrics.latency import cpu_latency_ms
 from kdprune.metrics.size import channel_ratio, nonzero_fraction, weight_sparsity
 from kdprune.models.counting import count_macs_params
+from kdprune.run_record import (
+    MACS_AFTER,
+    MACS_BEFORE,
+    MACS_SPEEDUP,
+    PARAMS_AFTER,
+    PARAMS_BEFORE,
+    WEIGHT_SPARSITY,
+    SizeLedger,
+)
 
 LATENCY_BATCH_SIZES = (1, 64)
-SIZE_KEYS = (
-    "params_before",
-    "params_after",
-    "params_removed_fraction",
-    "nonzero_fraction",
-    "weight_sparsity",
-    "macs_before",
-    "macs_after",
-    "macs_removed_fraction",
-    "macs_speedup",
-    "channel_ratio",
-    "round_to",
-)
+# The ledger's keys as the run record declares them (kdprune.run_record), in that order.
+SIZE_KEYS = tuple(SizeLedger.__annotations__)
 CPU_KEYS = ("cpu_model", "cpu_isa", "cpu_vnni", "cpu_amx")
 
 
@@ -91,15 +89,15 @@ def ledger(
     macs_before, params_before = count_macs_params(dense, example_inputs)
     macs_after, params_after = count_macs_params(compressed, example_inputs)
     row: dict[str, Any] = {
-        "params_before": params_before,
-        "params_after": params_after,
+        PARAMS_BEFORE: params_before,
+        PARAMS_AFTER: params_after,
         "params_removed_fraction": 1.0 - params_after / params_before,
         "nonzero_fraction": nonzero_fraction(compressed),
-        "weight_sparsity": weight_sparsity(dense, compressed),
-        "macs_before": macs_before,
-        "macs_after": macs_after,
+        WEIGHT_SPARSITY: weight_sparsity(dense, compressed),
+        MACS_BEFORE: macs_before,
+        MACS_AFTER: macs_after,
         "macs_removed_fraction": 1.0 - macs_after / macs_before,
-        "macs_speedup": macs_before / macs_after,
+        MACS_SPEEDUP: macs_before / macs_after,
         "channel_ratio": channel_ratio(dense, compressed),
         "round_to": round_to,
     }

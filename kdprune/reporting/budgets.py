@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from kdprune.reporting.verdicts import side_labels
+from kdprune.run_record import CONFIG_FINGERPRINT
 
 # Facts about a budget that runs written before kdprune recorded them lack: the report names
 # them for those runs, it does not judge them.
@@ -92,9 +93,9 @@ def _phrases(runs: pd.DataFrame, group: pd.DataFrame, describe: Any) -> dict[str
     """What each configuration did (its runs' phrases joined with ' / '), named by its order
     alone where every configuration of that order did the same, else by its full label."""
     names = side_labels(group)
-    orders = group.set_index("config_fingerprint")["order"]
+    orders = group.set_index(CONFIG_FINGERPRINT)["order"]
     per_config = {}
-    for fingerprint, members in runs.groupby("config_fingerprint", sort=False):
+    for fingerprint, members in runs.groupby(CONFIG_FINGERPRINT, sort=False):
         seen = dict.fromkeys(describe(row) for _, row in members.iterrows())
         per_config[fingerprint] = " / ".join(seen)
     out = {}

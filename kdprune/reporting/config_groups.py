@@ -16,6 +16,7 @@ from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.results import config_fingerprint, configuration, flatten
+from kdprune.run_record import CONFIG, CONFIG_FINGERPRINT, DATASET, MODEL, ORDER
 
 # Left out of the fingerprint that pairs runs across the orders, KD on / off and the teacher: one
 # compression level holds every order × KD × teacher arm (the blocked model's arms).
@@ -41,9 +42,9 @@ NAMES_FIRST = ("schedule.name", "kd.name")
 def legacy_config(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """A stand-in config from a run's scalar keys, shaped like the real one (same leave-outs)."""
     return {
-        "model": {"name": metrics.get("model")},
-        "dataset": {"name": metrics.get("dataset")},
-        "schedule": {"name": metrics.get("order")},
+        "model": {"name": metrics.get(MODEL)},
+        "dataset": {"name": metrics.get(DATASET)},
+        "schedule": {"name": metrics.get(ORDER)},
         "kd": {"name": metrics.get("kd")},
         "prune_method": {
             "name": metrics.get("method"),
@@ -113,7 +114,7 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
     the keys of its contrasts (equal `order_key`: only the order differs; `kd_pair_key`: only
     KD and the teacher; `teacher_key`: only the teacher), where they came from (`config`, a
     `stored` fingerprint, or the scalar `legacy` keys) and the configuration as JSON."""
-    stored = metrics.get("config")
+    stored = metrics.get(CONFIG)
     source = "config" if isinstance(stored, dict) else "legacy"
     if isinstance(stored, dict):
         config = effective_config(stored, metrics)
@@ -121,10 +122,10 @@ def run_identity(metrics: Mapping[str, Any]) -> dict[str, Any]:
         config = legacy_config(metrics)
     kept = configuration(config)
     fingerprint = config_fingerprint(config)
-    if source == "legacy" and isinstance(metrics.get("config_fingerprint"), str):
-        fingerprint, source = metrics["config_fingerprint"], "stored"  # pairing still legacy
+    if source == "legacy" and isinstance(metrics.get(CONFIG_FINGERPRINT), str):
+        fingerprint, source = metrics[CONFIG_FINGERPRINT], "stored"  # pairing still legacy
     return {
-        "config_fingerprint": fingerprint,
+        CONFIG_FINGERPRINT: fingerprint,
         "pairing_key": pairing_key(config),
         "series_key": config_fingerprint(config, TARGET_KEYS),
         "schedule_key": _sub_key(kept, "schedule"),
@@ -250,7 +251,7 @@ def labels(configs: Mapping[str, Mapping[str, Any]], always: Iterable[str] = ())
     return {fp: f"{lab} [{fp[:6]}]" if counts[lab] > 1 else lab for fp, lab in out.items()}
 
 
-def configs_of(runs: Any, key: str = "config_fingerprint") -> dict[str, dict[str, Any]]:
+def configs_of(runs: Any, key: str = CONFIG_FINGERPRINT) -> dict[str, dict[str, Any]]:
     """One configuration (from `config_json`) per distinct value of `key` in the ledger."""
     first = runs.drop_duplicates(key)
     return {row[key]: json.loads(row["config_json"]) for _, row in first.iterrows()}
@@ -292,4 +293,4 @@ def config_names(summary: Any) -> dict[str, str]:
     """A configuration's name in tables (keyed by fingerprint): its series' label with order and
     KD always said; the target goes in its own column."""
     names = series_labels(summary, ("schedule.name", "kd.name"))
-    return dict(zip(summary["config_fingerprint"], summary["series_key"].map(names), strict=True))
+    return dict(zip(summary[CONFIG_FINGERPRINT], summary["series_key"].map(names), strict=True))

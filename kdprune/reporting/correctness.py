@@ -28,6 +28,7 @@ import pandas as pd
 
 from kdprune.errors import one_line
 from kdprune.results import METRICS_FILE, read_metrics
+from kdprune.run_record import CONFIG, CONFIG_FINGERPRINT, TEST_ACC
 
 NO_PREDICTIONS = "no per-image test predictions (the runs predate test_predictions.npy)"
 # Keys of `dataset.splits` the test split does not depend on: left out of the cache key.
@@ -104,14 +105,14 @@ def run_correctness(run: pd.Series, cache: LabelCache) -> np.ndarray | str:
         metrics = read_metrics(folder / METRICS_FILE)
     except (OSError, ValueError) as err:
         return f"{folder}: {one_line(err)}"
-    labels = dataset_labels(metrics.get("config") or {}, cache)
+    labels = dataset_labels(metrics.get(CONFIG) or {}, cache)
     if isinstance(labels, str):
         return labels
     if predictions.shape != labels.shape:
         return f"{folder}: {len(predictions)} predictions for {len(labels)} test images"
     evaluated = predictions != np.iinfo(predictions.dtype).max
     correct = np.where(evaluated, predictions == labels, np.nan)
-    recorded = float(run.get("test_acc", np.nan))
+    recorded = float(run.get(TEST_ACC, np.nan))
     if not evaluated.any() or not abs(np.nanmean(correct) - recorded) <= 0.5 / evaluated.sum():
         return f"{folder}: predictions and labels do not reproduce test_acc {recorded:.4f}"
     return correct
@@ -137,6 +138,6 @@ def image_evidence(runs: pd.DataFrame) -> ImageEvidence:
     cache = LabelCache()
     grouped: dict[tuple[str, Any], list[np.ndarray | str]] = {}
     for _, run in runs.iterrows():
-        key = (run["config_fingerprint"], run["seed"])
+        key = (run[CONFIG_FINGERPRINT], run["seed"])
         grouped.setdefault(key, []).append(run_correctness(run, cache))
     return ImageEvidence({key: _per_seed(values) for key, values in grouped.items()})

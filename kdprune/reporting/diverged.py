@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kdprune.results import atomic_write, diverged_runs, where_diverged
+from kdprune.run_record import CONFIG_FINGERPRINT
 
 TITLE = "## Diverged runs"
 
@@ -31,7 +32,7 @@ def diverged_lines(found: list[tuple[Path, dict[str, Any]]]) -> list[str]:
     for run_dir, m in found:
         lines.append(
             f"| `{run_dir}` | {m.get('order', '?')} | {m.get('model', '?')} | "
-            f"{m.get('seed', '?')} | {where_diverged(m)} | `{m.get('config_fingerprint', '?')}` |"
+            f"{m.get('seed', '?')} | {where_diverged(m)} | `{m.get(CONFIG_FINGERPRINT, '?')}` |"
         )
     return lines
 

@@ -14,24 +14,25 @@ from kdprune.reporting.config_groups import NO_KD, series_labels
 from kdprune.reporting.statistics import order_rank, pareto_mask, summarise
 from kdprune.reporting.study import StudyInfo
 from kdprune.results import atomic_write
+from kdprune.run_record import MACS_SPEEDUP, TEACHER_TEST_ACC, TEST_ACC, VAL_ACC, WEIGHT_SPARSITY
 from kdprune.schedules.names import ORDER_NAMES
 
 X_AXES = {
     "sparsity": (
-        "weight_sparsity",
+        WEIGHT_SPARSITY,
         "weight sparsity (dense weights removed or zero)",
     ),
-    "macs_speedup": ("macs_speedup", "MACs speed-up (dense MACs / pruned MACs)"),
+    MACS_SPEEDUP: (MACS_SPEEDUP, "MACs speed-up (dense MACs / pruned MACs)"),
     "params_removed": ("params_removed_fraction", "parameters removed (1 − after / before)"),
     "latency_speedup": (
         "latency_speedup",
         "measured speed-up on the latency target (dense ms / pruned ms)",
     ),
 }
-SPEEDUP_AXES = ("macs_speedup", "latency_speedup")
+SPEEDUP_AXES = (MACS_SPEEDUP, "latency_speedup")
 AXIS_TITLES = {
     "sparsity": "weight sparsity",
-    "macs_speedup": "MACs speed-up",
+    MACS_SPEEDUP: "MACs speed-up",
     "latency_speedup": "measured speed-up",
     "params_removed": "parameters removed",
 }
@@ -45,10 +46,10 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 MAX_LEGEND_SERIES = 20
 MAX_ANNOTATED_POINTS = 40
 AXIS_NAMES = {
-    "val_acc": "validation accuracy",
-    "test_acc": "test accuracy",
-    "macs_speedup": "MACs speed-up (×)",
-    "weight_sparsity": "weight sparsity (fraction)",
+    VAL_ACC: "validation accuracy",
+    TEST_ACC: "test accuracy",
+    MACS_SPEEDUP: "MACs speed-up (×)",
+    WEIGHT_SPARSITY: "weight sparsity (fraction)",
     "params_removed_fraction": "parameters removed (fraction)",
     "cpu_speedup_bs1": "CPU speed-up, batch 1 (×)",
     "cpu_speedup_bs64": "CPU speed-up, batch 64 (×)",
@@ -129,7 +130,7 @@ def _draw_series(ax: Axes, points: pd.DataFrame) -> None:
 
 def _draw_teachers(ax: Axes, runs: pd.DataFrame) -> pd.Series:
     """A dashed grey line at each dense teacher's test accuracy; return those by (model, data)."""
-    teachers = runs.groupby(["model", "dataset"])["teacher_test_acc"].mean().dropna()
+    teachers = runs.groupby(["model", "dataset"])[TEACHER_TEST_ACC].mean().dropna()
     for i, ((model, dataset), acc) in enumerate(teachers.items()):
         name = f"teacher {model} on {dataset}" if len(teachers) > 1 else "dense teacher"
         grey = str(min(0.2 + 0.2 * i, 0.7))
@@ -181,7 +182,7 @@ def _pareto_axes(runs: pd.DataFrame, study: StudyInfo | None) -> tuple[str, str,
         maxi = [d == "maximize" for d in study.directions]
         iy = next((i for i, n in enumerate(study.objective_names) if "acc" in n), 0)
         return cols[1 - iy], cols[iy], maxi[1 - iy], maxi[iy]
-    return "macs_speedup", "val_acc", True, True
+    return MACS_SPEEDUP, VAL_ACC, True, True
 
 
 def _pareto_points(

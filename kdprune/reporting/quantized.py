@@ -16,11 +16,12 @@ from kdprune.reporting.config_groups import config_names
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.plots import ORDER_COLOURS, OTHER_COLOURS, save_figure
 from kdprune.reporting.statistics import order_rank
+from kdprune.run_record import CONFIG_FINGERPRINT, TEACHER_TEST_ACC, TEST_ACC
 
 SIZE_PLOT = "accuracy_vs_size.png"
 # Per-configuration means over distinct seeds (a seed's duplicate runs averaged first).
 MEANS = (
-    "test_acc",
+    TEST_ACC,
     "int8_test_acc",
     "fp32_bytes",
     "onnx_file_size_bytes_int8",
@@ -30,7 +31,7 @@ MEANS = (
     "ort_latency_ms_bs64_int8",
     "ort_latency_ms_bs64_dense",
     "dense_bytes",
-    "teacher_test_acc",
+    TEACHER_TEST_ACC,
 )
 MARKERS = {"fp32": "o", "ptq": "s", "qat": "^"}
 
@@ -54,10 +55,10 @@ def int8_points(runs: pd.DataFrame) -> pd.DataFrame:
         quantize=runs["quantize"].fillna("none") if "quantize" in runs else "none",
     )
     present = [c for c in MEANS if c in data]
-    per_seed = data.groupby(["config_fingerprint", "seed"], dropna=False)[present].mean()
-    means = per_seed.groupby("config_fingerprint").mean()
-    means["n_seeds"] = per_seed.groupby("config_fingerprint").size()
-    first = data.groupby("config_fingerprint")[["order", "quantize", "target_ratio"]].first()
+    per_seed = data.groupby([CONFIG_FINGERPRINT, "seed"], dropna=False)[present].mean()
+    means = per_seed.groupby(CONFIG_FINGERPRINT).mean()
+    means["n_seeds"] = per_seed.groupby(CONFIG_FINGERPRINT).size()
+    first = data.groupby(CONFIG_FINGERPRINT)[["order", "quantize", "target_ratio"]].first()
     points = first.join(means).reset_index()
     for column in MEANS:
         if column not in points:
@@ -77,12 +78,12 @@ def _draw(ax: Axes, points: pd.DataFrame, x_fp32: str, x_int8: str) -> None:
     colours = _colours(points)
     for _, p in points.iterrows():
         colour = colours[p["order"]]
-        ax.scatter(p[x_fp32], p["test_acc"], color=colour, marker=MARKERS["fp32"], s=36,
+        ax.scatter(p[x_fp32], p[TEST_ACC], color=colour, marker=MARKERS["fp32"], s=36,
                    facecolors="none", linewidths=1.5)  # fmt: skip
         if p["quantize"] in MARKERS and not np.isnan(p[x_int8]):
             ax.scatter(p[x_int8], p["int8_test_acc"], color=colour, marker=MARKERS[p["quantize"]],
                        s=40)  # fmt: skip
-            ax.plot([p[x_fp32], p[x_int8]], [p["test_acc"], p["int8_test_acc"]], color=colour,
+            ax.plot([p[x_fp32], p[x_int8]], [p[TEST_ACC], p["int8_test_acc"]], color=colour,
                     alpha=0.35, linewidth=1)  # fmt: skip
 
 
@@ -98,9 +99,9 @@ def _legend(ax: Axes, points: pd.DataFrame) -> None:
 
 
 def _dense(ax: Axes, points: pd.DataFrame, x: str) -> None:
-    dense = points.dropna(subset=[x, "teacher_test_acc"])
+    dense = points.dropna(subset=[x, TEACHER_TEST_ACC])
     if len(dense):
-        ax.scatter(dense[x].mean(), dense["teacher_test_acc"].mean(), color="0.2", marker="*",
+        ax.scatter(dense[x].mean(), dense[TEACHER_TEST_ACC].mean(), color="0.2", marker="*",
                    s=90, zorder=3)  # fmt: skip
 
 
@@ -150,9 +151,9 @@ def quantization_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     rows = []
     for _, p in points[points["quantize"].isin(["ptq", "qat"])].iterrows():
         rows.append([
-            names.get(p["config_fingerprint"], p["config_fingerprint"]), f"{p['target_ratio']:g}",
-            int(p["n_seeds"]), f"{p['test_acc']:.4f}", f"{p['int8_test_acc']:.4f}",
-            f"{100 * (p['int8_test_acc'] - p['test_acc']):+.2f}",
+            names.get(p[CONFIG_FINGERPRINT], p[CONFIG_FINGERPRINT]), f"{p['target_ratio']:g}",
+            int(p["n_seeds"]), f"{p[TEST_ACC]:.4f}", f"{p['int8_test_acc']:.4f}",
+            f"{100 * (p['int8_test_acc'] - p[TEST_ACC]):+.2f}",
             _times(p["fp32_bytes"] / 1e3, p["onnx_file_size_bytes_int8"] / 1e3),
             _times(p["ort_latency_ms_bs1_fp32"], p["ort_latency_ms_bs1_int8"]),
             _times(p["ort_latency_ms_bs64_fp32"], p["ort_latency_ms_bs64_int8"]),

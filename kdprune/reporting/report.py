@@ -38,6 +38,7 @@ from kdprune.reporting.verdicts import (
     write_verdicts,
 )
 from kdprune.results import atomic_write
+from kdprune.run_record import CONFIG_FINGERPRINT, TEST_ACC, VAL_ACC
 
 MARKDOWN_FILE = "PRUNING_REPORT.md"
 PARETO_FILE = "pareto.png"
@@ -60,8 +61,8 @@ class Report:
         ]
         for _, row in self.best.iterrows():
             lines.append(
-                f"  {self.titles[row['pairing_key']]}: {self.names[row['config_fingerprint']]}"
-                f": val {plus_minus(row, 'val_acc')}, test {plus_minus(row, 'test_acc')}"
+                f"  {self.titles[row['pairing_key']]}: {self.names[row[CONFIG_FINGERPRINT]]}"
+                f": val {plus_minus(row, VAL_ACC)}, test {plus_minus(row, TEST_ACC)}"
                 f" (n={int(row['n_seeds'])}, {row['macs_speedup_mean']:.2f}x MACs)"
             )
         if self.best.empty:

@@ -38,6 +38,14 @@ from kdprune.reporting.statistics import (
 )
 from kdprune.reporting.study import StudyInfo
 from kdprune.reporting.verdicts import VERDICTS_FILE, Options
+from kdprune.run_record import (
+    CONFIG_FINGERPRINT,
+    MACS_SPEEDUP,
+    TEACHER_TEST_ACC,
+    TEST_ACC,
+    VAL_ACC,
+    WEIGHT_SPARSITY,
+)
 
 # Keys with their own column in the Results table (not repeated under "differs in").
 COLUMN_KEYS = ("schedule.name", "kd.name", "prune_method.name", "prune_method.unit")
@@ -83,7 +91,7 @@ def _identity_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     dup = duplicates(runs)
     if len(dup):
         names = config_names(summary)
-        targets = summary.set_index("config_fingerprint")["target_ratio"]
+        targets = summary.set_index(CONFIG_FINGERPRINT)["target_ratio"]
         cases = "; ".join(
             f"`{names[fp]}` (target {targets[fp]:g}) seed {int(seed)}: {len(dirs)} runs"
             for (fp, seed), dirs in dup.items()
@@ -114,7 +122,7 @@ def _settings_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
         f"- knowledge distillation: {_values(runs, 'kd')}",
         f"- seeds: {_values(runs, 'seed')} (at most {int(summary['n_seeds'].max())} distinct "
         "per configuration)",
-        f"- dense teacher test accuracy: {runs['teacher_test_acc'].mean():.4f} "
+        f"- dense teacher test accuracy: {runs[TEACHER_TEST_ACC].mean():.4f} "
         "(mean over the runs' teachers)",
         *_identity_lines(runs, summary),
     ]
@@ -167,12 +175,12 @@ def _results_lines(summary: pd.DataFrame, shown: list[str]) -> list[str]:
         cells = [str(row[k]) for k in shown]
         cells += [str(row["order"]), str(row["kd"]), str(row["method"])]
         cells += [f"{row['target_ratio']:g}"]
-        cells += [describe_config(configs[row["config_fingerprint"]], others)] if others else []
-        cells += [str(int(row["n_seeds"])), plus_minus(row, "test_acc")]
-        cells += [interval(row, "test_acc"), plus_minus(row, "val_acc")]
-        cells += [plus_minus(row, "weight_sparsity", "{:.1f}", 100) + " %"]
+        cells += [describe_config(configs[row[CONFIG_FINGERPRINT]], others)] if others else []
+        cells += [str(int(row["n_seeds"])), plus_minus(row, TEST_ACC)]
+        cells += [interval(row, TEST_ACC), plus_minus(row, VAL_ACC)]
+        cells += [plus_minus(row, WEIGHT_SPARSITY, "{:.1f}", 100) + " %"]
         cells += [plus_minus(row, "params_removed_fraction", "{:.1f}", 100) + " %"]
-        cells += [plus_minus(row, "macs_speedup", "{:.2f}") + "×"]
+        cells += [plus_minus(row, MACS_SPEEDUP, "{:.2f}") + "×"]
         cells += [plus_minus(row, "cpu_speedup_bs64", "{:.2f}") + "×"]
         cells += [_measured(row)] if measured else []
         rows.append(cells)

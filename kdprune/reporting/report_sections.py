@@ -13,6 +13,7 @@ from kdprune.reporting.inference import CORRECTION_NAMES, equivalent_words
 from kdprune.reporting.markdown import md_table
 from kdprune.reporting.statistics import MATCHED_MACS
 from kdprune.reporting.verdicts import A_BETTER, B_BETTER, VERDICTS_FILE, Options
+from kdprune.run_record import CONFIG_FINGERPRINT, MACS_SPEEDUP, TEST_ACC, VAL_ACC
 
 # A compression level, in words: what its configurations share and what differs between them.
 LEVELS = {
@@ -269,9 +270,9 @@ def selection_lines(
     header = ["level", "configuration", "candidates", "val acc (selects)", "test acc (reported)"]
     header += ["MACs speed-up", "weight sparsity"]
     rows = [
-        [_level_name(r, titles, split), f"`{names[r['config_fingerprint']]}`",
-         str(int(r["candidates"])), plus_minus(r, "val_acc"), plus_minus(r, "test_acc"),
-         plus_minus(r, "macs_speedup", "{:.2f}") + "×", _pct(r["weight_sparsity_mean"])]
+        [_level_name(r, titles, split), f"`{names[r[CONFIG_FINGERPRINT]]}`",
+         str(int(r["candidates"])), plus_minus(r, VAL_ACC), plus_minus(r, TEST_ACC),
+         plus_minus(r, MACS_SPEEDUP, "{:.2f}") + "×", _pct(r["weight_sparsity_mean"])]
         for _, r in best.iterrows()
     ]  # fmt: skip
     out += md_table(header, rows) if rows else ["No level holds two configurations to choose from."]
@@ -279,9 +280,9 @@ def selection_lines(
             "accuracy and mean MACs speed-up (test accuracy reported):", ""]  # fmt: skip
     header = ["configuration", "target", "seeds", "val acc", "test acc", "MACs speed-up"]
     rows = [
-        [f"`{names[r['config_fingerprint']]}`", f"{r['target_ratio']:g}", str(int(r["n_seeds"])),
-         plus_minus(r, "val_acc"), plus_minus(r, "test_acc"),
-         plus_minus(r, "macs_speedup", "{:.2f}") + "×"]
+        [f"`{names[r[CONFIG_FINGERPRINT]]}`", f"{r['target_ratio']:g}", str(int(r["n_seeds"])),
+         plus_minus(r, VAL_ACC), plus_minus(r, TEST_ACC),
+         plus_minus(r, MACS_SPEEDUP, "{:.2f}") + "×"]
         for _, r in front.iterrows()
     ]  # fmt: skip
     return out + md_table(header, rows)

@@ -22,11 +22,20 @@ from kdprune.errors import ConfigError
 from kdprune.reporting.config_groups import run_identity
 from kdprune.reporting.statistics import LABEL_KEYS, STAT_COLUMNS, sort_runs
 from kdprune.results import METRICS_FILE, STATUS_OK, atomic_write, read_metrics, run_status
+from kdprune.run_record import (
+    CONFIG_FINGERPRINT,
+    HISTORY,
+    ORDER,
+    TEACHER_TEST_ACC,
+    TIMINGS,
+    VAL_ACC,
+    WEIGHT_SPARSITY,
+)
 
 CSV_FILE = "pruning_comparison.csv"
 # Derived and trial columns, in this sequence after the ledger keys and timings.
 TAIL_COLUMNS = [
-    "config_fingerprint",
+    CONFIG_FINGERPRINT,
     "pairing_key",
     "series_key",
     "schedule_key",
@@ -130,23 +139,23 @@ def ledger_row(metrics: dict[str, Any], run_dir: str | os.PathLike) -> dict[str,
     """One CSV row: the scalar keys of a metrics dict, the run's identity, `start_*`, `epochs_*`,
     `time_<stage>`, `student_epochs`, `lr_cycles`, `optimizer_resets` and `selecting_stages`
     (from its history) and run_dir."""
-    row = {k: v for k, v in metrics.items() if k not in ("timings", "history") and _is_scalar(v)}
+    row = {k: v for k, v in metrics.items() if k not in (TIMINGS, HISTORY) and _is_scalar(v)}
     row.update(_flat_nested(metrics))
     row.update(run_identity(metrics))
-    row["weight_sparsity_estimated"] = not isinstance(metrics.get("weight_sparsity"), int | float)
+    row["weight_sparsity_estimated"] = not isinstance(metrics.get(WEIGHT_SPARSITY), int | float)
     if row["weight_sparsity_estimated"]:
-        row["weight_sparsity"] = estimated_weight_sparsity(metrics)
-    for stage, seconds in (metrics.get("timings") or {}).items():
+        row[WEIGHT_SPARSITY] = estimated_weight_sparsity(metrics)
+    for stage, seconds in (metrics.get(TIMINGS) or {}).items():
         row[f"time_{stage}"] = seconds
     epochs: dict[str, int] = {}
-    for entry in metrics.get("history") or []:
+    for entry in metrics.get(HISTORY) or []:
         if entry.get("stage") != "teacher":
             epochs[entry.get("stage", "?")] = epochs.get(entry.get("stage", "?"), 0) + 1
     row["student_epochs"] = sum(epochs.values())
     row["student_stages"] = " + ".join(f"{s} {n}" for s, n in epochs.items()) or "none"
-    row["lr_cycles"] = lr_cycles(metrics.get("history") or [])
-    row["optimizer_resets"] = optimizer_resets(metrics.get("history") or [])
-    row["selecting_stages"] = selecting_stages(metrics.get("history") or [])
+    row["lr_cycles"] = lr_cycles(metrics.get(HISTORY) or [])
+    row["optimizer_resets"] = optimizer_resets(metrics.get(HISTORY) or [])
+    row["selecting_stages"] = selecting_stages(metrics.get(HISTORY) or [])
     overrides = read_yaml(Path(run_dir) / ".hydra" / "overrides.yaml")
     if isinstance(overrides, list):
         row["overrides"] = " ".join(str(o) for o in overrides)
@@ -173,7 +182,7 @@ def ledger_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
             df[key] = "?" if key != "target_ratio" else np.nan
         elif key != "target_ratio":
             df[key] = df[key].fillna("?").astype(str)
-    for key in [*STAT_COLUMNS, "teacher_test_acc", "seed"]:
+    for key in [*STAT_COLUMNS, TEACHER_TEST_ACC, "seed"]:
         if key not in df:
             df[key] = np.nan
     for key in ["select_epoch", *(f"{n}_{k}" for n, keys in NESTED.items() for k in keys)]:
@@ -192,7 +201,7 @@ def load_run(path: Path) -> dict[str, Any] | None:
         return None
     if isinstance(metrics, dict) and run_status(metrics) != STATUS_OK:
         return None  # a diverged run: listed apart (reporting/diverged.py), in no statistic
-    if not isinstance(metrics, dict) or "order" not in metrics or "val_acc" not in metrics:
+    if not isinstance(metrics, dict) or ORDER not in metrics or VAL_ACC not in metrics:
         print(f"kdprune: warning: skipping {path}: not a run's metrics", file=sys.stderr)
         return None
     return metrics

@@ -9,16 +9,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from kdprune.run_record import CONFIG_FINGERPRINT, MACS_SPEEDUP, TEST_ACC, VAL_ACC, WEIGHT_SPARSITY
 from kdprune.schedules.names import ORDER_NAMES
 
 # What tables show about a configuration (its identity is `config_fingerprint`, not these).
 LABEL_KEYS = ["model", "dataset", "order", "kd", "method", "unit", "target_ratio"]
 STAT_COLUMNS = [
-    "test_acc",
-    "val_acc",
-    "weight_sparsity",
+    TEST_ACC,
+    VAL_ACC,
+    WEIGHT_SPARSITY,
     "params_removed_fraction",
-    "macs_speedup",
+    MACS_SPEEDUP,
     "cpu_speedup_bs64",
     "latency_speedup",
     "student_epochs",
@@ -27,7 +28,7 @@ STAT_COLUMNS = [
 # configuration: the target is part of it).
 LATENCY_TARGET_KEYS = ["latency_runtime", "latency_batch_size", "latency_threads", "cpu_model"]
 # Interval columns of `summarise` (95% t interval over seeds).
-CI_COLUMNS = ["test_acc", "val_acc"]
+CI_COLUMNS = [TEST_ACC, VAL_ACC]
 CONFIDENCE = 0.95
 # Achieved MACs of two configurations within this relative gap: the same compression.
 MATCHED_MACS = 0.02
@@ -68,7 +69,7 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple
 
 def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per (configuration, seed): duplicate runs of a seed averaged, counted in `n_runs`."""
-    keys = ["config_fingerprint", "seed"]
+    keys = [CONFIG_FINGERPRINT, "seed"]
     numeric = [c for c in STAT_COLUMNS if c in runs]
     grouped = runs.groupby(keys, dropna=False, sort=True)
     out = grouped[numeric].mean()
@@ -78,9 +79,9 @@ def per_seed(runs: pd.DataFrame) -> pd.DataFrame:
 
 def duplicates(runs: pd.DataFrame) -> pd.DataFrame:
     """The (configuration, seed) pairs with more than one run, and those runs' folders."""
-    grouped = runs.groupby(["config_fingerprint", "seed"], dropna=False)
+    grouped = runs.groupby([CONFIG_FINGERPRINT, "seed"], dropna=False)
     dup = grouped.filter(lambda g: len(g) > 1)
-    return dup.groupby(["config_fingerprint", "seed"], dropna=False)["run_dir"].agg(list)
+    return dup.groupby([CONFIG_FINGERPRINT, "seed"], dropna=False)["run_dir"].agg(list)
 
 
 def _first_columns(runs: pd.DataFrame) -> pd.DataFrame:
@@ -88,13 +89,13 @@ def _first_columns(runs: pd.DataFrame) -> pd.DataFrame:
     keys = [*LABEL_KEYS, "pairing_key", "series_key", "schedule_key", "kd_key", "config_json"]
     keys += ["order_key", "kd_pair_key", "teacher_key"]
     keys += ["fingerprint_from", *LATENCY_TARGET_KEYS]
-    return runs.groupby("config_fingerprint", sort=False)[[k for k in keys if k in runs]].first()
+    return runs.groupby(CONFIG_FINGERPRINT, sort=False)[[k for k in keys if k in runs]].first()
 
 
 def _seed_statistics(seeds: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (and a t interval for CI_COLUMNS) over the distinct seeds of each config."""
     rows = {}
-    for fingerprint, group in seeds.groupby("config_fingerprint", sort=False):
+    for fingerprint, group in seeds.groupby(CONFIG_FINGERPRINT, sort=False):
         row: dict[str, object] = {}
         for col in STAT_COLUMNS:
             if col not in group:
@@ -115,9 +116,9 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     a 95% t interval of test and val accuracy, n_seeds (distinct), n_runs, and its level."""
     seeds = per_seed(runs)
     out = _first_columns(runs).join(_seed_statistics(seeds))
-    out.index.name = "config_fingerprint"
+    out.index.name = CONFIG_FINGERPRINT
     out = compression_levels(out.reset_index())
-    return sort_runs(out, ["level_rank", "order", "kd", "config_fingerprint"])
+    return sort_runs(out, ["level_rank", "order", "kd", CONFIG_FINGERPRINT])
 
 
 def _level_numbers(speedups: pd.Series) -> pd.Series:

@@ -13,6 +13,7 @@ from kdprune.errors import ConfigError
 from kdprune.paths import journal_file, sqlite_file
 from kdprune.reporting.runs import ledger_frame, ledger_row, load_run, read_yaml
 from kdprune.results import METRICS_FILE
+from kdprune.run_record import VAL_ACC
 
 # A finished trial with a run: its objective values, the run's metrics and its folder.
 FinishedRun = tuple[list[float], dict[str, Any], Path]
@@ -36,7 +37,7 @@ class StudyInfo:
 
 def _matching_metric(i: int, runs: list[FinishedRun]) -> str:
     """The metric every run's i-th objective value equals (val_acc first), else value_i."""
-    candidates = ["val_acc", *(runs[0][1] if runs else [])]
+    candidates = [VAL_ACC, *(runs[0][1] if runs else [])]
     match = next(
         (
             key

@@ -25,6 +25,14 @@ from kdprune.reporting.runs import ledger_frame, ledger_row
 from kdprune.reporting.statistics import pareto_mask, summarise
 from kdprune.reporting.verdicts import A_BETTER, B_BETTER, verdicts
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
+from kdprune.run_record import (
+    CONFIG_FINGERPRINT,
+    MACS_SPEEDUP,
+    TEACHER_TEST_ACC,
+    TEST_ACC,
+    VAL_ACC,
+    WEIGHT_SPARSITY,
+)
 
 log = logging.getLogger("kdprune")
 
@@ -33,17 +41,17 @@ TABLE_COLUMNS = (
     "kd",
     "method",
     "target_ratio",
-    "weight_sparsity",
+    WEIGHT_SPARSITY,
     "params_removed_fraction",
-    "macs_speedup",
-    "val_acc",
-    "test_acc",
+    MACS_SPEEDUP,
+    VAL_ACC,
+    TEST_ACC,
     "seed",
-    "config_fingerprint",
+    CONFIG_FINGERPRINT,
     "run",
 )
 # A point per configuration: mean test accuracy over its distinct seeds, 95% t interval.
-CURVE_COLUMNS = ("series", "weight_sparsity", "test_acc", "ci_low", "ci_high", "n_seeds")
+CURVE_COLUMNS = ("series", WEIGHT_SPARSITY, TEST_ACC, "ci_low", "ci_high", "n_seeds")
 VERDICT_COLUMNS = (
     "level",
     "a",
@@ -64,7 +72,7 @@ INT8_COLUMNS = (
     "kd",
     "quantize",
     "target_ratio",
-    "test_acc",
+    TEST_ACC,
     "int8_test_acc",
     "onnx_file_size_bytes_fp32",
     "onnx_file_size_bytes_int8",
@@ -72,12 +80,12 @@ INT8_COLUMNS = (
     "int8_speedup_bs1",
     "int8_speedup_bs64",
     "seed",
-    "config_fingerprint",
+    CONFIG_FINGERPRINT,
     "run",
 )
 # A point per configuration and precision: test accuracy against model file size.
-SIZE_COLUMNS = ("series", "precision", "file_size_kb", "test_acc")
-PARETO_KEYS = ("val_acc", "macs_speedup")  # both maximised
+SIZE_COLUMNS = ("series", "precision", "file_size_kb", TEST_ACC)
+PARETO_KEYS = (VAL_ACC, MACS_SPEEDUP)  # both maximised
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ def _curve(runs: pd.DataFrame, summary: pd.DataFrame) -> list[list[Any]]:
     (distinct seeds averaged, 95% t interval), a series per configuration without its target,
     named by what sets it apart; sorted by series and sparsity; plus a flat `teacher` series at
     the teacher's test accuracy across the sparsity range."""
-    found = accuracy_points(summary, "weight_sparsity").dropna(subset=["x"])
+    found = accuracy_points(summary, WEIGHT_SPARSITY).dropna(subset=["x"])
     points = sorted(
         (
             [_cell(p.series), _cell(p.x), _cell(p.mean), _cell(p.low), _cell(p.high), p.n_seeds]
@@ -165,7 +173,7 @@ def _curve(runs: pd.DataFrame, summary: pd.DataFrame) -> list[list[Any]]:
         ),
         key=lambda p: (p[0], p[1]),
     )
-    teacher = runs["teacher_test_acc"].dropna()
+    teacher = runs[TEACHER_TEST_ACC].dropna()
     if len(teacher) and points:
         accuracy = float(teacher.mean())
         low, high = min(p[1] for p in points), max(p[1] for p in points)
@@ -198,7 +206,7 @@ def _sizes(runs: pd.DataFrame, summary: pd.DataFrame) -> list[list[Any]]:
 def _headline(rows: Sequence[Mapping[str, Any]], said: list[list[Any]]) -> dict[str, Any]:
     """How many runs, the best validation accuracy, how many paired comparisons and how many of
     them detected a difference (`said`: the verdict rows)."""
-    accuracies = [r["val_acc"] for r in rows if r.get("val_acc") is not None]
+    accuracies = [r[VAL_ACC] for r in rows if r.get(VAL_ACC) is not None]
     words = [row[VERDICT_COLUMNS.index("verdict")] for row in said]
     return {
         "runs": len(rows),
@@ -213,7 +221,7 @@ def _ledger(rows: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.DataFra
     configurations; None when no run has one."""
     if not rows:
         return None
-    runs = ledger_frame([dict(r) for r in rows]).dropna(subset=["test_acc"])
+    runs = ledger_frame([dict(r) for r in rows]).dropna(subset=[TEST_ACC])
     return (runs, summarise(runs)) if len(runs) else None
 
 
@@ -222,7 +230,7 @@ def sweep_tables(rows: Sequence[Mapping[str, Any]]) -> SweepTables:
     summary over configurations and the verdicts are built once, here."""
     ledger = _ledger(rows)
     quantized = [r for r in rows if r.get("int8_test_acc") is not None]
-    speedup = [r for r in rows if r.get("macs_speedup") is not None]
+    speedup = [r for r in rows if r.get(MACS_SPEEDUP) is not None]
     said = _verdicts(*ledger) if ledger else []
     return SweepTables(
         runs=Table(TABLE_COLUMNS, table_data(rows)),

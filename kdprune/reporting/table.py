@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from kdprune.run_record import (
+    MACS_AFTER,
+    MACS_BEFORE,
+    MACS_SPEEDUP,
+    PARAMS_AFTER,
+    PARAMS_BEFORE,
+    TEACHER_TEST_ACC,
+    TEST_ACC,
+)
+
 
 def _num(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -36,18 +46,18 @@ def comparison_table(m: dict[str, Any]) -> str:
         ("", "dense", "compressed", "change"),
         (
             "test accuracy",
-            f"{m['teacher_test_acc']:.4f}",
-            f"{m['test_acc']:.4f}",
-            f"{100 * (m['test_acc'] - m['teacher_test_acc']):+.2f} pts",
+            f"{m[TEACHER_TEST_ACC]:.4f}",
+            f"{m[TEST_ACC]:.4f}",
+            f"{100 * (m[TEST_ACC] - m[TEACHER_TEST_ACC]):+.2f} pts",
         ),
         (
             "parameters",
-            _num(m["params_before"]),
-            _num(m["params_after"]),
+            _num(m[PARAMS_BEFORE]),
+            _num(m[PARAMS_AFTER]),
             f"-{100 * m['params_removed_fraction']:.1f}%",
         ),
         ("nonzero weights", "", f"{100 * m['nonzero_fraction']:.1f}%", ""),
-        ("MACs", _num(m["macs_before"]), _num(m["macs_after"]), f"{m['macs_speedup']:.2f}x fewer"),
+        ("MACs", _num(m[MACS_BEFORE]), _num(m[MACS_AFTER]), f"{m[MACS_SPEEDUP]:.2f}x fewer"),
     ]
     for b in (1, 64):
         before, after = m.get(f"cpu_latency_ms_bs{b}_before"), m.get(f"cpu_latency_ms_bs{b}_after")
@@ -73,15 +83,15 @@ def _faster(ratio: float) -> str:
 def int8_table(m: dict[str, Any]) -> str:
     """Dense FP32 (the teacher's accuracy, the dense model's size) -> compressed FP32 ->
     compressed INT8; latency and file size of all three as ONNX Runtime runs them."""
-    acc, fp32, int8 = m["teacher_test_acc"], m["test_acc"], m["int8_test_acc"]
+    acc, fp32, int8 = m[TEACHER_TEST_ACC], m[TEST_ACC], m["int8_test_acc"]
     rows: list[tuple[str, ...]] = [
         ("", "dense FP32", "compressed FP32", "compressed INT8", "INT8 vs FP32", "INT8 vs dense"),
         ("test accuracy", f"{acc:.4f}", f"{fp32:.4f}", f"{int8:.4f}",
          f"{100 * (int8 - fp32):+.2f} pts", f"{100 * (int8 - acc):+.2f} pts"),
-        ("parameters", _num(m["params_before"]), _num(m["params_after"]),
-         _num(m["params_after"]), "", f"-{100 * m['params_removed_fraction']:.1f}%"),
-        ("MACs", _num(m["macs_before"]), _num(m["macs_after"]), _num(m["macs_after"]), "",
-         f"{m['macs_speedup']:.2f}x fewer"),
+        ("parameters", _num(m[PARAMS_BEFORE]), _num(m[PARAMS_AFTER]),
+         _num(m[PARAMS_AFTER]), "", f"-{100 * m['params_removed_fraction']:.1f}%"),
+        ("MACs", _num(m[MACS_BEFORE]), _num(m[MACS_AFTER]), _num(m[MACS_AFTER]), "",
+         f"{m[MACS_SPEEDUP]:.2f}x fewer"),
     ]  # fmt: skip
     for b in (1, 64):
         ms = [f"{m[f'ort_latency_ms_bs{b}_{v}']:.3f} ms" for v in ("dense", "fp32", "int8")]

@@ -53,6 +53,7 @@ from kdprune.reporting.inference import (
 )
 from kdprune.reporting.statistics import MATCHED_MACS, order_rank, per_seed
 from kdprune.results import atomic_write
+from kdprune.run_record import CONFIG_FINGERPRINT, MACS_SPEEDUP, TEST_ACC, WEIGHT_SPARSITY
 
 __all__ = ["A_BETTER", "B_BETTER", "Options", "verdicts", "write_verdicts"]
 
@@ -60,7 +61,7 @@ VERDICTS_FILE = "verdicts.csv"
 INTERVALS = {"paired": "paired t, 95%", "blocked": "blocked OLS (arm + seed), 95%"}
 FAMILIES = ("level", "report")
 KINDS = {"orders": 0, "kd": 1, "teacher": 2}
-SIDE = ("test_acc", "macs_speedup", "weight_sparsity")
+SIDE = (TEST_ACC, MACS_SPEEDUP, WEIGHT_SPARSITY)
 COLUMNS = [
     "pairing_key", "model", "dataset", "method", "unit", "target_ratio", "family", "kind", "a",
     "b", "n", "seeds", "mean_diff", "std_diff", "ci_low", "ci_high", "interval", "analysis",
@@ -112,7 +113,7 @@ def _seed(seed: Any) -> str:
 
 def _finite(values: pd.DataFrame, fingerprint: str) -> dict[Any, float]:
     """Test accuracy per seed of one configuration, without NaN seeds or NaN accuracies."""
-    series = values.loc[fingerprint, "test_acc"]
+    series = values.loc[fingerprint, TEST_ACC]
     return {s: float(v) for s, v in series.items() if s == s and v == v}
 
 
@@ -130,8 +131,8 @@ def _gap(x: float, y: float) -> float:
 def _matching(side_a: dict[str, float], side_b: dict[str, float]) -> dict[str, Any]:
     """Achieved MACs and remaining weights of the two sides: masked pairs (both 1.00× MACs)
     are matched only when their weight counts are too."""
-    macs = _gap(side_a["macs_speedup"], side_b["macs_speedup"])
-    weights = _gap(1 - side_a["weight_sparsity"], 1 - side_b["weight_sparsity"])
+    macs = _gap(side_a[MACS_SPEEDUP], side_b[MACS_SPEEDUP])
+    weights = _gap(1 - side_a[WEIGHT_SPARSITY], 1 - side_b[WEIGHT_SPARSITY])
     gaps = [g for g in (macs, weights) if not math.isnan(g)]
     matched = all(g <= MATCHED_MACS for g in gaps) if gaps else None
     return {"macs_gap": macs, "weights_gap": weights, "matched": matched}
@@ -152,7 +153,7 @@ def _refusal(kind: str, a: pd.Series, b: pd.Series, teachers: pd.Series, seeds: 
     configs = [json.loads(side["config_json"]) for side in (a, b)]
     if kind == "teacher" or not all(uses_teacher(c) for c in configs):
         return ""
-    bad = teacher_conflicts(teachers, a["config_fingerprint"], b["config_fingerprint"], seeds)
+    bad = teacher_conflicts(teachers, a[CONFIG_FINGERPRINT], b[CONFIG_FINGERPRINT], seeds)
     if not bad:
         return ""
     return "refused: different teacher files at seed " + ", ".join(_seed(s) for s in bad)
@@ -180,7 +181,7 @@ def _tests(row: dict[str, Any], paired: Estimate, blocked: Estimate) -> dict[str
 def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, Any]:
     """One row of the verdict table, before the family's correction."""
     values, names, teachers, fit, options, images = level
-    fa, fb = a["config_fingerprint"], b["config_fingerprint"]
+    fa, fb = a[CONFIG_FINGERPRINT], b[CONFIG_FINGERPRINT]
     side_a, side_b = _finite(values, fa), _finite(values, fb)
     seeds = tuple(sorted(set(side_a) & set(side_b)))
     refused = _refusal(kind, a, b, teachers, seeds)
@@ -199,8 +200,8 @@ def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, 
             "n": len(seeds),
             "seeds": ", ".join(_seed(s) for s in seeds),
             "note": refused,
-            **{f"a_{k}" if k != "weight_sparsity" else "a_sparsity": v for k, v in means_a.items()},
-            **{f"b_{k}" if k != "weight_sparsity" else "b_sparsity": v for k, v in means_b.items()},
+            **{f"a_{k}" if k != WEIGHT_SPARSITY else "a_sparsity": v for k, v in means_a.items()},
+            **{f"b_{k}" if k != WEIGHT_SPARSITY else "b_sparsity": v for k, v in means_b.items()},
             **_matching(means_a, means_b),
             "a_fingerprint": fa,
             "b_fingerprint": fb,
@@ -214,15 +215,15 @@ def _comparison(kind: str, a: pd.Series, b: pd.Series, level: Any) -> dict[str, 
 def side_labels(group: pd.DataFrame, compare: str = ORDERS_AND_KD) -> dict[str, str]:
     """Labels of a pairing group's configurations: order and KD (or the compared group's
     name), plus whatever else differs."""
-    configs = {r["config_fingerprint"]: json.loads(r["config_json"]) for _, r in group.iterrows()}
+    configs = {r[CONFIG_FINGERPRINT]: json.loads(r["config_json"]) for _, r in group.iterrows()}
     always = ("schedule.name", "kd.name") if compare == ORDERS_AND_KD else (f"{compare}.name",)
     return labels(configs, always=always)
 
 
 def _level_fit(values: pd.DataFrame, fingerprints: list[str]):
     """The blocked model of one level: per-seed test accuracy of its configurations."""
-    data = values.loc[values.index.get_level_values(0).isin(fingerprints), "test_acc"]
-    frame = data.reset_index().rename(columns={"config_fingerprint": "arm", "test_acc": "y"})
+    data = values.loc[values.index.get_level_values(0).isin(fingerprints), TEST_ACC]
+    frame = data.reset_index().rename(columns={CONFIG_FINGERPRINT: "arm", TEST_ACC: "y"})
     return blocked_model(frame)
 
 
@@ -235,7 +236,7 @@ def _teacher_files(runs: pd.DataFrame) -> pd.Series:
     known = runs.assign(teacher_file=files).dropna(subset=["teacher_file"])
     if known.empty:
         return pd.Series(dtype=object)
-    return known.groupby(["config_fingerprint", "seed"])["teacher_file"].agg(set)
+    return known.groupby([CONFIG_FINGERPRINT, "seed"])["teacher_file"].agg(set)
 
 
 def _used(row: pd.Series, analysis: str) -> Estimate:
@@ -295,13 +296,13 @@ def verdicts(
     predictions (left out, NaN, when False)."""
     options = options or Options()
     evidence = image_evidence(runs) if images else ImageEvidence(default="not computed")
-    values = per_seed(runs).set_index(["config_fingerprint", "seed"]).sort_index()
+    values = per_seed(runs).set_index([CONFIG_FINGERPRINT, "seed"]).sort_index()
     teachers = _teacher_files(runs)
     rows, names = [], {}
     for _, group in summary.groupby("level_rank", sort=True):
         labels_ = side_labels(group, compare)
         names.update(labels_)
-        fit = _level_fit(values, list(group["config_fingerprint"]))
+        fit = _level_fit(values, list(group[CONFIG_FINGERPRINT]))
         level = (values, labels_, teachers, fit, options, evidence)
         rows += [_comparison(kind, a, b, level) for kind, a, b in _pairs(group, compare, labels_)]
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in _JUDGED])

@@ -26,6 +26,7 @@ from kdprune.instantiation import instantiate
 from kdprune.metrics import ledger
 from kdprune.models import build
 from kdprune.models.common import example_inputs
+from kdprune.run_record import VAL_ACC, VAL_LOSS
 from kdprune.tracking import Tracker
 
 log = logging.getLogger("kdprune")
@@ -77,8 +78,8 @@ class RunContext:
             entry["epoch"],
             entry["train_loss"],
             entry["train_acc"],
-            entry["val_loss"],
-            entry["val_acc"],
+            entry[VAL_LOSS],
+            entry[VAL_ACC],
             entry["seconds"],
         )
         if self.on_epoch is not None:  # may raise optuna.TrialPruned: the sweep stops this run

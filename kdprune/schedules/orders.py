@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from kdprune.errors import ConfigError
 from kdprune.instantiation import instantiate
 from kdprune.pruning import pruner_class
+from kdprune.run_record import VAL_ACC
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.gradual import GradualPruning
 from kdprune.schedules.names import DISTILL_THEN_PRUNE, JOINT, PRUNE_THEN_DISTILL
@@ -139,7 +140,7 @@ class PruneThenDistill(Order):
         step = prune(ctx, pruned)
         ctx.mark_cut(teacher.module, pruned)
         pruned.eval().requires_grad_(False)
-        pruned_teacher = Teacher(pruned, {"val_acc": step.val_acc_after}, "pruned teacher", None)
+        pruned_teacher = Teacher(pruned, {VAL_ACC: step.val_acc_after}, "pruned teacher", None)
         student = new_student(ctx, start)
         dense = copy.deepcopy(student)
         train(ctx, "distill", student, pruned_teacher, self.finetune_epochs)

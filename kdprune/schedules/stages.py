@@ -22,6 +22,7 @@ from kdprune.metrics import file_size_bytes, ledger
 from kdprune.metrics.latency_target import LatencyTarget, latency_record
 from kdprune.predictions import write_predictions
 from kdprune.pruning import PruneResult, make_permanent, pruner_class, save_model
+from kdprune.run_record import TEST_ACC, TEST_LOSS, VAL_ACC, VAL_LOSS
 from kdprune.schedules.context import RunContext
 from kdprune.schedules.teacher_stage import Teacher
 
@@ -178,10 +179,10 @@ def finish(
         "architecture_sha256": by_rank[0],
         "architecture_sha256_by_rank": by_rank,
         "after_prune_val_acc": after_prune_val_acc,
-        "val_acc": val["acc"],
-        "test_acc": test["acc"],
-        "val_loss": val["loss"],
-        "test_loss": test["loss"],
+        VAL_ACC: val["acc"],
+        TEST_ACC: test["acc"],
+        VAL_LOSS: val["loss"],
+        TEST_LOSS: test["loss"],
         "model_file": str(ctx.run_dir / MODEL_FILE),
     }
 

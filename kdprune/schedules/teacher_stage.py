@@ -24,6 +24,7 @@ from kdprune.distillation import CrossEntropyObjective, compute_teacher_logits
 from kdprune.engine import fit, seed_everything
 from kdprune.instantiation import config_dict
 from kdprune.models import model_name
+from kdprune.run_record import TEST_ACC, VAL_ACC
 from kdprune.schedules.context import RunContext, build_model, load_state_dict_file
 
 log = logging.getLogger("kdprune")
@@ -155,8 +156,8 @@ def _frozen(teacher: Teacher) -> Teacher:
         "%s (%s): val acc %.4f, test acc %.4f",
         teacher.weights,
         teacher.metrics["source"],
-        teacher.metrics["val_acc"],
-        teacher.metrics["test_acc"],
+        teacher.metrics[VAL_ACC],
+        teacher.metrics[TEST_ACC],
     )
     return teacher
 

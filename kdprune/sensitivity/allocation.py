@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from kdprune.errors import ConfigError
+from kdprune.run_record import VAL_ACC
 from kdprune.sensitivity.groups import PrunableGroup
 
 DIGITS = 4  # ratios are rounded before they are measured, so the file holds what was measured
@@ -63,7 +64,7 @@ def curve(table: pd.DataFrame, group: str, counted: str) -> Curve:
     rows = table[table["group"] == group].sort_values("ratio")
     ratios = rows["ratio"].to_numpy(float)
     base = rows[rows["ratio"] == 0].iloc[0]
-    drops = np.maximum.accumulate(np.maximum(base["val_acc"] - rows["val_acc"].to_numpy(float), 0))
+    drops = np.maximum.accumulate(np.maximum(base[VAL_ACC] - rows[VAL_ACC].to_numpy(float), 0))
     saved = (base[counted] - rows[counted].to_numpy(float)) / base[counted]
     fine = np.round(np.arange(0.0, ratios[-1] + STEP / 2, STEP), DIGITS)
     return Curve(fine, np.interp(fine, ratios, drops), np.interp(fine, ratios, saved))

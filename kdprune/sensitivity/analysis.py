@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from kdprune.metrics import count_macs_params
 from kdprune.pruning.masks import clone_model
 from kdprune.pruning.structured import layer_widths
+from kdprune.run_record import VAL_ACC
 from kdprune.sensitivity.groups import PrunableGroup
 
 # sensitivity.csv: the first five are the analysis, the rest what each cut kept.
 COLUMNS = [
-    "group", "layers", "ratio", "val_acc", "val_loss", "channels_kept", "channels", "macs",
+    "group", "layers", "ratio", VAL_ACC, "val_loss", "channels_kept", "channels", "macs",
     "params",
 ]  # fmt: skip
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -72,7 +73,7 @@ def _row(
         "group": group.name,
         "layers": group.layers,
         "ratio": ratio,
-        "val_acc": scores["acc"],
+        VAL_ACC: scores["acc"],
         "val_loss": scores["loss"],
         "channels_kept": layer_widths(model)[group.name],
         "channels": group.channels,

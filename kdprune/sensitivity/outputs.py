@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from kdprune.pruning.layer_ratios import write_layer_ratios
 from kdprune.reporting.plots import save_figure
 from kdprune.results import atomic_write
+from kdprune.run_record import VAL_ACC
 from kdprune.sensitivity.allocation import Allocation
 
 CSV_FILE = "sensitivity.csv"
@@ -37,7 +38,7 @@ def plot_table(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     ax = fig.add_subplot()
     for group, rows in table.groupby("group", sort=False):
         rows = rows.sort_values("ratio")
-        ax.plot(rows["ratio"], rows["val_acc"], "o-", markersize=4, label=_legend(table, group))
+        ax.plot(rows["ratio"], rows[VAL_ACC], "o-", markersize=4, label=_legend(table, group))
     ax.set_xlabel("fraction of the group's channels removed (the rest of the model whole)")
     ax.set_ylabel("validation accuracy")
     ax.grid(True, alpha=0.3)

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from kdprune.errors import ConfigError
 from kdprune.results import METRICS_FILE, read_metrics, write_text
+from kdprune.run_record import MACS_SPEEDUP, SEED, TEST_ACC, VAL_ACC
 
 SEED_KEYS = ("seed", "data_seed", "split_seed")  # overrides of the job that confirm replaces
 MIN_SEEDS = 2  # an interval needs two; the design asks for >= 5 (the default)
@@ -70,7 +71,7 @@ def candidates(study: Any, top: int) -> list[Candidate]:
         run_dir = Path(str(t.user_attrs.get("run_dir", "")))
         if not (run_dir / METRICS_FILE).is_file():
             raise ConfigError(f"trial {t.number} has no run folder with a {METRICS_FILE}")
-        seed = read_metrics(run_dir).get("seed")
+        seed = read_metrics(run_dir).get(SEED)
         out.append(Candidate(t.number, float(t.value), job_overrides(run_dir), seed))
     return out
 
@@ -106,11 +107,11 @@ def confirm_runs(
             folder = out / f"trial_{c.number}" / f"seed_{seed}"
             done = (folder / METRICS_FILE).is_file()
             metrics = read_metrics(folder) if done else run(compose_candidate(c, seed), folder)
-            say(f"trial {c.number} seed {seed}: val_acc {metrics['val_acc']:.4f}"
+            say(f"trial {c.number} seed {seed}: val_acc {metrics[VAL_ACC]:.4f}"
                 f"{' (done before)' if done else ''}")  # fmt: skip
             rows.append({"trial": c.number, "search_value": c.value, "seed": seed,
-                         "val_acc": metrics["val_acc"], "test_acc": metrics["test_acc"],
-                         "macs_speedup": metrics.get("macs_speedup"),
+                         VAL_ACC: metrics[VAL_ACC], TEST_ACC: metrics[TEST_ACC],
+                         MACS_SPEEDUP: metrics.get(MACS_SPEEDUP),
                          "run_dir": str(folder)})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -133,11 +134,11 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for trial, group in runs.groupby("trial", sort=False):
         row: dict[str, Any] = {"trial": trial, "search_value": group["search_value"].iloc[0]}
-        for metric in ("val_acc", "test_acc"):
+        for metric in (VAL_ACC, TEST_ACC):
             low, high = t_interval(group[metric])
             row |= {metric: group[metric].mean(), f"{metric}_low": low, f"{metric}_high": high}
-        rows.append({**row, "n": int(group["val_acc"].notna().sum())})
-    return pd.DataFrame(rows).sort_values("val_acc", ascending=False).reset_index(drop=True)
+        rows.append({**row, "n": int(group[VAL_ACC].notna().sum())})
+    return pd.DataFrame(rows).sort_values(VAL_ACC, ascending=False).reset_index(drop=True)
 
 
 def markdown(summary: pd.DataFrame, study: str, seeds: list[int]) -> str:

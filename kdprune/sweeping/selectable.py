@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from kdprune.errors import ConfigError
+from kdprune.run_record import MACS_SPEEDUP, WEIGHT_SPARSITY
 
 # Accuracy and loss measured on the validation split (the student's, after pruning, the INT8
 # model's, the teacher's and a pruned teacher's).
@@ -28,9 +29,9 @@ VALIDATION = (
 # What compression costs or saves: parameters, MACs, sparsity, file sizes (counted).
 SIZE = (
     r"(params|macs)_(before|after|removed_fraction)",
-    r"macs_speedup",
+    MACS_SPEEDUP,
     r"nonzero_fraction",
-    r"weight_sparsity",
+    WEIGHT_SPARSITY,
     r"channel_ratio",
     r"(dense_)?file_size_bytes",
     r"teacher_(macs|params)",

@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import ListConfig
 
+from kdprune.run_record import VAL_ACC
 from kdprune.sweeping import internals
 from kdprune.sweeping.constraints import Bound, attach_constraints, parse_constraints
 from kdprune.sweeping.storage import close_storage, open_storage
@@ -49,7 +50,7 @@ class EpochReporter:
     def __call__(self, record: dict[str, Any]) -> None:
         if not reported(record):
             return
-        step, value = self.step, float(record["val_acc"])
+        step, value = self.step, float(record[VAL_ACC])
         self.step += 1
         self.trial.report(value, step)
         if self.prune and self.trial.should_prune():

@@ -33,6 +33,7 @@ from kdprune.reporting.sequential import (
     undecided,
 )
 from kdprune.results import METRICS_FILE, STATUS_OK, read_metrics, run_status
+from kdprune.run_record import CONFIG_FINGERPRINT, SEED
 from kdprune.sweeping.arms import CHECKED_ENV, SEED_FOLDER, Arm, Launcher
 from kdprune.sweeping.claims import settle, worker_session
 
@@ -83,8 +84,8 @@ def done_seeds(folder: Path, arm: Arm) -> set[int]:
             metrics = read_metrics(path)
         except (OSError, ValueError):
             continue
-        if run_status(metrics) == STATUS_OK and isinstance(metrics.get("seed"), int):
-            out.add(metrics["seed"])
+        if run_status(metrics) == STATUS_OK and isinstance(metrics.get(SEED), int):
+            out.add(metrics[SEED])
     return out
 
 
@@ -115,7 +116,7 @@ def _look_table(runs: pd.DataFrame, options) -> pd.DataFrame:
 def _arm_of(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
     """Each configuration fingerprint's arm folder name."""
     return {
-        r["config_fingerprint"]: Path(r["run_dir"]).resolve().relative_to(folder.resolve()).parts[0]
+        r[CONFIG_FINGERPRINT]: Path(r["run_dir"]).resolve().relative_to(folder.resolve()).parts[0]
         for _, r in runs.iterrows()
     }
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from kdprune.run_record import MACS_SPEEDUP, TEST_ACC, VAL_ACC, WEIGHT_SPARSITY
 from kdprune.tracking.wandb_tracker import describe_run, init_run
 
 if TYPE_CHECKING:  # reporting imports pandas and matplotlib: only a summary needs them
@@ -67,8 +68,8 @@ def _curve_charts(tables: SweepTables) -> dict[str, Any]:
         "runs": _table(tables.runs),
         "test_acc_vs_sparsity": wandb.plot.line(
             _table(tables.curve),
-            x="weight_sparsity",
-            y="test_acc",
+            x=WEIGHT_SPARSITY,
+            y=TEST_ACC,
             stroke="series",
             title="Test accuracy vs weight sparsity (mean over seeds)",
         ),
@@ -87,8 +88,8 @@ def _pareto_charts(tables: SweepTables) -> dict[str, Any]:
     return {
         "val_acc_vs_macs_speedup": wandb.plot.scatter(
             _table(tables.speedup_runs),
-            x="macs_speedup",
-            y="val_acc",
+            x=MACS_SPEEDUP,
+            y=VAL_ACC,
             title="Validation accuracy vs MACs speed-up",
         ),
         "pareto_front": _table(tables.pareto_front),
@@ -106,7 +107,7 @@ def _int8_charts(tables: SweepTables) -> dict[str, Any]:
         "test_acc_vs_size": wandb.plot.scatter(
             _table(tables.sizes),
             x="file_size_kb",
-            y="test_acc",
+            y=TEST_ACC,
             title="Test accuracy vs file size (FP32, INT8)",
         ),
     }

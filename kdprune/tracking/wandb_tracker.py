@@ -11,13 +11,14 @@ from typing import Any, Literal
 from kdprune.errors import ConfigError
 from kdprune.models.build import model_name
 from kdprune.results import flatten
+from kdprune.run_record import VAL_ACC, VAL_LOSS
 
 log = logging.getLogger("kdprune")
 
 MODES = ("online", "offline", "disabled")
 # wandb's own older spellings of the modes, accepted in WANDB_MODE
 MODE_ALIASES = {"dryrun": "offline", "run": "online"}
-EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+EPOCH_METRICS = ("train_loss", "train_acc", VAL_LOSS, VAL_ACC, "lr", "seconds")
 
 
 def has_credentials() -> bool:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fake_runs import fake_metrics  # run as a script: its own folder is on sys.path
 from omegaconf import OmegaConf, open_dict
 
 from kdprune.instantiation import compose_run
-from kdprune.results import config_sha256, write_metrics
+from kdprune.results import config_fingerprint, config_sha256, write_metrics
 
 DIED = "kdprune: error: rank 1 of {n} exited with code 3; the job stopped (a fake rank)"
 
@@ -40,8 +41,10 @@ def main(argv: list[str]) -> int:
     if args.fail_above is not None and alpha > args.fail_above:
         print(DIED.format(n=args.nproc), file=sys.stderr)
         return 3
-    metrics = {"status": "ok", "val_acc": alpha, "world_size": args.nproc, "backend": "gloo",
-               "config": config, "config_sha256_by_rank": hashes}  # fmt: skip
+    # A whole run record (write_metrics refuses less), the job's numbers in it.
+    metrics = fake_metrics("joint", 0.5, int(config["seed"]), alpha, alpha, world_size=args.nproc,
+                           backend="gloo", config=config, config_sha256_by_rank=hashes,
+                           config_fingerprint=config_fingerprint(config))  # fmt: skip
     write_metrics(run_dir, metrics)
     return 0
 

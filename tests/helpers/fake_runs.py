@@ -3,9 +3,11 @@ report and sweep-summary tests: no training, every number chosen by the test."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from kdprune.results import config_fingerprint
+from kdprune.results import METRICS_FILE, config_fingerprint, write_json, write_metrics
+from kdprune.run_record import RECORD_VERSION_KEY, build_record
 from kdprune.schedules.names import ORDER_NAMES
 
 ORDERS = ORDER_NAMES  # the natural sequence: prune_then_distill, distill_then_prune, joint
@@ -54,7 +56,8 @@ def fake_metrics(
     params_after = int(10_000 * (1 - ratio) ** 2)
     speedup = speedup if speedup is not None else 1 / (1 - ratio) ** 2
     config = fake_config(order, ratio, seed, kd, temperature)
-    return {
+    record = {
+        "status": "ok",
         "order": order,
         "model": "lenet5",
         "dataset": "digits",
@@ -71,8 +74,10 @@ def fake_metrics(
         "weight_sparsity": 1 - params_after / 10_000,
         "macs_before": 50_000,
         "macs_after": 50_000 / speedup,
+        "macs_removed_fraction": 1 - 1 / speedup,
         "macs_speedup": speedup,
         "channel_ratio": ratio,
+        "round_to": None,
         "cpu_latency_ms_bs1_before": 1.0,
         "cpu_latency_ms_bs1_after": 0.8,
         "cpu_speedup_bs1": 1.25,
@@ -86,6 +91,8 @@ def fake_metrics(
         "after_prune_val_acc": val / 2,
         "val_acc": val,
         "test_acc": test,
+        "val_loss": 1 - val,
+        "test_loss": 1 - test,
         "config": config,
         "config_fingerprint": config_fingerprint(config),
         "student_init": "scratch",
@@ -96,15 +103,25 @@ def fake_metrics(
         "timings": {"teacher": 1.0, "prune": 0.1, "total": 3.0},
         "history": [{"stage": "teacher", "epoch": 1, "val_acc": 0.9}]
         + [{"stage": s, "epoch": i + 1, "val_acc": val} for i, s in enumerate(STAGES[order])],
-        **extra,
     }
+    return build_record(record, extra)
 
 
 def legacy(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The same run as written before metrics.json held config, start, epochs, ..."""
+    """The same run as written before metrics.json held config, start, epochs, ... (and its
+    status and record version): write it with `write_run`."""
     new = ("config", "config_fingerprint", "student_init", "start", "epochs", "weight_sparsity")
-    new += ("select_epoch", "data_identity", "teacher_model")
+    new += ("select_epoch", "data_identity", "teacher_model", "status", RECORD_VERSION_KEY)
     return {k: v for k, v in metrics.items() if k not in new}
+
+
+def write_run(run_dir: Any, metrics: dict[str, Any]) -> None:
+    """Write a run's metrics.json: a record of this version through `write_metrics` (which
+    checks it), one without `record_version` as older kdprune wrote it (unchecked)."""
+    if RECORD_VERSION_KEY in metrics:
+        write_metrics(run_dir, metrics)
+    else:
+        write_json(Path(run_dir) / METRICS_FILE, metrics)
 
 
 # The digits data set as conf/dataset/digits.yaml builds it (resolved): the report reads the test
