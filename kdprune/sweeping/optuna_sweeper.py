@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 
 from kdprune.cpu_features import cpu_info
 from kdprune.distributed import processes
+from kdprune.run_record import VAL_ACC
 from kdprune.sweeping import internals
 from kdprune.sweeping.budget import finished_trials
 from kdprune.sweeping.constraints import parse_constraints
@@ -84,7 +85,7 @@ class SharedStudySweeper(internals.OptunaSweeperImpl):
         check_sweeper(config.hydra)
         check_latency_objectives(config)
         check_trial_processes(config.hydra, processes(config.get("distributed") or {}))
-        self.one_cpu = OneCpu.of(config.get("sweep_metric", "val_acc"), self.bounds)
+        self.one_cpu = OneCpu.of(config.get("sweep_metric", VAL_ACC), self.bounds)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def make_sampler(self, trial_number: int) -> optuna.samplers.BaseSampler:

@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig
 
 from kdprune.errors import ConfigError, one_line
+from kdprune.run_record import VAL_ACC
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.internals import BASIC_LAUNCHER
 from kdprune.sweeping.selectable import check_latency_target
@@ -91,7 +92,7 @@ def check_latency_objectives(config: DictConfig) -> None:
     if sweeper is None or sweeper.get("_target_") != SWEEPER:
         return
     unit = (config.get("prune_method") or {}).get("unit")
-    names = config.get("sweep_metric", "val_acc")
+    names = config.get("sweep_metric", VAL_ACC)
     for name in [names] if isinstance(names, str) else list(names):
         check_latency_target(name, "sweep_metric", unit)
     for bound in parse_constraints(sweeper.get("constraints")):
