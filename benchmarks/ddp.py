@@ -44,8 +44,10 @@ def _epoch(sizes: Sizes, ranks=None) -> tuple[Any, Any, Any]:
 def _rank(rank: int, sizes: Sizes, folder: Path) -> None:
     """One rank of the two-process side: warm up, then time one epoch between barriers."""
     from kdprune.distributed import current
+    from kdprune.engine import keep_freed_memory
 
     torch.set_num_threads(sizes.threads)
+    keep_freed_memory(sizes.keep_freed_memory_mb)  # as every kdprune process, and the parent
     store = dist.FileStore(str(folder / "store"), WORLD)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=600))  # fmt: skip
@@ -112,4 +114,12 @@ def section(f: dict[str, Any]) -> list[str]:
         "",
         f"Seconds per epoch (median): two ranks {s['two_ranks']:.2f}, one process "
         f"{s['one_process']:.2f} → **{times(f['ratios'][KEY])}**. Reproduce: `{f['command']}`.",
+        "",
+        f"The samples spread: two ranks {_spread(f['samples']['two_ranks'])} s, one process "
+        f"{_spread(f['samples']['one_process'])} s (two busy processes on two cores and a single "
+        "one both vary from epoch to epoch here; the ratio is of the medians).",
     ]
+
+
+def _spread(samples: list[float]) -> str:
+    return f"{min(samples):.2f}–{max(samples):.2f}"
