@@ -114,10 +114,19 @@ def section(f: dict[str, Any]) -> list[str]:
         "",
         f"Seconds per epoch (median): two ranks {s['two_ranks']:.2f}, one process "
         f"{s['one_process']:.2f} → **{times(f['ratios'][KEY])}**. Reproduce: `{f['command']}`.",
+        *_spread_lines(f.get("samples")),
+    ]
+
+
+def _spread_lines(samples: dict[str, list[float]] | None) -> list[str]:
+    """How far each side's epochs spread (records written before they were kept have none)."""
+    if not samples:
+        return []
+    return [
         "",
-        f"The samples spread: two ranks {_spread(f['samples']['two_ranks'])} s, one process "
-        f"{_spread(f['samples']['one_process'])} s (two busy processes on two cores and a single "
-        "one both vary from epoch to epoch here; the ratio is of the medians).",
+        f"The samples spread: two ranks {_spread(samples['two_ranks'])} s, one process "
+        f"{_spread(samples['one_process'])} s (two busy processes on two cores and a single one "
+        "both vary from epoch to epoch here; the ratio is of the medians).",
     ]
 
 

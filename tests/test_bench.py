@@ -296,3 +296,6 @@ def test_the_ddp_section_renders_the_record_run_figures_completes() -> None:
     record.update(seconds=55.0)  # as run_figures does
     text = "\n".join(ddp.section(record))
     assert "two ranks 1.00, one process 1.25" in text
+    assert "spread" not in text  # a record without its samples
+    record["samples"] = {"two_ranks": [0.9, 1.0, 1.2], "one_process": [1.25, 1.1, 1.4]}
+    assert "two ranks 0.90–1.20 s, one process 1.10–1.40 s" in "\n".join(ddp.section(record))
