@@ -14,7 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from kdprune.distillation.kd_checks import validate_kd
 from kdprune.errors import ConfigError
 from kdprune.run_record import VAL_ACC
-from kdprune.sweeping.selectable import check_latency_target, check_selectable
+from kdprune.sweeping.selectable import (
+    check_latency_target,
+    check_selectable,
+    objective_names,
+)
 from kdprune.values import number, whole_number
 
 if TYPE_CHECKING:
@@ -166,7 +170,7 @@ def check_sweep_metric(cfg: DictConfig) -> None:
     latency-target key (`latency_speedup`) only in a run that measures one (`unit=latency`)."""
     names = cfg.get("sweep_metric", VAL_ACC)
     unit = cfg.prune_method.get("unit")
-    for name in [names] if isinstance(names, str) else list(names):
+    for name in objective_names(names):
         check_selectable(name, "sweep_metric")
         check_latency_target(name, "sweep_metric", unit)
 

@@ -86,11 +86,9 @@ def _narrow_first_conv(model: nn.Module, step: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
-def test_a_stage_keeps_its_memory_format_across_a_pruning_step(loaders, fmt) -> None:
-    seed_everything(0)
-    model = lenet5(10, 1, 8)
-    stage = Stage(
+def _sgd_stage(fmt: torch.memory_format, batches: int, **kwargs) -> Stage:
+    """A one-epoch SGD stage of `batches` steps that keeps the model in `fmt`."""
+    return Stage(
         "t",
         1,
         CrossEntropyObjective(),
@@ -99,10 +97,16 @@ def test_a_stage_keeps_its_memory_format_across_a_pruning_step(loaders, fmt) -> 
         CPU,
         memory_format=fmt,
         progress=False,
-        max_batches=4,
-        step_hooks=[_narrow_first_conv],
+        max_batches=batches,
+        **kwargs,
     )
-    fit(model, loaders.train, loaders.val, stage)
+
+
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_a_stage_keeps_its_memory_format_across_a_pruning_step(loaders, fmt) -> None:
+    seed_everything(0)
+    model = lenet5(10, 1, 8)
+    fit(model, loaders.train, loaders.val, _sgd_stage(fmt, 4, step_hooks=[_narrow_first_conv]))
     convs = [model.layer1[0].weight, model.layer2[0].weight]
     assert model.layer1[0].out_channels == 5
     assert all(w.is_contiguous(memory_format=fmt) for w in convs)
@@ -124,18 +128,7 @@ def test_channels_last_trains_the_same_model_up_to_rounding(loaders) -> None:
     def train(fmt):
         seed_everything(3)
         model = lenet5(10, 1, 8).to(memory_format=fmt)
-        stage = Stage(
-            "t",
-            1,
-            CrossEntropyObjective(),
-            partial(torch.optim.SGD, lr=0.01),
-            cosine(),
-            CPU,
-            memory_format=fmt,
-            progress=False,
-            max_batches=3,
-        )
-        fit(model, loaders.train, loaders.val, stage)
+        fit(model, loaders.train, loaders.val, _sgd_stage(fmt, 3))
         return model.state_dict()
 
     nchw, cl = train(torch.contiguous_format), train(torch.channels_last)

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from kdprune.cpu_features import CpuInfo
 from kdprune.errors import MixedCpuError
 from kdprune.sweeping.constraints import Bound
-from kdprune.sweeping.selectable import is_measured
+from kdprune.sweeping.selectable import is_measured, objective_names
 
 CPU_ATTRS = ("cpu_model", "cpu_isa")  # metrics.json keys, kept as the trial's user attrs
 Cpu = dict[str, str]
@@ -63,7 +63,7 @@ class OneCpu:
     @classmethod
     def of(cls, sweep_metric: Any, bounds: Sequence[Bound]) -> OneCpu:
         """The rule for a sweep optimising `sweep_metric` (a name or a list) under `bounds`."""
-        names = [sweep_metric] if isinstance(sweep_metric, str) else list(sweep_metric or [])
+        names = objective_names(sweep_metric or [])
         names += [bound.metric for bound in bounds]
         return cls(tuple(dict.fromkeys(str(n) for n in names if is_measured(n))))
 

@@ -14,6 +14,7 @@ to one CPU (`kdprune.sweeping.one_cpu`).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from kdprune.errors import ConfigError
 from kdprune.run_record import MACS_SPEEDUP, WEIGHT_SPARSITY
@@ -82,6 +83,11 @@ def check_selectable(name: object, key: str) -> None:
 def is_measured(name: object) -> bool:
     """True for a metric timed on the CPU that ran the trial (a latency or a measured speed-up)."""
     return isinstance(name, str) and MEASURED_ON_CPU.fullmatch(name) is not None
+
+
+def objective_names(sweep_metric: Any) -> list[Any]:
+    """The metric names a `sweep_metric` setting holds: one name, or a list of them."""
+    return [sweep_metric] if isinstance(sweep_metric, str) else list(sweep_metric)
 
 
 def check_latency_target(name: object, key: str, unit: object) -> None:

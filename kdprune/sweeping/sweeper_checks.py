@@ -11,7 +11,7 @@ from kdprune.errors import ConfigError, one_line
 from kdprune.run_record import VAL_ACC
 from kdprune.sweeping.constraints import parse_constraints
 from kdprune.sweeping.internals import BASIC_LAUNCHER
-from kdprune.sweeping.selectable import check_latency_target
+from kdprune.sweeping.selectable import check_latency_target, objective_names
 from kdprune.sweeping.storage import check_storage
 from kdprune.sweeping.sweeper_config import SWEEPER
 
@@ -93,7 +93,7 @@ def check_latency_objectives(config: DictConfig) -> None:
         return
     unit = (config.get("prune_method") or {}).get("unit")
     names = config.get("sweep_metric", VAL_ACC)
-    for name in [names] if isinstance(names, str) else list(names):
+    for name in objective_names(names):
         check_latency_target(name, "sweep_metric", unit)
     for bound in parse_constraints(sweeper.get("constraints")):
         check_latency_target(bound.metric, "hydra.sweeper.constraints key", unit)
