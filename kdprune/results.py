@@ -142,6 +142,7 @@ NOT_CONFIGURATION = (
     "trainer.threads",
     "trainer.keep_freed_memory_mb",
     "dataset.splits.root",  # where the files are; `data_identity` says which files they are
+    "prune_method.pruner.latency_tables",  # where measured tables are kept, like `paths`
 )
 
 

@@ -32,13 +32,13 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     monkeypatch.setattr(memo, "REDUCTIONS", memo.Reductions())
     monkeypatch.setattr("kdprune.pruning.structured.REDUCTIONS", memo.REDUCTIONS)
     seen: list[float] = []
-    copy = StructuredPruner._prune_copy
+    copy = StructuredPruner.prune_copy
 
     def counted(self, ratio, *args, **kwargs):
         seen.append(ratio)
         return copy(self, ratio, *args, **kwargs)
 
-    monkeypatch.setattr(StructuredPruner, "_prune_copy", counted)
+    monkeypatch.setattr(StructuredPruner, "prune_copy", counted)
     return seen
 
 

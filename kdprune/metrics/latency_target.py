@@ -178,14 +178,45 @@ class LatencyTarget:
                     return copy(x)
 
             return call
-        from kdprune.export import export_module, ort_session
+        from kdprune.export import ort_session
 
         path = stem.with_suffix(".onnx")
-        export_module(copy, x, path)
-        if self.runtime == "onnxruntime_int8":
-            path = _int8(path, x)
+        path.write_bytes(self._onnx(copy, x, path))
         session, feed = ort_session(path, self.threads), {"input": x.numpy()}
         return lambda: session.run(["logits"], feed)
+
+    def _onnx(self, model: nn.Module, x: torch.Tensor, path: Path) -> bytes:
+        """The ONNX file this runtime times for `model` on `x` (INT8 where it quantizes),
+        exported once per architecture in a process (`EXPORTS`)."""
+        from kdprune.export import export_module
+
+        key = (repr(model), tuple(x.shape), self.runtime)
+        if key not in EXPORTS:
+            export_module(model, x, path)
+            if self.runtime == "onnxruntime_int8":
+                path = _int8(path, x)
+            EXPORTS.remember(key, path.read_bytes())
+        return EXPORTS[key]
+
+
+class Exports(dict):
+    """(architecture, input shape, runtime) -> ONNX file bytes, for the life of the process.
+
+    A search times many cuts against the same dense model, and an export costs seconds (the
+    dynamo exporter rebuilds its operator registry each call) where a small model runs in
+    milliseconds. The time of a forward pass depends on the architecture (every layer's type,
+    widths, kernel and stride: `repr`) and the input, not on the weights' values, so a file
+    exported for one set of weights times every other set of the same architecture."""
+
+    LIMIT = 64  # files; a long sweep worker that sees many architectures starts over past it
+
+    def remember(self, key: tuple[Any, ...], blob: bytes) -> None:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = blob
+
+
+EXPORTS = Exports()
 
 
 def _int8(fp32: Path, x: torch.Tensor) -> Path:

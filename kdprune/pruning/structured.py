@@ -31,6 +31,7 @@ from kdprune.pruning.graph import (
     replay_history,
     scheduled_widths,
 )
+from kdprune.pruning.latency_allocation import latency_cut
 from kdprune.pruning.masks import clone_model
 from kdprune.pruning.memo import REDUCTIONS, uniform_cut_key
 from kdprune.pruning.rounding import candidate_roundings, first_reaching
@@ -84,6 +85,7 @@ class StructuredPruner(Pruner):
         layer_ratios: Any = None,
         tolerance: float = 0.02,
         latency: Any = None,
+        latency_tables: str | None = None,
         max_search_steps: int = 12,
         calibrate: Callable[[nn.Module, Batches, LossFn], None] | None = None,
         regularizer: Any = None,
@@ -104,7 +106,7 @@ class StructuredPruner(Pruner):
         check_inputs(model, importance, calibrate is not None and calibration is None)
         self.model, self.example_inputs = model, example_inputs
         self.importance, self.ratio, self.unit = importance, float(ratio), unit
-        self.global_pruning = allocation == "global"
+        self.global_pruning, self.allocation = allocation == "global", allocation
         self.max_layer_ratio = float(max_layer_ratio)
         self.roundings = candidate_roundings(round_to, cpu_flags)
         # What the last cut rounded to; before a cut, `auto` has not chosen yet.
@@ -118,6 +120,8 @@ class StructuredPruner(Pruner):
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         self.latency = LatencyTarget.of(latency) if unit == "latency" else None
+        self.latency_tables = latency_tables
+        self.allocated: dict[str, Any] = {}  # what the last latency-allocated cut chose
         self.reduction_of = self._reduction_function(unit, example_inputs)
         # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
         self._dense: dict[str, int] = {}
@@ -175,7 +179,8 @@ class StructuredPruner(Pruner):
         start = time.perf_counter()
         history, ratio = self._one_shot()
         replay_history(self.model, self.example_inputs, history)
-        return PruneResult(history, ratio, time.perf_counter() - start, round_to=self.round_to)
+        seconds = time.perf_counter() - start
+        return PruneResult(history, ratio, seconds, dict(self.allocated), round_to=self.round_to)
 
     def plan(self) -> dict[str, int]:
         """The widths `apply` would leave, computed on a copy: module path -> output channels
@@ -197,7 +202,7 @@ class StructuredPruner(Pruner):
             for path, width in current.items()
             if path in widths and widths[path] < width
         }
-        history = self._prune_copy_by_layer(ratios) if ratios else []
+        history = self.prune_copy(0.0, None, by_layer=ratios)[1] if ratios else []
         replay_history(self.model, self.example_inputs, history)
         return PruneResult(history, None, time.perf_counter() - start)
 
@@ -210,10 +215,18 @@ class StructuredPruner(Pruner):
         cut: Callable[[int | None], tuple[list[list[Any]], float]]
         if self.unit == "channels":
             cut = functools.partial(self._channel_cut, reference={})
+        elif self.allocation == "latency":
+            cut = self._latency_allocated
         else:
             cut = self._search
         (history, ratio), self.round_to = first_reaching(self.roundings, cut)
         return history, ratio
+
+    def _latency_allocated(self, round_to: int | None) -> tuple[list[list[Any]], float]:
+        """The history of the `allocation: latency` cut and the fraction of the groups' channels
+        it removes (`kdprune.pruning.latency_allocation`); what it chose goes to `allocated`."""
+        history, self.allocated = latency_cut(self, round_to)
+        return history, self.allocated["channel_ratio"]
 
     def _channel_cut(
         self, round_to: int | None, reference: dict[str, float]
@@ -221,13 +234,13 @@ class StructuredPruner(Pruner):
         """The history and ratio of the cut at the channel ratio, rounded to `round_to`. Where
         `auto` tries roundings, ConfigError if rounding moves the cut's MACs reduction more than
         `tolerance` from the unrounded cut's (a layer left whole); `reference` keeps that one."""
-        candidate, history = self._prune_copy(self.ratio, round_to)
+        candidate, history = self.prune_copy(self.ratio, round_to)
         if round_to is None or len(self.roundings) == 1:
             return history, self.ratio
         x = self.example_inputs
         dense = count(self.model, x, "macs")
         if "macs" not in reference:
-            reference["macs"] = count(self._prune_copy(self.ratio, None)[0], x, "macs")
+            reference["macs"] = count(self.prune_copy(self.ratio, None)[0], x, "macs")
         moved = abs(count(candidate, x, "macs") - reference["macs"]) / dense
         if moved > self.tolerance:
             raise ConfigError(
@@ -267,7 +280,7 @@ class StructuredPruner(Pruner):
         """The refusal of a latency target below the measured floor: the latency of the largest
         cut, at the cap (measured again here, with the dense model, to name both in ms)."""
         magnitude = tp.importance.MagnitudeImportance()
-        floor = self._prune_copy(self.max_layer_ratio, round_to, magnitude)[0]
+        floor = self.prune_copy(self.max_layer_ratio, round_to, magnitude)[0]
         shape = tuple(self.example_inputs.shape[1:])
         dense_ms, floor_ms = latency.pair_ms(self.model, floor, shape)
         return below_floor(latency, self.ratio, dense_ms, floor_ms, how)
@@ -312,7 +325,7 @@ class StructuredPruner(Pruner):
         )  # fmt: skip
         if key is not None and key in REDUCTIONS:
             return REDUCTIONS[key], None
-        candidate, history = self._prune_copy(ratio, round_to, importance)
+        candidate, history = self.prune_copy(ratio, round_to, importance)
         if self.reduction_of is None:  # a channel target is cut, never searched
             raise ValueError("a channels unit has no reduction to search")
         achieved = self.reduction_of(self.model, candidate)
@@ -320,55 +333,40 @@ class StructuredPruner(Pruner):
             REDUCTIONS.remember(key, achieved)
         return achieved, history
 
-    def _prune_copy(
+    def prune_copy(
         self,
         ratio: float,
         round_to: int | None,
         importance: Callable[..., Tensor] | None = None,
+        by_layer: dict[str, float] | None = None,
     ) -> tuple[nn.Module, list[list[Any]]]:
         """Prune a copy of the model at channel `ratio`, widths rounded to a multiple of
-        `round_to` (None: not rounded); return it and its history."""
+        `round_to` (None: not rounded), by `importance` (default: the configured one,
+        calibrated); return it and its history. `by_layer` (module path -> ratio) instead cuts
+        each named layer by its own ratio in one step (the caller capped and rounded them)."""
         candidate = clone_model(self.model)
+        layer_ratios = self.layer_ratios if by_layer is None else by_layer
         with autograd_enabled():
             pruner = tp.pruner.BasePruner(
                 candidate,
                 move_inputs(self.example_inputs, candidate),
                 importance=importance or self.importance,
-                global_pruning=self.global_pruning,
+                global_pruning=self.global_pruning and by_layer is None,
                 pruning_ratio=ratio,
-                max_pruning_ratio=self.max_layer_ratio,
-                iterative_steps=self.iterative_steps,
+                max_pruning_ratio=self.max_layer_ratio if by_layer is None else 0.999,
+                iterative_steps=self.iterative_steps if by_layer is None else 1,
                 ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
                 round_to=round_to,
                 pruning_ratio_dict={
-                    candidate.get_submodule(path): r for path, r in self.layer_ratios.items()
+                    candidate.get_submodule(path): r for path, r in layer_ratios.items()
                 },
             )
-            for _ in range(self.iterative_steps):
+            for _ in range(pruner.iterative_steps):
                 if self.calibrate is not None and importance is None:
                     self.calibrate(candidate, self.calibration, self.loss_fn)
                 pruner.step()
         candidate.zero_grad(set_to_none=True)
         return candidate, plain_history(pruner.pruning_history())
-
-    def _prune_copy_by_layer(self, ratios: dict[str, float]) -> list[list[Any]]:
-        """Prune a copy with a ratio per layer (module path -> ratio); return its history."""
-        candidate = clone_model(self.model)
-        with autograd_enabled():
-            pruner = tp.pruner.BasePruner(
-                candidate,
-                move_inputs(self.example_inputs, candidate),
-                importance=self.importance,
-                pruning_ratio=0.0,
-                pruning_ratio_dict={candidate.get_submodule(p): r for p, r in ratios.items()},
-                max_pruning_ratio=0.999,  # the caller's widths already respect the cap
-                ignored_layers=[candidate.get_submodule(path) for path in self.ignored],
-            )
-            if self.calibrate is not None:
-                self.calibrate(candidate, self.calibration, self.loss_fn)
-            pruner.step()
-        candidate.zero_grad(set_to_none=True)
-        return plain_history(pruner.pruning_history())
 
     def _search(self, round_to: int | None) -> tuple[list[list[Any]], float]:
         """Find the channel ratio whose params/macs/latency reduction is within tolerance of the
@@ -384,5 +382,5 @@ class StructuredPruner(Pruner):
                 f"(closest: {reduction:.1%} at channel ratio {best:.3f}, round_to={round_to})."
             )
         if history is None:  # a remembered reduction: cut these weights at the chosen ratio
-            history = self._prune_copy(best, round_to)[1]
+            history = self.prune_copy(best, round_to)[1]
         return history, best

@@ -21,6 +21,9 @@ from kdprune.pruning.layer_ratios import read_layer_ratios
 from kdprune.pruning.masks import has_masks
 from kdprune.pruning.rounding import check_round_to
 
+# latency: a knapsack over measured per-group latency tables (kdprune.pruning.latency_allocation)
+STRUCTURED_ALLOCATIONS = (*ALLOCATIONS, "latency")
+
 
 def check_structured_options(
     ratio: Any = None,
@@ -40,7 +43,12 @@ def check_structured_options(
     check_choice(unit, UNITS + MEASURED_UNITS, "unit")
     if latency is not None or unit == "latency":
         check_latency_options({} if latency is None else latency)
-    check_choice(allocation, ALLOCATIONS, "allocation")
+    check_choice(allocation, STRUCTURED_ALLOCATIONS, "allocation")
+    if allocation == "latency" and unit != "latency":
+        raise ConfigError(
+            "prune_method allocation latency spends a latency target over the groups: it needs "
+            f"unit latency, not {unit}."
+        )
     if not isinstance(max_layer_ratio, int | float) or not 0.0 < max_layer_ratio < 1.0:
         raise ConfigError(
             f"prune_method max_layer_ratio must lie in (0, 1), got {max_layer_ratio}."

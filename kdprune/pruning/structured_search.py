@@ -28,16 +28,6 @@ def search_ratio(
     """The channel ratio `search` settles on: scan `grid` (empty: no scan), then bisect for at
     most `steps` cuts; the least compressing ratio within half the `tolerance`, else the
     closest (the caller decides whether that is close enough)."""
-    aim = tolerance / 2
-
-    def done(low: float, high: float) -> bool:
-        # Aim for half the tolerance, but accept the tolerance once the bracket is narrow:
-        # on small layers the count moves in steps and may never land closer.
-        best = search.choice(aim)
-        return best is not None and (
-            search.error(best) <= aim or (search.error(best) <= tolerance and high - low < 0.05)
-        )
-
     low, high = 0.0, max_layer_ratio
     # Params and MACs fall roughly with the square of the kept width: a good first guess.
     ratio = min(max(1.0 - math.sqrt(1.0 - search.target), low), high)
@@ -45,8 +35,26 @@ def search_ratio(
         bracket = search.scan(grid)
         low, high = bracket or (low, high)
         ratio = (low + high) / 2 if bracket else high
-    search.bisect(low, high, ratio, steps, done)
+    return settle(search, low, high, ratio, tolerance, steps)
+
+
+def settle(
+    search: TargetSearch[Any], low: float, high: float, first: float, tolerance: float, steps: int
+) -> float:
+    """Bisect [low, high] from `first` for at most `steps` cuts, until a setting is within half
+    the `tolerance` of the target (or within it, once the bracket is narrow: on small layers the
+    count moves in steps and may never land closer); the least compressing such setting, else
+    the closest."""
+    aim = tolerance / 2
+
+    def done(low: float, high: float) -> bool:
+        best = search.choice(aim)
+        return best is not None and (
+            search.error(best) <= aim or (search.error(best) <= tolerance and high - low < 0.05)
+        )
+
+    search.bisect(low, high, first, steps, done)
     best = search.choice(aim)
     if best is None:  # bisect always tries its first setting
-        raise ValueError("the search tried no channel ratio")
+        raise ValueError("the search tried no setting")
     return best
