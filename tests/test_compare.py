@@ -19,6 +19,7 @@ from kdprune import commands
 from kdprune.reporting import ledger_row, summarise, verdicts
 from kdprune.reporting.config_groups import paired_by
 from kdprune.reporting.runs import ledger_frame
+from kdprune.reporting.verdicts import unmatched
 from kdprune.results import write_metrics
 
 T_975_2 = 4.302652729911275  # t quantile, 97.5%, 2 degrees of freedom (tables)
@@ -79,3 +80,47 @@ def test_report_compare_option_writes_method_verdicts(tmp_path: Path, capsys) ->
     assert list(csv["kind"]) == ["prune_method", "prune_method"]
     assert commands.main(["report", str(tmp_path / "runs"), "--compare", "nothing"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("kdprune: error: --compare")
+
+
+def latency_run(allocation: str, seed: int, test: float, measured: float, macs: float) -> dict:
+    """A distill_then_prune run cut to a 2x latency target with `allocation`: its measured
+    speed-up `measured`, its MACs speed-up `macs` (a latency cut's MACs depend on where it cuts)."""
+    metrics = fake_metrics("distill_then_prune", 0.5, seed, 0.9, test, speedup=macs, unit="latency")
+    metrics |= {"latency_speedup": measured, "latency_runtime": "onnxruntime",
+                "latency_batch_size": 64, "latency_threads": 1, "cpu_model": "some CPU"}  # fmt: skip
+    latency = {"runtime": "onnxruntime", "batch_size": 64, "threads": 1}
+    group = {"name": "l1", "ratio": 0.5, "unit": "latency", "allocation": allocation,
+             "latency": latency}  # fmt: skip
+    metrics["config"]["prune_method"] = group
+    return metrics
+
+
+def test_latency_cuts_are_compared_at_matched_measured_latency_not_matched_macs() -> None:
+    # The latency allocation keeps 0.01 more accuracy at 1.97x-2.03x measured; MACs 3x vs 6x.
+    runs = [latency_run("uniform", s, 0.90, 1.97 + 0.01 * s, 6.0) for s in range(3)]
+    runs += [latency_run("latency", s, 0.91 + 0.001 * s, 2.03 - 0.01 * s, 3.0) for s in range(3)]
+    frame = paired_by(ledger(runs), "prune_method")
+    summary = summarise(frame)
+    assert summary["level"].nunique() == 1  # one level although the MACs differ twofold
+    table = verdicts(frame, summary, "prune_method")
+    assert len(table) == 1 and table.iloc[0]["n"] == 3 and table.iloc[0]["matched"]
+    assert table.iloc[0]["macs_gap"] == pytest.approx(1.0)  # MACs apart, latency matched
+    assert table.iloc[0]["latency_gap"] == pytest.approx(2.02 / 1.98 - 1)
+    assert {table.iloc[0]["a"], table.iloc[0]["b"]} == {
+        "prune_method=l1, prune_method.allocation=latency",
+        "prune_method=l1, prune_method.allocation=uniform",
+    }
+
+    far = [latency_run("uniform", s, 0.90, 1.6, 6.0) for s in range(3)]  # 1.6x vs 2x: apart
+    far += [latency_run("latency", s, 0.91, 2.0, 3.0) for s in range(3)]
+    apart = paired_by(ledger(far), "prune_method")
+    assert summarise(apart)["level"].nunique() == 2
+    row = verdicts(apart, summarise(apart), "prune_method").iloc[0]
+    assert not row["matched"] and row["latency_gap"] == pytest.approx(0.25)
+    assert unmatched(row) == " [measured latency not matched]"
+
+    other = [latency_run("uniform", s, 0.90, 2.0, 6.0) for s in range(3)]
+    for metrics in other:  # another target: another pairing group
+        metrics["config"]["prune_method"]["latency"]["batch_size"] = 1
+    both = paired_by(ledger(other + runs[3:]), "prune_method")
+    assert verdicts(both, summarise(both), "prune_method").empty

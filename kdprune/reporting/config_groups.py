@@ -61,6 +61,8 @@ def paired_config(config: Mapping[str, Any], compare: str = ORDERS_AND_KD) -> di
         return without(config, PAIRING_LEAVE_OUT)
     group = config.get(compare)
     keep = KEPT_WHEN_COMPARED.get(compare, ())
+    if isinstance(group, Mapping) and group.get("unit") == "latency":
+        keep = (*keep, "latency")  # cuts to one latency target compare: the same target
     kept = {k: v for k, v in group.items() if k in keep} if isinstance(group, Mapping) else {}
     return {**configuration(dict(config)), compare: kept}
 

@@ -34,6 +34,7 @@ from kdprune.reporting.verdicts import (
     B_BETTER,
     VERDICTS_FILE,
     Options,
+    unmatched,
     verdicts,
     write_verdicts,
 )
@@ -89,8 +90,7 @@ class Report:
             lines.append(
                 f"  {self.titles[row['pairing_key']]}: {row['verdict_text']}"
                 f" ({row['a']} - {row['b']}: {row['mean_diff']:+.4f}"
-                f" [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], n={row['n']})"
-                + ("" if row["matched"] is not False else " [MACs not matched]")
+                f" [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], n={row['n']})" + unmatched(row)
             )
         if self.study is not None and self.study.best:
             what = "best trial" if len(self.study.best) == 1 else "Pareto-optimal trials"

@@ -32,6 +32,9 @@ CI_COLUMNS = [TEST_ACC, VAL_ACC]
 CONFIDENCE = 0.95
 # Achieved MACs of two configurations within this relative gap: the same compression.
 MATCHED_MACS = 0.02
+# Measured latency speed-ups of two `unit=latency` configurations within this relative gap: the
+# same latency (a target counts as met within 10%, and each speed-up is a median of timings).
+MATCHED_LATENCY = 0.10
 
 
 def order_rank(order: str) -> str:
@@ -121,12 +124,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return sort_runs(out, ["level_rank", "order", "kd", CONFIG_FINGERPRINT])
 
 
-def _level_numbers(speedups: pd.Series) -> pd.Series:
-    """Within one pairing group: a new level wherever the MACs speed-up exceeds the current
-    level's least compressed configuration by more than MATCHED_MACS."""
+def _level_numbers(speedups: pd.Series, matched: float = MATCHED_MACS) -> pd.Series:
+    """Within one pairing group: a new level wherever the speed-up exceeds the current level's
+    least compressed configuration by more than `matched` (relative)."""
     numbers, level, start = {}, 0, math.nan
     for idx, speedup in speedups.sort_values(na_position="last").items():
-        if not math.isnan(start) and speedup > start * (1 + MATCHED_MACS):
+        if not math.isnan(start) and speedup > start * (1 + matched):
             level, start = level + 1, speedup
         start = speedup if math.isnan(start) else start
         numbers[idx] = level
@@ -135,16 +138,24 @@ def _level_numbers(speedups: pd.Series) -> pd.Series:
 
 def compression_levels(summary: pd.DataFrame) -> pd.DataFrame:
     """`level`: configurations of one pairing group (same everything but order and KD) whose
-    mean achieved MACs lie within MATCHED_MACS of each other; `level_rank` sorts the groups."""
+    mean achieved MACs lie within MATCHED_MACS of each other, or, for a latency target (unit
+    latency), whose mean measured speed-ups lie within MATCHED_LATENCY (cuts that meet one
+    latency target differ in MACs by design); `level_rank` sorts the groups."""
     out = summary.copy()
-    numbers = pd.concat(
-        [_level_numbers(g["macs_speedup_mean"]) for _, g in out.groupby("pairing_key")]
-    )
+    numbers = pd.concat([_group_levels(g) for _, g in out.groupby("pairing_key")])
     out["level"] = out["pairing_key"] + ":" + numbers.loc[out.index].astype(str)
     ordered = sort_runs(out, ["model", "dataset", "method", "unit", "target_ratio", "pairing_key"])
     rank = {key: i for i, key in enumerate(ordered["pairing_key"].drop_duplicates())}
     out["level_rank"] = out["pairing_key"].map(rank)
     return out
+
+
+def _group_levels(group: pd.DataFrame) -> pd.Series:
+    """The level numbers of one pairing group's configurations (see `compression_levels`)."""
+    measured = group.get("latency_speedup_mean", pd.Series(math.nan, group.index))
+    if "unit" in group and (group["unit"] == "latency").all() and measured.notna().all():
+        return _level_numbers(measured, MATCHED_LATENCY)
+    return _level_numbers(group["macs_speedup_mean"])
 
 
 def best_per_level(summary: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from kdprune.reporting.inference import EQUIVALENT
 from kdprune.reporting.plots import save_figure
-from kdprune.reporting.verdicts import A_BETTER, B_BETTER
+from kdprune.reporting.verdicts import A_BETTER, B_BETTER, unmatched
 
 VERDICTS_PLOT = "verdicts.png"
 COLOURS = {A_BETTER: "tab:blue", B_BETTER: "tab:red"}
@@ -23,8 +23,7 @@ LABEL_WIDTH = 60  # characters per line of a row's label: long labels wrap, the 
 
 
 def _row_label(row: pd.Series, title: str) -> str:
-    matched = "" if row["matched"] is not False else "  [MACs not matched]"
-    return textwrap.fill(f"{title}: {row['a']}  −  {row['b']}{matched}", LABEL_WIDTH)
+    return textwrap.fill(f"{title}: {row['a']}  −  {row['b']}{unmatched(row)}", LABEL_WIDTH)
 
 
 def plot_verdicts(table: pd.DataFrame, titles: dict[str, str], path: Path) -> Path:

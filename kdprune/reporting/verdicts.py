@@ -51,17 +51,23 @@ from kdprune.reporting.inference import (
     family_verdicts,
     paired_test,
 )
-from kdprune.reporting.statistics import MATCHED_MACS, order_rank, per_seed
+from kdprune.reporting.statistics import MATCHED_LATENCY, MATCHED_MACS, order_rank, per_seed
 from kdprune.results import atomic_write
-from kdprune.run_record import CONFIG_FINGERPRINT, MACS_SPEEDUP, TEST_ACC, WEIGHT_SPARSITY
+from kdprune.run_record import (
+    CONFIG_FINGERPRINT,
+    LATENCY_SPEEDUP,
+    MACS_SPEEDUP,
+    TEST_ACC,
+    WEIGHT_SPARSITY,
+)
 
-__all__ = ["A_BETTER", "B_BETTER", "Options", "verdicts", "write_verdicts"]
+__all__ = ["A_BETTER", "B_BETTER", "Options", "unmatched", "verdicts", "write_verdicts"]
 
 VERDICTS_FILE = "verdicts.csv"
 INTERVALS = {"paired": "paired t, 95%", "blocked": "blocked OLS (arm + seed), 95%"}
 FAMILIES = ("level", "report")
 KINDS = {"orders": 0, "kd": 1, "teacher": 2}
-SIDE = (TEST_ACC, MACS_SPEEDUP, WEIGHT_SPARSITY)
+SIDE = (TEST_ACC, MACS_SPEEDUP, WEIGHT_SPARSITY, LATENCY_SPEEDUP)
 COLUMNS = [
     "pairing_key", "model", "dataset", "method", "unit", "target_ratio", "family", "kind", "a",
     "b", "n", "seeds", "mean_diff", "std_diff", "ci_low", "ci_high", "interval", "analysis",
@@ -69,7 +75,8 @@ COLUMNS = [
     "verdict_text", "paired_low", "paired_high", "p_paired", "p_equiv_paired", "blocked_mean",
     "blocked_low", "blocked_high", "blocked_df", "p_blocked", "p_equiv_blocked", "note",
     "a_test_acc", "b_test_acc", "a_macs_speedup", "b_macs_speedup", "a_sparsity", "b_sparsity",
-    "macs_gap", "weights_gap", "matched", "a_fingerprint", "b_fingerprint", *image_noise.COLUMNS,
+    "a_latency_speedup", "b_latency_speedup", "macs_gap", "weights_gap", "latency_gap", "matched",
+    "a_fingerprint", "b_fingerprint", *image_noise.COLUMNS,
 ]  # fmt: skip
 
 
@@ -120,7 +127,7 @@ def _finite(values: pd.DataFrame, fingerprint: str) -> dict[Any, float]:
 def _side_means(values: pd.DataFrame, fingerprint: str, seeds: tuple) -> dict[str, float]:
     """Mean test accuracy, MACs speed-up and sparsity of one side over the shared seeds."""
     rows = values.loc[fingerprint].loc[list(seeds)] if seeds else values.loc[fingerprint]
-    return {k: float(rows[k].mean()) for k in SIDE}
+    return {k: float(rows[k].mean()) if k in rows else math.nan for k in SIDE}
 
 
 def _gap(x: float, y: float) -> float:
@@ -130,12 +137,27 @@ def _gap(x: float, y: float) -> float:
 
 def _matching(side_a: dict[str, float], side_b: dict[str, float]) -> dict[str, Any]:
     """Achieved MACs and remaining weights of the two sides: masked pairs (both 1.00× MACs)
-    are matched only when their weight counts are too."""
+    are matched only when their weight counts are too. Cuts to a latency target (both sides
+    measured) are matched on their measured speed-up instead, within MATCHED_LATENCY: where
+    they cut decides their MACs, so MACs tell them apart by design."""
     macs = _gap(side_a[MACS_SPEEDUP], side_b[MACS_SPEEDUP])
     weights = _gap(1 - side_a[WEIGHT_SPARSITY], 1 - side_b[WEIGHT_SPARSITY])
+    latency = _gap(side_a[LATENCY_SPEEDUP], side_b[LATENCY_SPEEDUP])
     gaps = [g for g in (macs, weights) if not math.isnan(g)]
     matched = all(g <= MATCHED_MACS for g in gaps) if gaps else None
-    return {"macs_gap": macs, "weights_gap": weights, "matched": matched}
+    if not math.isnan(latency):
+        matched = latency <= MATCHED_LATENCY
+    return {"macs_gap": macs, "weights_gap": weights, "latency_gap": latency, "matched": matched}
+
+
+def unmatched(row: Mapping[str, Any]) -> str:
+    """' [MACs not matched]' (or measured latency, for cuts to a latency target) where the two
+    sides of a verdict row did not reach the same compression; '' where they did."""
+    matched = row["matched"]  # True / False / None (NaN in a read-back table), numpy or not
+    if matched is None or matched != matched or bool(matched):
+        return ""
+    latency = row.get("latency_gap", math.nan)
+    return " [measured latency not matched]" if latency == latency else " [MACs not matched]"
 
 
 def teacher_conflicts(teachers: pd.Series, fa: str, fb: str, seeds: tuple) -> list[Any]:
