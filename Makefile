@@ -28,7 +28,7 @@ SCRIPT_OVERRIDES := \
   $(if $(FINETUNE_EPOCHS),budget.finetune_epochs=$(FINETUNE_EPOCHS)) \
   $(if $(and $(STUDENT_CKPT),$(FINETUNE_EPOCHS)),budget.student_epochs=$(FINETUNE_EPOCHS))
 
-.PHONY: help setup qemu data run gpu-check test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sensitivity
+.PHONY: help setup qemu data run gpu-check test test-all lint format clean sweep-orders sweep-optuna sweep-pareto sweep-worker require-storage dashboard bench-sweeps headline report report-optuna report-pareto bench sweep-movement sweep-latency-allocation sensitivity
 help:
 	@echo "make run        default experiment (Fashion-MNIST, cached teacher, 50% L1 channels, Distill-then-Prune, Hinton KD)"
 	@echo "NPROC=2 make run  the same experiment on 2 processes (torchrun, DistributedDataParallel)"
@@ -41,6 +41,7 @@ help:
 	@echo "make sweep-pareto   NSGA-II: validation accuracy vs MACs"
 	@echo "make headline   the fair verdict: 3 orders x KD on/off x 2x/4x MACs x 2 teachers, seeds until decided"
 	@echo "make sweep-movement  movement vs magnitude pruning (weights, channels) at 50% and 90%, joint, 3 seeds"
+	@echo "make sweep-latency-allocation  latency-aware vs uniform allocation at 2x measured latency, 4 seeds"
 	@echo "make sensitivity     kdprune sensitivity of the teacher, then its ratio file vs the uniform cut, 3 seeds"
 	@echo "make sweep-worker   one worker of a study shared through KDPRUNE_STORAGE (start N of them; SWEEP=optuna|pareto)"
 	@echo "make dashboard      optuna-dashboard for the study on 127.0.0.1:DASHBOARD_PORT (8080)"
@@ -141,6 +142,13 @@ MOVEMENT_DIR := outputs/sweeps/movement/$(shell date +%Y-%m-%d_%H-%M-%S)
 sweep-movement: data
 	$(PY) -m kdprune -m +sweep=movement hydra.sweep.dir=$(MOVEMENT_DIR) $(strip $(SCRIPT_OVERRIDES) $(ARGS))
 	$(PY) -m kdprune report $(MOVEMENT_DIR) --compare prune_method
+
+# Latency-aware allocation vs the uniform cut at one measured latency (sweeps/latency_allocation.yaml):
+# 8 runs one at a time, about 17 minutes on a 2-core AVX-512 machine; the report pairs them by seed.
+LATENCY_ALLOCATION_DIR := outputs/sweeps/latency_allocation/$(shell date +%Y-%m-%d_%H-%M-%S)
+sweep-latency-allocation: data
+	$(PY) -m kdprune -m +sweep=latency_allocation hydra.sweep.dir=$(LATENCY_ALLOCATION_DIR) $(strip $(SCRIPT_OVERRIDES) $(ARGS))
+	$(PY) -m kdprune report $(LATENCY_ALLOCATION_DIR) --compare prune_method
 
 # Sensitivity analysis of the sweep's teacher, then its ratio file against the uniform cut of the
 # same MACs (sweeps/sensitivity.yaml), in one report.

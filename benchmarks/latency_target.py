@@ -1,5 +1,7 @@
 """(h) Latency targets: the measured speed-up a cut reaches against the one it was asked for, for
-the uniform MACs cut (`unit=macs`) and the latency cut (`unit=latency`) of the same target.
+the uniform MACs cut (`unit=macs`), the uniform latency cut (`unit=latency`) and the
+latency-allocated cut (`unit=latency allocation=latency`: per-group latency tables and a
+knapsack, `kdprune.pruning.latency_allocation`) of the same target.
 
 For each model (random weights) and target speed-up s, both cuts remove 1 - 1/s: the MACs cut of
 the MACs, the latency cut of the latency measured on the target (ONNX Runtime, batch 64, one
@@ -28,7 +30,8 @@ from benchmarks.sizes import Sizes
 from kdprune.errors import ConfigError
 from kdprune.metrics.latency_target import LatencyTarget
 
-UNITS = ("macs", "latency")
+# (unit, allocation) of the cuts compared, in the table's order.
+CUTS = (("macs", "uniform"), ("latency", "uniform"), ("latency", "latency"))
 
 
 def target_of(sizes: Sizes) -> LatencyTarget:
@@ -43,10 +46,17 @@ def target_of(sizes: Sizes) -> LatencyTarget:
 
 
 def cut(
-    dense: nn.Module, example: torch.Tensor, unit: str, ratio: float, target: LatencyTarget
+    dense: nn.Module,
+    example: torch.Tensor,
+    unit: str,
+    ratio: float,
+    target: LatencyTarget,
+    allocation: str = "uniform",
+    tables: Path | None = None,
 ) -> tuple[nn.Module, list, int | None]:
-    """A copy of `dense` cut by `ratio` of its `unit` (L1, uniform, round_to auto, as the
-    default structured method): the model, its history and the rounding used."""
+    """A copy of `dense` cut by `ratio` of its `unit` (L1, round_to auto, as the default
+    structured method) with `allocation` (latency tables kept in `tables`): the model, its
+    history and the rounding used."""
     import copy
 
     import torch_pruning as tp
@@ -62,7 +72,9 @@ def cut(
         unit=unit,
         round_to="auto",
         tolerance=0.04,
+        allocation=allocation,
         latency=target if unit == "latency" else None,
+        latency_tables=tables,
     )
     result = pruner.apply()
     return pruned.eval(), result.history, result.round_to
@@ -94,14 +106,18 @@ def model_rows(name: str, sizes: Sizes, folder: Path) -> list[dict[str, Any]]:
     files = {"dense": str(save_model(folder / f"{name}-dense.pt", dense, cfg))}
     rows: list[dict[str, Any]] = []
     for speedup in sizes.latency_target_speedups:
-        for unit in UNITS:
-            row = {"model": name, "target_speedup": speedup, "unit": unit}
+        for unit, allocation in CUTS:
+            if allocation == "latency" and name not in sizes.latency_allocation_models:
+                continue
+            row = {"model": name, "target_speedup": speedup, "unit": unit, "allocation": allocation}
             try:
-                model, history, round_to = cut(dense, example, unit, 1 - 1 / speedup, target)
+                model, history, round_to = cut(
+                    dense, example, unit, 1 - 1 / speedup, target, allocation, folder / "tables"
+                )
             except ConfigError as err:  # below the measured floor, or a step too coarse
                 rows.append(row | {"refused": str(err)})
                 continue
-            key = f"{speedup:g}x-{unit}"
+            key = f"{speedup:g}x-{unit}-{allocation}"
             files[key] = str(save_model(folder / f"{name}-{key}.pt", model, cfg, history))
             rows.append(row | {"key": key, "round_to": round_to})
     ms = in_fresh_process(files, target, [c, s, s])
@@ -120,7 +136,9 @@ def measure(sizes: Sizes) -> dict[str, Any]:
         for name in sizes.latency_target_models:
             rows += model_rows(name, sizes, Path(folder))
     ratios = {
-        f"{r['model']}/{r['target_speedup']:g}x/latency": r["closeness"]
+        f"{r['model']}/{r['target_speedup']:g}x/latency/{r.get('allocation', 'uniform')}": r[
+            "closeness"
+        ]
         for r in rows
         if r["unit"] == "latency" and "closeness" in r
     }
@@ -131,8 +149,10 @@ def setup(sizes: Sizes) -> str:
     """How (h) was measured, for BENCHMARKS.md."""
     t = target_of(sizes)
     return (
-        f"StructuredPruner, L1 importance, uniform allocation, `round_to: auto`, tolerance 4%; "
-        f"`unit=macs` and `unit=latency` at ratio 1 − 1/s for s in "
+        f"StructuredPruner, L1 importance, `round_to: auto`, tolerance 4%; `unit=macs` "
+        f"(uniform), `unit=latency` (uniform) and, for "
+        f"{', '.join(sizes.latency_allocation_models)}, `unit=latency allocation=latency` (its "
+        f"latency table built in the run) at ratio 1 − 1/s for s in "
         f"{list(sizes.latency_target_speedups)}; random weights; latency target: ONNX Runtime "
         f"{ort_version()} (CPU provider, graph optimisations on), batch {t.batch_size}, "
         f"{t.threads} thread(s), median of {t.repeats} interleaved runs after {t.warmup} "

@@ -57,6 +57,9 @@ class Sizes:
     latency_target_speedups: tuple[float, ...] = (1.5, 2.0)
     latency_target_batch: int = 64
     latency_target_repeats: int = 10
+    # (h)'s latency-allocated cut: the models whose latency table is built in the bench (one timed
+    # cut per group and grid width: minutes for ResNet-20, much longer for MobileNetV2 here).
+    latency_allocation_models: tuple[str, ...] = ("resnet20",)
     ddp_steps: int = 100  # steps of the global batch per timed epoch, (g)
     ddp_reps: int = 7  # one epoch of one process varied 3.8-6.1 s between samples here
     cuda_model: str = "resnet56"
@@ -100,6 +103,7 @@ class Sizes:
             latency_target_speedups=(1.5,),
             latency_target_batch=8,
             latency_target_repeats=2,
+            latency_allocation_models=("lenet5",),
             ddp_steps=5,
             ddp_reps=1,
             latency_reps=2,

@@ -257,14 +257,18 @@ def test_quick_quantization_figure_is_finite_and_rendered(bench: SimpleNamespace
     assert "## (f) INT8 vs FP32" in text and "make bench ARGS='--only quantization'" in text
 
 
-def test_latency_targets_show_both_cuts_side_by_side(bench: SimpleNamespace) -> None:
-    """(h)'s Markdown from a record (no timing): a model's two cuts on one line, a refused one
-    named with its floor, and the summary's worst latency cut against its target."""
+def test_latency_targets_show_the_three_cuts_side_by_side(bench: SimpleNamespace) -> None:
+    """(h)'s Markdown from a record (no timing): a model's three cuts on one line (one not
+    made: a dash), a refused one named with its floor, and the summary's worst latency cut
+    against its target."""
     rows = [
         {"model": "resnet20", "target_speedup": 2.0, "unit": "macs", "key": "2x-macs",
          "round_to": 16, "dense_ms": 40.0, "cut_ms": 28.0, "achieved": 40 / 28},
         {"model": "resnet20", "target_speedup": 2.0, "unit": "latency", "key": "2x-latency",
-         "round_to": 8, "dense_ms": 40.0, "cut_ms": 21.0, "achieved": 40 / 21},
+         "allocation": "uniform", "round_to": 8, "dense_ms": 40.0, "cut_ms": 21.0, "achieved": 40 / 21},
+        {"model": "resnet20", "target_speedup": 2.0, "unit": "latency", "allocation": "latency",
+         "key": "2x-latency-latency", "round_to": 16, "dense_ms": 40.0, "cut_ms": 19.5,
+         "achieved": 40 / 19.5},
         {"model": "lenet5", "target_speedup": 2.0, "unit": "macs", "key": "2x-macs",
          "round_to": 8, "dense_ms": 1.0, "cut_ms": 0.8, "achieved": 1.25},
         {"model": "lenet5", "target_speedup": 2.0, "unit": "latency",
@@ -273,13 +277,14 @@ def test_latency_targets_show_both_cuts_side_by_side(bench: SimpleNamespace) -> 
     for row in rows:
         if "achieved" in row:
             row["closeness"] = 1 - abs(row["achieved"] / row["target_speedup"] - 1)
-    ratios = {"resnet20/2x/latency": rows[1]["closeness"]}
+    ratios = {f"resnet20/2x/latency/{r['allocation']}": r["closeness"] for r in rows[1:3]}
     record = bench.measure.figure("latency_target", ratios, rows=rows, setup="s")
-    assert record["targets"] == {"resnet20/2x/latency": ">= 0.9"} and all(record["met"].values())
+    assert set(record["targets"].values()) == {">= 0.9"} and len(record["targets"]) == 2
+    assert all(record["met"].values())
     text = "\n".join(bench.latency_target_report.section(record))
-    assert "| resnet20 | 2.00× | 1.43× | 16 | 1.90× | 8 | 40.000 |" in text
-    assert "| lenet5 | 2.00× | 1.25× | 8 | refused | — | 1.000 |" in text
-    assert "- lenet5 2× (latency): the measured floor is 0.7 ms" in text
+    assert "| resnet20 | 2.00× | 1.43× | 16 | 1.90× | 8 | 2.05× | 16 | 40.000 |" in text
+    assert "| lenet5 | 2.00× | 1.25× | 8 | refused | — | — | — | 1.000 |" in text
+    assert "- lenet5 2× (latency, uniform allocation): the measured floor is 0.7 ms" in text
     [summary] = bench.latency_target_report.summary(record)
     assert summary[1] == f"{1 - abs(40 / 21 / 2 - 1):.3f}"
     assert summary[3].startswith("yes; 1 refused")

@@ -206,3 +206,9 @@ def test_latency_allocation_needs_a_latency_unit_and_no_layer_ratios() -> None:
             ratio=0.5, unit="latency", allocation="latency", layer_ratios={"fc1": 0.5}
         )
     check_structured_options(ratio=0.5, unit="latency", allocation="latency")
+
+
+def test_a_wide_group_gets_at_most_grid_points_widths_across_its_range() -> None:
+    grid = width_grid(960, 0.9, 16)  # 54 multiples of 16 from 96 to 944
+    assert len(grid) == 16 and grid[0] == 944 and grid[-1] == 96
+    assert all(w % 16 == 0 for w in grid) and list(grid) == sorted(grid, reverse=True)

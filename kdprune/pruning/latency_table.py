@@ -78,7 +78,9 @@ def channel_groups(
 
 def width_grid(width: int, max_layer_ratio: float, round_to: int | None) -> tuple[int, ...]:
     """The narrower widths a group of `width` channels may be cut to, widest first: multiples of
-    `round_to`, else GRID_POINTS evenly spaced ones, none below what `max_layer_ratio` keeps."""
+    `round_to`, else evenly spaced ones, none below what `max_layer_ratio` keeps; at most
+    GRID_POINTS, evenly spread over the range (a wide layer of a large model would otherwise
+    cost a table of hundreds of timed cuts)."""
     least = max(1, int(width * (1.0 - max_layer_ratio)))
     widths: Iterable[int]
     if round_to:
@@ -88,7 +90,11 @@ def width_grid(width: int, max_layer_ratio: float, round_to: int | None) -> tupl
             round(width * (1 - max_layer_ratio * i / GRID_POINTS))
             for i in range(1, GRID_POINTS + 1)
         )
-    return tuple(sorted({w for w in widths if least <= w < width}, reverse=True))
+    grid = sorted({w for w in widths if least <= w < width}, reverse=True)
+    if len(grid) > GRID_POINTS:
+        picks = {round(i * (len(grid) - 1) / (GRID_POINTS - 1)) for i in range(GRID_POINTS)}
+        grid = [grid[i] for i in sorted(picks)]
+    return tuple(grid)
 
 
 Savings = dict[str, dict[int, float]]  # group root -> width -> fraction of dense latency removed

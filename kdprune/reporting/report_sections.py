@@ -72,8 +72,8 @@ HOW = (
     "matched*: the two sides' achieved MACs or remaining "
     f"weights differ by more than {MATCHED_MACS:.0%}, so the difference mixes the order with "
     "the compression; for cuts to a latency target (unit latency), whose MACs differ by design, "
-    f"their measured speed-ups differ by more than {MATCHED_LATENCY:.0%}. Test accuracy only "
-    "reports; it never selected anything."
+    f"their speed-ups timed on the target differ by more than {MATCHED_LATENCY:.0%}. Test "
+    "accuracy only reports; it never selected anything."
 )
 
 
