@@ -87,7 +87,8 @@ def latency_run(allocation: str, seed: int, test: float, measured: float, macs: 
     speed-up `measured`, its MACs speed-up `macs` (a latency cut's MACs depend on where it cuts)."""
     metrics = fake_metrics("distill_then_prune", 0.5, seed, 0.9, test, speedup=macs, unit="latency")
     metrics |= {"latency_speedup": measured, "latency_runtime": "onnxruntime",
-                "latency_batch_size": 64, "latency_threads": 1, "cpu_model": "some CPU"}  # fmt: skip
+                "latency_batch_size": 64, "latency_threads": 1,
+                "cpu_model": "some CPU"}  # fmt: skip
     latency = {"runtime": "onnxruntime", "batch_size": 64, "threads": 1}
     group = {"name": "l1", "ratio": 0.5, "unit": "latency", "allocation": allocation,
              "latency": latency}  # fmt: skip
