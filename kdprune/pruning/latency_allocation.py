@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch_pruning as tp
@@ -40,6 +40,9 @@ from kdprune.pruning.latency_table import (
 from kdprune.pruning.memo import REDUCTIONS, shapes
 from kdprune.pruning.search import TargetSearch
 from kdprune.pruning.structured_search import settle
+
+if TYPE_CHECKING:  # the pruner imports this module
+    from kdprune.pruning.structured import StructuredPruner
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,9 @@ class Knapsack:
         return None if best is None else best[1:]
 
 
-def latency_cut(pruner: Any, round_to: int | None) -> tuple[list[list[Any]], dict[str, Any]]:
+def latency_cut(
+    pruner: StructuredPruner, round_to: int | None
+) -> tuple[list[list[Any]], dict[str, Any]]:
     """The `allocation: latency` cut of a `kdprune.pruning.StructuredPruner`'s model at its
     `unit=latency` target, widths on the `round_to` grid: its history and what it chose (the
     widths, the channel ratio, how many table entries were measured rather than read)."""
