@@ -127,7 +127,7 @@ def latency_cut(
         importance=pruner.importance,
         calibrate=calibrate,
     )
-    hooks = {
+    hooks: dict[str, Callable[..., Any]] = {
         "cut": lambda ratios: pruner.prune_copy(0.0, None, by_layer=ratios),
         "probe": lambda ratios: pruner.prune_copy(0.0, None, magnitude, ratios)[0],
         "scores": scores,
