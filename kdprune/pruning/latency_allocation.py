@@ -111,7 +111,8 @@ def latency_cut(
     """The `allocation: latency` cut of a `kdprune.pruning.StructuredPruner`'s model at its
     `unit=latency` target, widths on the `round_to` grid: its history and what it chose (the
     widths, the channel ratio, how many table entries were measured rather than read)."""
-    if pruner.latency is None:  # check_structured_options refuses allocation latency without it
+    reduction = pruner.reduction_of
+    if pruner.latency is None or reduction is None:  # refused by check_structured_options
         raise ValueError("allocation latency needs unit latency")
     magnitude = tp.importance.MagnitudeImportance()
 
@@ -131,7 +132,7 @@ def latency_cut(
         "cut": lambda ratios: pruner.prune_copy(0.0, None, by_layer=ratios),
         "probe": lambda ratios: pruner.prune_copy(0.0, None, magnitude, ratios)[0],
         "scores": scores,
-        "reduction": pruner.reduction_of,
+        "reduction": reduction,
     }
     table = LatencyTable(pruner.latency, pruner.latency_tables)
     allocation = LatencyAllocation(pruner.model, pruner.example_inputs, ignored, table, hooks)
