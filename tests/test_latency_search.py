@@ -138,6 +138,29 @@ def test_a_second_cpu_in_a_latency_study_is_refused_and_gives_its_budget_back(
     assert worker.study.trials[again].state == TrialState.COMPLETE
 
 
+def test_a_trial_timed_on_another_latency_target_is_refused(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, "val_acc", {"latency_speedup": {"min": 1.5}})
+    first = _tell(worker, tmp_path, _latency_run(2.0, XEON), 0.9)
+    batch_1 = _latency_run(2.0, XEON) | {"latency_batch_size": 1}  # same CPU, another target
+    with pytest.raises(MixedCpuError) as refused:
+        _tell(worker, tmp_path, batch_1, 0.9)
+    line = str(refused.value)
+    assert "\n" not in line and "latency_speedup on onnxruntime, batch 1, 1 thread(s)" in line
+    assert f"on onnxruntime, batch 64, 1 thread(s) (trial {first})" in line
+    trial = worker.study.trials[1]
+    assert trial.state == TrialState.FAIL and trial.user_attrs[REFUSED]
+    assert trial.user_attrs["latency_batch_size"] == 1  # the refused trial records its target
+    again = _tell(worker, tmp_path, _latency_run(1.8, XEON), 0.8)
+    assert worker.study.trials[again].state == TrialState.COMPLETE
+
+    eager = tmp_path / "eager"  # a study timed on the eager ledger, not on the target: any target
+    eager.mkdir()
+    other = _worker(eager, "val_acc", {"cpu_speedup_bs64": {"min": 1.0}})
+    _tell(other, eager, _latency_run(2.0, XEON), 0.9)
+    mixed = _tell(other, eager, batch_1, 0.9)
+    assert other.study.trials[mixed].state == TrialState.COMPLETE
+
+
 def test_cpus_may_mix_where_nothing_told_was_timed(tmp_path: Path) -> None:
     worker = _worker(tmp_path, "val_acc", {"macs_speedup": {"min": 2.0}})
     assert worker.plan.one_cpu.measured == ()
