@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch_pruning as tp
@@ -40,9 +40,6 @@ from kdprune.pruning.latency_table import (
 from kdprune.pruning.memo import REDUCTIONS, shapes
 from kdprune.pruning.search import TargetSearch
 from kdprune.pruning.structured_search import settle
-
-if TYPE_CHECKING:  # the pruner imports this module
-    from kdprune.pruning.structured import StructuredPruner
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +103,8 @@ class Knapsack:
 
 
 def latency_cut(
-    pruner: StructuredPruner, round_to: int | None
+    pruner: Any,  # a StructuredPruner (which imports this module: no import of it here)
+    round_to: int | None,
 ) -> tuple[list[list[Any]], dict[str, Any]]:
     """The `allocation: latency` cut of a `kdprune.pruning.StructuredPruner`'s model at its
     `unit=latency` target, widths on the `round_to` grid: its history and what it chose (the
