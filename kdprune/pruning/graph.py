@@ -56,6 +56,12 @@ def layer_widths(model: nn.Module) -> dict[str, int]:
     }
 
 
+def keeping(width: int, kept: int) -> float:
+    """The channel ratio that leaves `kept` of `width` channels: Torch-Pruning keeps
+    int(c * (1 - r)) of c, so r = 1 - (k + 0.5) / c keeps k."""
+    return 1.0 - (kept + 0.5) / width
+
+
 def scheduled_widths(
     dense: dict[str, int], final: dict[str, int], fraction: float
 ) -> dict[str, int]:

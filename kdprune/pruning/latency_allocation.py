@@ -17,7 +17,6 @@ and the knob is bisected until the measured reduction meets the target within th
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -108,9 +107,9 @@ def latency_cut(
 ) -> tuple[list[list[Any]], dict[str, Any]]:
     """The `allocation: latency` cut of a `kdprune.pruning.StructuredPruner`'s model at its
     `unit=latency` target, widths on the `round_to` grid: its history and what it chose (the
-    widths, the channel ratio, how many table entries were measured rather than read)."""
-    reduction = pruner.reduction_of
-    if pruner.latency is None or reduction is None:  # refused by check_structured_options
+    widths, the channel ratio, how many table entries the pruner has timed rather than read)."""
+    reduction, table = pruner.reduction_of, pruner.latency_table
+    if reduction is None or table is None:  # refused by check_structured_options
         raise ValueError("allocation latency needs unit latency")
     magnitude = tp.importance.MagnitudeImportance()
 
@@ -118,25 +117,22 @@ def latency_cut(
         if pruner.calibrate is not None:
             pruner.calibrate(model, pruner.calibration, pruner.loss_fn)
 
-    ignored = pruner.ignored
-    scores = functools.partial(
-        group_scores,
-        example_inputs=pruner.example_inputs,
-        ignored=ignored,
-        importance=pruner.importance,
-        calibrate=calibrate,
+    scores = group_scores(
+        pruner.model, pruner.example_inputs, pruner.ignored, pruner.importance, calibrate
     )
-    hooks: dict[str, Callable[..., Any]] = {
-        "cut": lambda ratios: pruner.prune_copy(0.0, None, by_layer=ratios),
-        "probe": lambda ratios: pruner.prune_copy(0.0, None, magnitude, ratios)[0],
-        "scores": scores,
-        "reduction": reduction,
-    }
-    table = LatencyTable(pruner.latency, pruner.latency_tables)
-    allocation = LatencyAllocation(pruner.model, pruner.example_inputs, ignored, table, hooks)
+    allocation = LatencyAllocation(
+        pruner.model,
+        pruner.example_inputs,
+        pruner.ignored,
+        table,
+        cut=lambda ratios: pruner.prune_copy(0.0, None, by_layer=ratios),
+        probe=lambda ratios: pruner.prune_copy(0.0, None, magnitude, ratios)[0],
+        reduction=reduction,
+    )
     history, chosen = allocation.search(
-        pruner.ratio, round_to, pruner.max_layer_ratio, pruner.tolerance, pruner.max_search_steps
-    )
+        scores, pruner.ratio, round_to, pruner.max_layer_ratio, pruner.tolerance,
+        pruner.max_search_steps,
+    )  # fmt: skip
     return history, {**chosen, "table_measured": table.measured}
 
 
@@ -152,8 +148,7 @@ class LatencyAllocation:
     returning it and its history; `probe(ratios)` prunes one for timing, by magnitude and
     without calibration (which channels go does not change the latency, and a probe draws no
     random numbers, so the run's random stream does not depend on what was remembered);
-    `scores(model)` the criterion's per-channel scores by group root (groups it does not score
-    left out); `reduction(dense, cut)` the measured latency reduction.
+    `reduction(dense, cut)` the measured latency reduction.
     """
 
     def __init__(
@@ -162,15 +157,17 @@ class LatencyAllocation:
         example_inputs: Tensor,
         ignored: Sequence[str],
         table: LatencyTable,
-        hooks: Mapping[str, Callable[..., Any]],
+        *,
+        cut: Callable[[dict[str, float]], tuple[nn.Module, list[list[Any]]]],
+        probe: Callable[[dict[str, float]], nn.Module],
+        reduction: Callable[[nn.Module, nn.Module], float],
     ) -> None:
         self.model, self.example_inputs, self.ignored = model, example_inputs, tuple(ignored)
-        self.table = table
-        self.cut, self.probe = hooks["cut"], hooks["probe"]
-        self.scores, self.reduction = hooks["scores"], hooks["reduction"]
+        self.table, self.cut, self.probe, self.reduction = table, cut, probe, reduction
 
     def search(
         self,
+        scores: Mapping[str, Tensor],
         target: float,
         round_to: int | None,
         max_layer_ratio: float,
@@ -178,16 +175,17 @@ class LatencyAllocation:
         steps: int,
     ) -> tuple[list[list[Any]], dict[str, Any]]:
         """The history of the cut whose measured reduction is within `tolerance` of `target`
-        (ConfigError if none is), widths on the `round_to` grid, and what it chose. A group the
-        criterion does not score keeps its width."""
+        (ConfigError if none is), widths on the `round_to` grid, and what it chose. `scores`:
+        the criterion's per-channel scores by group root; a group it does not score keeps its
+        width."""
         groups = [g for g, _ in channel_groups(self.model, self.example_inputs, self.ignored)]
-        scores = self.scores(self.model)
         grids = {
             g: width_grid(g.width, max_layer_ratio, round_to) if g.root in scores else ()
             for g in groups
         }
         shape = tuple(self.example_inputs.shape[1:])
         savings = self.table.savings(self.model, shape, grids, self.probe)
+        knapsack = Knapsack(grids, savings, scores)
 
         def measured(knob: float) -> tuple[float, Widths]:
             return self._measure(groups, allocate(grids, savings, scores, knob))
@@ -197,9 +195,7 @@ class LatencyAllocation:
         best = settle(search, 0.0, most, min(target, most), tolerance, steps)
         reduction, widths = search.tried[best]
         if abs(reduction - target) > tolerance:
-            reduction, widths = self._complete(
-                groups, Knapsack(grids, savings, scores), search, tolerance, steps
-            )
+            reduction, widths = self._complete(groups, knapsack, search, tolerance, steps)
         if abs(reduction - target) > tolerance + 1e-9:
             raise ConfigError(
                 f"latency allocation could not reach a latency reduction of {target:.1%} "

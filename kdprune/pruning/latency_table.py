@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from kdprune.metrics.latency_target import LatencyTarget
 from kdprune.pruning.calibration import autograd_enabled
-from kdprune.pruning.graph import prunable_groups
+from kdprune.pruning.graph import keeping, prunable_groups
 from kdprune.pruning.masks import clone_model
 from kdprune.results import atomic_write
 
@@ -56,9 +56,8 @@ class ChannelGroup:
     width: int
 
     def ratios(self, width: int) -> dict[str, float]:
-        """Per-layer channel ratios that leave `width` channels: Torch-Pruning keeps
-        int(c * (1 - r)) of c, so r = 1 - (k + 0.5) / c keeps k."""
-        return {path: 1.0 - (width + 0.5) / self.width for path in self.layers}
+        """Per-layer channel ratios that leave `width` channels."""
+        return {path: keeping(self.width, width) for path in self.layers}
 
 
 def channel_groups(
@@ -102,7 +101,7 @@ Savings = dict[str, dict[int, float]]  # group root -> width -> fraction of dens
 
 class LatencyTable:
     """The measured savings of one architecture on one target, kept under `folder` (None: not
-    kept). `measured` counts the cuts this object timed (0 when every width was in the file)."""
+    kept). `measured` counts the cuts this object has timed (0 when every width was read)."""
 
     def __init__(self, target: LatencyTarget, folder: str | Path | None = None) -> None:
         self.target = target
@@ -133,12 +132,13 @@ class LatencyTable:
         lock = nullcontext() if path is None else FileLock(f"{path}.lock")
         with lock:
             table = _read(path)
+            before = self.measured
             for group, widths in grids.items():
                 known = table.setdefault(group.root, {})
                 missing = [w for w in widths if w not in known]
                 if missing:
                     known.update(self._measure(model, input_shape, group, missing, cut))
-            if path is not None and self.measured:
+            if path is not None and self.measured > before:
                 _write(path, table)
         return {g.root: {w: table[g.root][w] for w in grids[g]} for g in grids}
 

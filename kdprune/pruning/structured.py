@@ -25,6 +25,7 @@ from kdprune.pruning.base import (
 from kdprune.pruning.calibration import Batches, LossFn, autograd_enabled
 from kdprune.pruning.graph import (
     bound_ratios,
+    keeping,
     layer_widths,
     plain_history,
     prunable_groups,
@@ -32,6 +33,7 @@ from kdprune.pruning.graph import (
     scheduled_widths,
 )
 from kdprune.pruning.latency_allocation import latency_cut
+from kdprune.pruning.latency_table import LatencyTable
 from kdprune.pruning.masks import clone_model
 from kdprune.pruning.memo import REDUCTIONS, uniform_cut_key
 from kdprune.pruning.rounding import candidate_roundings, first_reaching
@@ -120,7 +122,8 @@ class StructuredPruner(Pruner):
         self.ignored = ignored_module_paths(model, ignored_layers)
         self.layer_ratios = bound_ratios(model, layer_ratios, self.ignored)
         self.latency = LatencyTarget.of(latency) if unit == "latency" else None
-        self.latency_tables = latency_tables
+        # `allocation: latency`'s per-group latency tables, kept in the `latency_tables` folder.
+        self.latency_table = LatencyTable(self.latency, latency_tables) if self.latency else None
         self.allocated: dict[str, Any] = {}  # what the last latency-allocated cut chose
         self.reduction_of = self._reduction_function(unit, example_inputs)
         # A gradual cut's widths: the model's before it and the one-shot cut's (`begin_gradual`).
@@ -196,9 +199,8 @@ class StructuredPruner(Pruner):
         Torch-Pruning rounds per layer. Gradual pruning steps towards `plan()` with this."""
         start = time.perf_counter()
         current = layer_widths(self.model)
-        # Torch-Pruning keeps int(c * (1 - r)) of c channels: r = 1 - (k + 0.5) / c keeps k.
         ratios = {
-            path: 1.0 - (widths[path] + 0.5) / width
+            path: keeping(width, widths[path])
             for path, width in current.items()
             if path in widths and widths[path] < width
         }
